@@ -1,0 +1,42 @@
+# Two commands reproduce everything: `make all` (the studies' reports) and `make test`.
+# Both depend on `make install`, which builds .venv once; a second call is a no-op.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+DEMO   := data/demo_hematoma
+STUDIES := $(wildcard pipelines/*.yaml)
+
+.PHONY: install all test lint demo-data check clean
+
+install: $(STAMP)
+
+# PyRadiomics 3.0.1 has no wheel for Python 3.11 and its setup.py imports NumPy, so NumPy
+# and the build tools go in first and PyRadiomics is built without build isolation.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install "numpy>=1.26" "setuptools>=68" wheel versioneer
+	$(PIP) install --no-build-isolation pyradiomics==3.0.1
+	$(PIP) install -e ".[dev]"
+	touch $(STAMP)
+
+demo-data: $(DEMO)/manifest.csv
+
+$(DEMO)/manifest.csv: | $(STAMP)
+	$(VENV)/bin/fusion demo-data --out $(DEMO)
+
+check: install demo-data
+	@for s in $(STUDIES); do $(VENV)/bin/fusion check $$s || exit 1; done
+
+all: check
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check fusion tests benchmarks
+	$(VENV)/bin/ruff format --check fusion tests benchmarks
+
+clean:
+	rm -rf reports/*/ .pytest_cache

@@ -1,0 +1,90 @@
+"""Read a case's image, whatever its format, as a SimpleITK image with full geometry.
+
+Readers are registered by format in :data:`IMAGE_READERS`; :func:`detect_format` picks
+one from the path. A DICOM series is a folder; when it holds several series the manifest
+must name the SeriesInstanceUID to use, and the error lists the candidates. Only UIDs and
+file counts are ever printed: DICOM patient tags never leave the reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from fusion.errors import FusionError
+
+ImageReader = Callable[[Path, str | None], sitk.Image]
+
+SITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def detect_format(path: Path) -> str:
+    """'dicom' for a folder, 'sitk' for a NIfTI/NRRD/MHA file; FusionError otherwise."""
+    if path.is_dir():
+        return "dicom"
+    name = path.name.lower()
+    if name.endswith(SITK_SUFFIXES):
+        return "sitk"
+    raise FusionError(
+        f"{path}: unsupported image format; use a DICOM series folder or one of "
+        f"{', '.join(SITK_SUFFIXES)}"
+    )
+
+
+def read_sitk_file(path: Path, what: str = "image") -> sitk.Image:
+    """sitk.ReadImage with ITK's multi-line exception cut to the line that says why."""
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        raise FusionError(f"{path}: cannot read {what}: {lines[-1] if lines else exc}") from None
+
+
+def _read_sitk_file(path: Path, series_uid: str | None = None) -> sitk.Image:
+    return read_sitk_file(path, "image")
+
+
+def dicom_series(folder: Path) -> dict[str, list[str]]:
+    """SeriesInstanceUID -> sorted file names of each series in a folder (GDCM)."""
+    reader = sitk.ImageSeriesReader
+    return {
+        uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid))
+        for uid in reader.GetGDCMSeriesIDs(str(folder))
+    }
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image:
+    series = dicom_series(folder)
+    if not series:
+        raise FusionError(f"{folder}: no DICOM series found in this folder")
+    if series_uid is None:
+        if len(series) > 1:
+            listing = "; ".join(f"{uid} ({len(f)} files)" for uid, f in sorted(series.items()))
+            raise FusionError(
+                f"{folder}: holds {len(series)} DICOM series; name the one to use in the "
+                f"manifest's series column. Series found: {listing}"
+            )
+        series_uid = next(iter(series))
+    if series_uid not in series:
+        raise FusionError(
+            f"{folder}: series {series_uid} not found; series here: {', '.join(sorted(series))}"
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series[series_uid])
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise FusionError(f"{folder}: cannot read DICOM series {series_uid}: {exc}") from None
+
+
+IMAGE_READERS: dict[str, ImageReader] = {"sitk": _read_sitk_file, "dicom": _read_dicom_series}
+
+
+def read_image(path: Path, series_uid: str | None = None) -> sitk.Image:
+    """Read an image file or DICOM series folder; FusionError names the file on failure."""
+    path = Path(path)
+    if not path.exists():
+        raise FusionError(f"{path}: image file not found")
+    return IMAGE_READERS[detect_format(path)](path, series_uid)

@@ -1,0 +1,253 @@
+"""Per-case quality control, run before any feature stage.
+
+Each check yields a :class:`Problem` with a stable code (documented in the README), a
+severity and a message that carries the numbers. A case with any ``fail`` problem is
+excluded from later stages, and the report lists it with its reasons; ``warn`` problems
+are reported but the case stays. Checking a case never raises: whatever goes wrong,
+including an unexpected exception, becomes a problem of that case, and the next case is
+checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from fusion.cohort import Case
+from fusion.config import QCSpec, Study
+from fusion.errors import FusionError
+from fusion.io.images import read_image
+from fusion.io.rois import read_roi
+
+Severity = Literal["fail", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: str
+    severity: Severity
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class QCResult:
+    case_id: str
+    problems: tuple[Problem, ...]
+    roi_voxels: int | None = None
+    roi_volume_ml: float | None = None
+
+    @property
+    def status(self) -> Literal["ok", "warn", "fail"]:
+        severities = {p.severity for p in self.problems}
+        return "fail" if "fail" in severities else ("warn" if severities else "ok")
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+
+def _geometry_problems(image: sitk.Image, roi: sitk.Image, spec: QCSpec) -> Iterator[Problem]:
+    """Compare the ROI's grid with the image's, printing both values when they differ."""
+    if image.GetDimension() != roi.GetDimension():
+        yield Problem(
+            "geometry",
+            "fail",
+            f"image is {image.GetDimension()}-D but ROI is {roi.GetDimension()}-D",
+        )
+        return
+    checks = [
+        ("size", image.GetSize(), roi.GetSize(), 0.0),
+        ("spacing (mm)", image.GetSpacing(), roi.GetSpacing(), spec.spacing_tolerance_mm),
+        ("origin (mm)", image.GetOrigin(), roi.GetOrigin(), spec.origin_tolerance_mm),
+        ("direction", image.GetDirection(), roi.GetDirection(), spec.direction_tolerance),
+    ]
+    for name, a, b, tol in checks:
+        diff = np.max(np.abs(np.subtract(a, b)))
+        if diff > tol:
+            yield Problem(
+                "geometry",
+                "fail",
+                f"{name} differs: image {_fmt(a)} vs ROI {_fmt(b)} "
+                f"(max difference {diff:.4g} > tolerance {tol:g})",
+            )
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def _roi_problems(
+    roi_array: np.ndarray, label: int, spec: QCSpec
+) -> tuple[list[Problem], int | None]:
+    problems: list[Problem] = []
+    if not np.issubdtype(roi_array.dtype, np.integer) and not np.all(
+        np.equal(np.mod(roi_array, 1), 0)
+    ):
+        problems.append(
+            Problem(
+                "roi_not_label_map",
+                "fail",
+                "ROI holds non-integer values (a probability map?); threshold it into a label map",
+            )
+        )
+        return problems, None
+    if not np.any(roi_array):
+        problems.append(Problem("empty_roi", "fail", "ROI has no non-zero voxel"))
+        return problems, 0
+    inside = roi_array == label
+    n = int(np.count_nonzero(inside))
+    if n == 0:
+        present = ", ".join(str(v) for v in np.unique(roi_array) if v != 0)
+        problems.append(
+            Problem(
+                "label_absent",
+                "fail",
+                f"label {label} not in ROI; labels present: {present} "
+                "(set cohort.roi_label in the study)",
+            )
+        )
+        return problems, 0
+    if n < spec.min_roi_voxels:
+        problems.append(
+            Problem(
+                "small_roi",
+                "fail",
+                f"ROI has {n} voxels, fewer than qc.min_roi_voxels = {spec.min_roi_voxels}",
+            )
+        )
+    if spec.roi_at_border != "ignore":
+        faces = _border_faces(inside)
+        if faces:
+            problems.append(
+                Problem(
+                    "roi_at_border",
+                    spec.roi_at_border,
+                    f"ROI touches the volume border at {', '.join(faces)}; it may be cut off",
+                )
+            )
+    return problems, n
+
+
+def _border_faces(inside: np.ndarray) -> list[str]:
+    """Names of the volume faces the ROI touches, in image index order (x, y, z)."""
+    faces = []
+    axis_names = "zyx"[-inside.ndim :]  # numpy order is reversed from ITK's
+    for axis in range(inside.ndim):
+        touched = inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis))
+        if touched[0]:
+            faces.append(f"{axis_names[axis]}=first")
+        if touched[-1]:
+            faces.append(f"{axis_names[axis]}=last")
+    return sorted(faces)
+
+
+def _intensity_problems(array: np.ndarray, modality: str, spec: QCSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        problems.append(Problem("nonfinite", "fail", f"{bad} voxel(s) are NaN or infinite"))
+        array = array[finite]
+        if array.size == 0:
+            return problems
+    if modality == "CT":
+        lo, hi = float(array.min()), float(array.max())
+        if lo > spec.ct_min_below_hu:
+            problems.append(
+                Problem(
+                    "ct_range",
+                    "warn",
+                    f"no voxel below {spec.ct_min_below_hu:g} HU (minimum {lo:g}): no air in "
+                    "the volume, or values not in HU (rescale slope/intercept not applied?)",
+                )
+            )
+        if hi > spec.ct_max_above_hu:
+            problems.append(
+                Problem(
+                    "ct_range",
+                    "warn",
+                    f"voxels above {spec.ct_max_above_hu:g} HU (maximum {hi:g}): metal, or "
+                    "stored values without the rescale intercept",
+                )
+            )
+    return problems
+
+
+def check_case(case: Case, study: Study) -> QCResult:
+    """Run every check on one case; never raises."""
+    try:
+        return _check_case(case, study)
+    except FusionError as exc:
+        return QCResult(case.case_id, (Problem("unreadable", "fail", str(exc)),))
+    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the cohort
+        return QCResult(
+            case.case_id,
+            (Problem("error", "fail", f"{type(exc).__name__}: {exc} (image {case.image})"),),
+        )
+
+
+def _check_case(case: Case, study: Study) -> QCResult:
+    spec = study.qc
+    missing = [
+        f"{what} file not found: {path} (manifest line {case.row})"
+        for what, path in (("image", case.image), ("ROI", case.roi))
+        if path is not None and not path.exists()
+    ]
+    if missing:
+        return QCResult(case.case_id, tuple(Problem("missing_file", "fail", m) for m in missing))
+    image = read_image(case.image, case.series_uid)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return QCResult(
+            case.case_id,
+            (
+                Problem(
+                    "not_scalar",
+                    "fail",
+                    f"{case.image}: image has {image.GetNumberOfComponentsPerPixel()} "
+                    "components per voxel; expected a grey-level image",
+                ),
+            ),
+        )
+    problems = _intensity_problems(sitk.GetArrayViewFromImage(image), study.cohort.modality, spec)
+    if case.roi is None:
+        problems.append(Problem("no_roi", "fail", "the manifest gives no ROI file"))
+        return QCResult(case.case_id, tuple(problems))
+    roi = read_roi(case.roi, image)
+    geometry = list(_geometry_problems(image, roi, spec))
+    problems.extend(geometry)
+    roi_problems, n = _roi_problems(sitk.GetArrayViewFromImage(roi), study.cohort.roi_label, spec)
+    problems.extend(roi_problems)
+    volume = None if n is None else n * float(np.prod(roi.GetSpacing())) / 1000.0
+    return QCResult(case.case_id, tuple(problems), n, volume)
+
+
+def check_cohort(cases: Iterable[Case], study: Study) -> list[QCResult]:
+    """Check every case; a failing case never stops the others."""
+    return [check_case(case, study) for case in cases]
+
+
+def qc_table(results: Iterable[QCResult]) -> pd.DataFrame:
+    """One row per case: case_id, status, problems (codes and messages), ROI size."""
+    rows = [
+        {
+            "case_id": r.case_id,
+            "status": r.status,
+            "problem_codes": ";".join(sorted({p.code for p in r.problems})),
+            "problems": " | ".join(str(p) for p in r.problems),
+            "roi_voxels": r.roi_voxels,
+            "roi_volume_ml": None if r.roi_volume_ml is None else round(r.roi_volume_ml, 4),
+        }
+        for r in results
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=["case_id", "status", "problem_codes", "problems", "roi_voxels", "roi_volume_ml"],
+    )

@@ -1,0 +1,101 @@
+"""Shared builders: small synthetic images, ROIs, manifests and study files on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import yaml
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def needs_shared(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test when that data is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+def write_image(
+    path: Path,
+    array: np.ndarray,
+    spacing: tuple[float, ...] = (1.0, 1.0, 2.0),
+    origin: tuple[float, ...] | None = None,
+    direction: tuple[float, ...] | None = None,
+) -> Path:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    if origin is not None:
+        image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def ct_volume(shape: tuple[int, int, int] = (12, 32, 32), seed: int = 0) -> np.ndarray:
+    """A small CT-like volume (numpy z, y, x): air around a water-ish body with noise."""
+    rng = np.random.default_rng(seed)
+    vol = np.full(shape, -1000.0, dtype=np.float32)
+    vol[:, 4:-4, 4:-4] = 40 + rng.normal(0, 5, (shape[0], shape[1] - 8, shape[2] - 8))
+    return vol
+
+
+def cube_roi(shape: tuple[int, int, int] = (12, 32, 32), label: int = 1) -> np.ndarray:
+    roi = np.zeros(shape, dtype=np.uint8)
+    roi[4:8, 12:20, 12:20] = label
+    return roi
+
+
+@pytest.fixture
+def make_study(tmp_path: Path) -> Callable[..., Path]:
+    """Write a manifest and a study file; return the study file's path.
+
+    ``rows`` are manifest rows (dicts); ``study`` overrides keys of the study mapping.
+    """
+
+    def _make(rows: list[dict], study: dict | None = None, name: str = "study.yaml") -> Path:
+        cohort_dir = tmp_path / "cohort"
+        cohort_dir.mkdir(exist_ok=True)
+        pd.DataFrame(rows).to_csv(cohort_dir / "manifest.csv", index=False)
+        spec = {
+            "name": "unit",
+            "seed": 1,
+            "cohort": {"manifest": "cohort/manifest.csv"},
+        }
+        for key, value in (study or {}).items():
+            if isinstance(value, dict) and isinstance(spec.get(key), dict):
+                spec[key] = {**spec[key], **value}
+            else:
+                spec[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    return _make
+
+
+@pytest.fixture
+def good_case(tmp_path: Path) -> Callable[[str], dict]:
+    """Write a passing image + ROI pair for ``case_id``; return its manifest row."""
+
+    def _make(case_id: str, label: int = 0, split: str = "train") -> dict:
+        folder = tmp_path / "cohort"
+        write_image(folder / "img" / f"{case_id}.nii.gz", ct_volume())
+        write_image(folder / "roi" / f"{case_id}.nii.gz", cube_roi())
+        return {
+            "case_id": case_id,
+            "image": f"img/{case_id}.nii.gz",
+            "roi": f"roi/{case_id}.nii.gz",
+            "label": label,
+            "split": split,
+        }
+
+    return _make
