@@ -116,7 +116,8 @@ def load_cohort(study: Study) -> list[Case]:
     needed = {"case_id": cols.case_id, "image": cols.image, "label": cols.label}
     for optional in ("roi", "split", "institution", "patient", "series"):
         name = getattr(cols, optional)
-        if name is not None and (optional != "roi" or name in df.columns):
+        # a column left at its default is optional; one the study names must exist
+        if name is not None and (optional in cols.model_fields_set or name in df.columns):
             needed[optional] = name
     needed |= {f"clinical {c.name}": c.source_column for c in study.clinical}
     missing = [f"{k} column {v!r}" for k, v in needed.items() if v not in df.columns]
@@ -140,7 +141,7 @@ def load_cohort(study: Study) -> list[Case]:
             problems.append(f"line {line}: empty case id")
             continue
         institution = _text(row[cols.institution]) if cols.institution else None
-        split = _split_of(row[cols.split] if cols.split else None, institution, spec)
+        split = _split_of(row[cols.split] if "split" in needed else None, institution, spec)
         if split is not None and split not in (*SPLITS, "external"):
             problems.append(
                 f"line {line}, case {case_id!r}: split {split!r} is not one of "

@@ -76,7 +76,7 @@ def make_study(tmp_path: Path) -> Callable[..., Path]:
             else:
                 spec[key] = value
         path = tmp_path / name
-        path.write_text(yaml.safe_dump(spec))
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
         return path
 
     return _make
