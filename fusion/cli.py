@@ -11,23 +11,37 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fusion.errors import FusionError
+
+if TYPE_CHECKING:
+    from fusion.pipeline import RunOptions
 
 log = logging.getLogger("fusion")
 
 
+def _options(args: argparse.Namespace) -> RunOptions:
+    from fusion.pipeline import RunOptions
+
+    return RunOptions(
+        reports=Path(args.reports),
+        cache=None if args.no_cache else Path(args.cache),
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+    )
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
-    from fusion.atomic import write_csv_atomic
-    from fusion.cohort import load_cohort
     from fusion.config import load_study
-    from fusion.io.qc import check_cohort, qc_table
+    from fusion.io.qc import qc_table
+    from fusion.pipeline import qc_stage, tables_dir
 
     study = load_study(args.study)
-    cases = load_cohort(study)
-    table = qc_table(check_cohort(cases, study))
-    out = Path(args.out) if args.out else Path(args.reports) / study.name / "tables" / "qc.csv"
-    write_csv_atomic(table, out)
+    options = _options(args)
+    out = Path(args.out) if args.out else tables_dir(study, options) / "qc.csv"
+    checked = qc_stage(study, options, out)
+    table = qc_table(checked.qc)
     _print_qc(table)
     counts = table.status.value_counts()
     print(
@@ -36,6 +50,31 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"Table written to {out}"
     )
     return 1 if counts.get("fail", 0) else 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from fusion.config import load_study
+    from fusion.pipeline import qc_stage, radiomics_stage, tables_dir
+
+    study = load_study(args.study)
+    options = _options(args)
+    checked = qc_stage(study, options)
+    excluded = len(checked.cases) - len(checked.passed)
+    output = radiomics_stage(study, options, checked)
+    run = output.run
+    print(
+        f"{study.name}: radiomics for {len(checked.passed)} cases ({excluded} excluded by QC): "
+        f"{run.computed} computed, {run.cached} from cache, {len(run.failures)} failed. "
+        f"Tables in {tables_dir(study, options)}"
+    )
+    for failure in run.failures:
+        print(f"  failed: {failure.case_id}: {failure.error}: {failure.message}")
+    allowed = study.radiomics.max_failures if study.radiomics else 0
+    if len(run.failures) > allowed:
+        names = ", ".join(f.case_id for f in run.failures)
+        print(f"{len(run.failures)} case(s) failed (allowed: {allowed}): {names}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_qc(table) -> None:  # noqa: ANN001 - a pandas DataFrame; pandas is imported lazily
@@ -62,11 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    check = sub.add_parser("check", help="check every case of a study and write the QC table")
-    check.add_argument("study", help="study file, e.g. pipelines/demo_hematoma.yaml")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("study", help="study file, e.g. pipelines/demo_hematoma.yaml")
+    common.add_argument("--reports", default="reports", help="reports folder (default reports)")
+    common.add_argument("--cache", default=".cache/fusion", help="per-case cache folder")
+    common.add_argument("--no-cache", action="store_true", help="recompute everything")
+    common.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
+    common.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+
+    check = sub.add_parser(
+        "check", parents=[common], help="check every case of a study and write the QC table"
+    )
     check.add_argument("--out", help="CSV path (default reports/<study>/tables/qc.csv)")
-    check.add_argument("--reports", default="reports", help="reports folder (default reports)")
     check.set_defaults(func=_cmd_check)
+
+    extract = sub.add_parser("extract", help="run one feature stage alone")
+    stages = extract.add_subparsers(dest="stage", required=True)
+    radiomics = stages.add_parser(
+        "radiomics", parents=[common], help="PyRadiomics features of every case that passes QC"
+    )
+    radiomics.set_defaults(func=_cmd_extract)
 
     demo = sub.add_parser("demo-data", help="write the synthetic hematoma-expansion cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")
@@ -83,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("radiomics", "pykwalify", "distributed"):  # their INFO lines are noise here
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except FusionError as exc:

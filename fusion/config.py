@@ -97,6 +97,7 @@ class QCSpec(_Strict):
 class RadiomicsSpec(_Strict):
     params: ExistingFile
     labels: list[int] | None = None
+    max_failures: int = Field(default=0, ge=0)
 
 
 class DeepSpec(_Strict):

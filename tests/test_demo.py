@@ -71,7 +71,7 @@ def test_demo_study_runs_qc_cleanly(tmp_path: Path, capsys) -> None:
         (tmp_path / "pipelines" / rel).write_text((root / "pipelines" / rel).read_text())
     code = main(
         ["check", str(tmp_path / "pipelines" / "demo_hematoma.yaml"),
-         "--reports", str(tmp_path / "reports")]
+         "--reports", str(tmp_path / "reports"), "--cache", str(tmp_path / "cache")]
     )  # fmt: skip
     assert code == 0
     assert "demo_hematoma: 6 cases: 6 ok, 0 with warnings, 0 failed" in capsys.readouterr().out

@@ -146,11 +146,11 @@ def test_cli_check_prints_writes_and_exits_nonzero_on_failure(
     rows = [good_case("a"), good_case("b", 1)]
     path = make_study(rows)
     out = tmp_path / "qc.csv"
-    assert main(["check", str(path), "--out", str(out)]) == 0
+    assert main(["check", str(path), "--out", str(out), "--no-cache"]) == 0
     assert "unit: 2 cases: 2 ok, 0 with warnings, 0 failed" in capsys.readouterr().out
     rows[1]["roi"] = "roi/none.nii.gz"
     path = make_study(rows)
-    assert main(["check", str(path), "--out", str(out)]) == 1
+    assert main(["check", str(path), "--out", str(out), "--no-cache"]) == 1
     printed = capsys.readouterr().out
     assert "b     fail    missing_file: ROI file not found" in printed
     table = pd.read_csv(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,11 +21,13 @@ import SimpleITK as sitk
 
 from fusion.cohort import Case
 from fusion.config import QCSpec, Study
+from fusion.engine import CaseCache, Task, cache_key, run_tasks
 from fusion.errors import FusionError
 from fusion.io.images import read_image
 from fusion.io.rois import read_roi
 
 Severity = Literal["fail", "warn"]
+QC_VERSION = 1  # bump when a check changes, so cached QC results are recomputed
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +233,53 @@ def _check_case(case: Case, study: Study) -> QCResult:
 
 
 def check_cohort(cases: Iterable[Case], study: Study) -> list[QCResult]:
-    """Check every case; a failing case never stops the others."""
+    """Check every case in this process; a failing case never stops the others."""
     return [check_case(case, study) for case in cases]
+
+
+def _check_payload(payload: tuple[Case, Study]) -> dict:
+    return _to_dict(check_case(*payload))
+
+
+def _to_dict(result: QCResult) -> dict:
+    return {
+        "case_id": result.case_id,
+        "problems": [[p.code, p.severity, p.message] for p in result.problems],
+        "roi_voxels": result.roi_voxels,
+        "roi_volume_ml": result.roi_volume_ml,
+    }
+
+
+def _from_dict(case_id: str, value: dict) -> QCResult:
+    problems = tuple(Problem(*p) for p in value["problems"])
+    return QCResult(case_id, problems, value["roi_voxels"], value["roi_volume_ml"])
+
+
+def run_qc(
+    study: Study,
+    cases: list[Case],
+    digests: dict[str, tuple[str, str]],
+    cache_root: Path | None,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+) -> list[QCResult]:
+    """Check every case through the engine (parallel, cached by file content + settings)."""
+    settings = [study.qc.model_dump(), study.cohort.roi_label, study.cohort.modality]
+    tasks = [
+        Task(c.case_id, cache_key("qc", QC_VERSION, digests[c.case_id], c.series_uid, settings),
+             (c, study))
+        for c in cases
+    ]  # fmt: skip
+    cache = CaseCache(cache_root, "qc") if cache_root else None
+    run = run_tasks(_check_payload, tasks, cache, jobs=jobs, scheduler=scheduler, desc="QC")
+    died = {f.case_id: f for f in run.failures}
+    return [
+        _from_dict(c.case_id, run.results[c.case_id])
+        if c.case_id in run.results
+        else QCResult(c.case_id, (Problem("error", "fail", died[c.case_id].message),))
+        for c in cases
+    ]
 
 
 def qc_table(results: Iterable[QCResult]) -> pd.DataFrame:

@@ -1,0 +1,244 @@
+"""Run per-case work units over an executor, with a per-case cache and isolated failures.
+
+One code path for every scale: a stage turns its cases into picklable :class:`Task`s and
+hands them to :func:`run_tasks`, which maps them over a ``concurrent.futures.Executor``:
+local worker processes by default, or a Dask distributed cluster through
+``Client.get_executor()`` when a scheduler address is given. Workers read their own case
+from disk; only paths and results cross process boundaries.
+
+Results are cached per case under a content key (the stage builds it from the input
+files' hashes and every setting that matters). The parent writes each entry atomically as
+its result arrives, so a run killed at any moment resumes where it stopped with no
+corrupt entry. A case that raises is recorded with its traceback; a case that kills its
+worker (segfault, out of memory) is found by re-running the unfinished cases one per
+fresh process, so it costs the other cases nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import (
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusion.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One case's work: ``fn(payload)`` must be a picklable, module-level call."""
+
+    case_id: str
+    key: str
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    case_id: str
+    error: str
+    message: str
+    traceback: str = ""
+
+
+@dataclass(slots=True)
+class StageRun:
+    """What :func:`run_tasks` returns: results by case, failures, and cache counts."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    computed: int = 0
+    cached: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def cache_key(*parts: Any) -> str:
+    """SHA-256 of the canonical JSON of ``parts``: equal settings give equal keys."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class CaseCache:
+    """One JSON file per case result under ``root/<stage>/<key[:2]>/<key>.json``."""
+
+    def __init__(self, root: str | Path, stage: str) -> None:
+        self.folder = Path(root) / stage
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Any | None:
+        path = self.path(key)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))["value"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, OSError):
+            log.warning("discarding unreadable cache entry %s", path)
+            path.unlink(missing_ok=True)
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        write_text_atomic(json.dumps({"value": value}, allow_nan=True), self.path(key))
+
+
+def _call(fn: Callable[[Any], Any], payload: Any) -> tuple[str, Any]:
+    """Run in the worker: turn any exception into data, so it travels back intact."""
+    try:
+        return "ok", fn(payload)
+    except BaseException as exc:  # noqa: BLE001 - MemoryError and friends are per-case too
+        return "error", (type(exc).__name__, str(exc), traceback.format_exc())
+
+
+@contextmanager
+def make_executor(jobs: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
+    """Local worker processes (``jobs``, default all cores) or a Dask cluster's executor."""
+    if scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            yield client.get_executor(pure=False)
+        return
+    with _process_pool(jobs or os.cpu_count() or 1) as pool:
+        yield pool
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: safe after the parent has started threads (torch, Dask), cheaper than spawn
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+class Progress:
+    """tqdm bar (count, rate, ETA) on a terminal; a plain log line every 10 % otherwise."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+        self.start = time.monotonic()
+        self.bar = None
+        self.next_log = 0.1
+        if total and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="case")
+
+    def update(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+        elif self.total and self.done / self.total >= self.next_log:
+            elapsed = time.monotonic() - self.start
+            rate = self.done / elapsed if elapsed > 0 else float("inf")
+            eta = (self.total - self.done) / rate if rate else float("inf")
+            log.info(
+                "%s: %d/%d cases, %.2f cases/s, ETA %.0f s",
+                self.desc, self.done, self.total, rate, eta,
+            )  # fmt: skip
+            self.next_log = (int(self.done / self.total * 10) + 1) / 10
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    tasks: Sequence[Task],
+    cache: CaseCache | None,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    desc: str = "cases",
+) -> StageRun:
+    """Map ``fn`` over ``tasks``; cached results are reused, new ones cached on arrival."""
+    run = StageRun()
+    pending: list[Task] = []
+    for task in tasks:
+        hit = cache.get(task.key) if cache else None
+        if hit is not None:
+            run.results[task.case_id] = hit
+            run.cached += 1
+        else:
+            pending.append(task)
+    if not pending:
+        return run
+    progress = Progress(len(pending), desc)
+    try:
+        with make_executor(jobs, scheduler) as executor:
+            suspects = _map(executor, fn, pending, cache, run, progress)
+        # a worker died: every unfinished case is a suspect; run each in a process of its
+        # own (``jobs`` at a time) so that only the culprit fails
+        if suspects:
+            log.warning("a worker died; re-running %d unfinished case(s) one per process",
+                        len(suspects))  # fmt: skip
+            with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as threads:
+                list(threads.map(lambda t: _alone(fn, t, cache, run, progress), suspects))
+    finally:
+        progress.close()
+    return run
+
+
+def _alone(
+    fn: Callable[[Any], Any], task: Task, cache: CaseCache | None, run: StageRun, progress: Progress
+) -> None:
+    with _process_pool(1) as pool:
+        _map(pool, fn, [task], cache, run, progress, last_chance=True)
+
+
+def _map(
+    executor: Executor,
+    fn: Callable[[Any], Any],
+    tasks: Iterable[Task],
+    cache: CaseCache | None,
+    run: StageRun,
+    progress: Progress,
+    last_chance: bool = False,
+) -> list[Task]:
+    futures: dict[Future, Task] = {executor.submit(_call, fn, t.payload): t for t in tasks}
+    suspects: list[Task] = []
+    for future in as_completed(futures):
+        task = futures[future]
+        try:
+            status, value = future.result()
+        except BrokenProcessPool:
+            if last_chance:
+                with run.lock:
+                    run.failures.append(
+                        Failure(task.case_id, "WorkerDied", "the worker process died (crash "
+                                "or out of memory) while processing this case")
+                    )  # fmt: skip
+                    progress.update()
+            else:
+                suspects.append(task)
+            continue
+        except Exception as exc:  # noqa: BLE001 - e.g. Dask's KilledWorker
+            status, value = "error", (type(exc).__name__, str(exc), "")
+        if status == "ok" and cache is not None:
+            cache.put(task.key, value)
+        with run.lock:
+            progress.update()
+            if status == "ok":
+                run.results[task.case_id] = value
+                run.computed += 1
+            else:
+                run.failures.append(Failure(task.case_id, *value))
+    return suspects

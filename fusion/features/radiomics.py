@@ -1,0 +1,157 @@
+"""Radiomics stage: PyRadiomics features per case and ROI label, through the engine.
+
+The study's PyRadiomics parameter file is handed to ``RadiomicsFeatureExtractor`` as it
+is (PyRadiomics validates it with its own schema); only the label comes from the study.
+Feature columns are ``radiomics:<pyradiomics name>``; PyRadiomics' ``diagnostics_*``
+entries go to a separate table and never become features. PyRadiomics turns a failing
+feature class into NaN plus a log line; we list such NaN features per case instead of
+letting them pass silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from fusion.cohort import Case
+from fusion.config import Study
+from fusion.engine import CaseCache, StageRun, Task, cache_key, run_tasks
+from fusion.errors import ConfigError
+from fusion.io.images import read_image
+from fusion.io.rois import read_roi
+
+PREFIX = "radiomics:"
+RADIOMICS_CACHE_VERSION = 1  # bump when this module changes what a cached entry holds
+
+
+@dataclass(frozen=True, slots=True)
+class RadiomicsOutput:
+    """Tidy tables of the stage: one row per case and ROI label."""
+
+    features: pd.DataFrame
+    diagnostics: pd.DataFrame
+    failures: pd.DataFrame
+    nan_features: pd.DataFrame
+    run: StageRun
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    """The parameter file as a mapping; checked by PyRadiomics' schema before any case."""
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    try:
+        params = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        RadiomicsFeatureExtractor(params)
+    except Exception as exc:  # pykwalify's SchemaError, YAML errors, bad values
+        raise ConfigError(f"{path}: invalid PyRadiomics parameter file: {exc}") from None
+    return params
+
+
+def roi_labels(study: Study) -> tuple[int, ...]:
+    spec = study.radiomics
+    return tuple(spec.labels) if spec and spec.labels else (study.cohort.roi_label,)
+
+
+def roi_name(label: int) -> str:
+    return f"label{label}"
+
+
+def extract_case(payload: tuple[Case, dict[str, Any], tuple[int, ...]]) -> dict[str, Any]:
+    """Worker: read the case from disk, run PyRadiomics once per label."""
+    import radiomics
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    case, params, labels = payload
+    radiomics.setVerbosity(logging.ERROR)
+    image = read_image(case.image, case.series_uid)
+    roi = read_roi(case.roi, image)
+    extractor = RadiomicsFeatureExtractor(params)
+    rois = []
+    for label in labels:
+        result = extractor.execute(image, roi, label=label)
+        features = {
+            k: float(np.asarray(v)) for k, v in result.items() if not k.startswith("diagnostics_")
+        }
+        diagnostics = {
+            k.removeprefix("diagnostics_"): str(v)
+            for k, v in result.items()
+            if k.startswith("diagnostics_")
+        }
+        rois.append({"roi": roi_name(label), "features": features, "diagnostics": diagnostics})
+    return {"rois": rois}
+
+
+def radiomics_tasks(
+    study: Study, cases: list[Case], digests: dict[str, tuple[str, str]]
+) -> list[Task]:
+    """One task per case, keyed by file contents, parameters, labels and versions."""
+    import radiomics
+
+    if study.radiomics is None:
+        raise ConfigError(f"{study.source}: the study has no radiomics section")
+    params = load_params(study.radiomics.params)
+    labels = roi_labels(study)
+    version = radiomics.__version__
+    return [
+        Task(
+            c.case_id,
+            cache_key(
+                "radiomics",
+                RADIOMICS_CACHE_VERSION,
+                version,
+                digests[c.case_id],
+                c.series_uid,
+                params,
+                labels,
+            ),
+            (c, params, labels),
+        )  # fmt: skip
+        for c in cases
+    ]
+
+
+def run_radiomics(
+    study: Study,
+    cases: list[Case],
+    digests: dict[str, tuple[str, str]],
+    cache_root: Path | None,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+) -> RadiomicsOutput:
+    """Extract every case (cached ones are read back) and assemble the tidy tables."""
+    tasks = radiomics_tasks(study, cases, digests)
+    cache = CaseCache(cache_root, "radiomics") if cache_root else None
+    run = run_tasks(extract_case, tasks, cache, jobs=jobs, scheduler=scheduler, desc="radiomics")
+    feature_rows, diag_rows, nan_rows = [], [], []
+    for case in cases:  # manifest order, whatever order results arrived in
+        value = run.results.get(case.case_id)
+        if value is None:
+            continue
+        for r in value["rois"]:
+            ids = {"case_id": case.case_id, "roi": r["roi"]}
+            feature_rows.append(ids | {PREFIX + k: v for k, v in r["features"].items()})
+            diag_rows.append(ids | r["diagnostics"])
+            nan_rows += [ids | {"feature": PREFIX + k} for k, v in r["features"].items() if v != v]
+    failures = pd.DataFrame(
+        [[f.case_id, "radiomics", f.error, f.message, f.traceback] for f in run.failures],
+        columns=["case_id", "stage", "error", "message", "traceback"],
+    )
+    return RadiomicsOutput(
+        features=pd.DataFrame(feature_rows, columns=_columns(feature_rows)),
+        diagnostics=pd.DataFrame(diag_rows, columns=_columns(diag_rows)),
+        failures=failures,
+        nan_features=pd.DataFrame(nan_rows, columns=["case_id", "roi", "feature"]),
+        run=run,
+    )
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Union of the rows' keys in first-seen order, so the table's columns are stable."""
+    return list(dict.fromkeys(k for row in rows for k in row)) or ["case_id", "roi"]

@@ -1,0 +1,60 @@
+"""The engine: cache round trip, corrupt entries, raised errors and dead workers isolated."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fusion.engine import CaseCache, Task, cache_key, run_tasks
+
+
+def square_or_fail(x: int) -> int:
+    if x == 3:
+        raise MemoryError("pretend the case is too large")
+    if x == 5:
+        os._exit(9)  # the worker dies without a word, as on a segfault or the OOM killer
+    return x * x
+
+
+def tasks(values: list[int]) -> list[Task]:
+    return [Task(f"c{v}", cache_key("sq", v), v) for v in values]
+
+
+def test_cache_key_is_canonical() -> None:
+    assert cache_key({"a": 1, "b": [1, 2]}) == cache_key({"b": [1, 2], "a": 1})
+    assert cache_key({"a": 1}) != cache_key({"a": 2})
+
+
+def test_results_are_cached_and_reused(tmp_path: Path) -> None:
+    cache = CaseCache(tmp_path, "sq")
+    first = run_tasks(square_or_fail, tasks([1, 2, 4]), cache, jobs=2)
+    assert first.results == {"c1": 1, "c2": 4, "c4": 16}
+    assert (first.computed, first.cached) == (3, 0)
+    second = run_tasks(square_or_fail, tasks([1, 2, 4, 6]), cache, jobs=2)
+    assert second.results == {"c1": 1, "c2": 4, "c4": 16, "c6": 36}
+    assert (second.computed, second.cached) == (1, 3)
+
+
+def test_corrupt_entry_is_discarded_and_recomputed(tmp_path: Path) -> None:
+    cache = CaseCache(tmp_path, "sq")
+    run_tasks(square_or_fail, tasks([2]), cache, jobs=1)
+    entry = cache.path(cache_key("sq", 2))
+    entry.write_text('{"value": 4')  # truncated
+    again = run_tasks(square_or_fail, tasks([2]), cache, jobs=1)
+    assert again.results == {"c2": 4} and again.computed == 1
+    assert json.loads(entry.read_text()) == {"value": 4}
+
+
+def test_raised_error_and_dead_worker_cost_only_their_case(tmp_path: Path) -> None:
+    cache = CaseCache(tmp_path, "sq")
+    run = run_tasks(square_or_fail, tasks([1, 2, 3, 4, 5, 6, 7]), cache, jobs=2)
+    assert run.results == {"c1": 1, "c2": 4, "c4": 16, "c6": 36, "c7": 49}
+    failed = {f.case_id: f for f in run.failures}
+    assert set(failed) == {"c3", "c5"}
+    assert failed["c3"].error == "MemoryError"
+    assert "pretend the case is too large" in failed["c3"].message
+    assert "Traceback" in failed["c3"].traceback
+    assert failed["c5"].error == "WorkerDied"
+    # failures are not cached: the next run tries them again
+    assert not cache.path(cache_key("sq", 3)).exists()
