@@ -54,25 +54,33 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from fusion.config import load_study
-    from fusion.pipeline import qc_stage, radiomics_stage, tables_dir
+    from fusion.pipeline import deep_stage, qc_stage, radiomics_stage, tables_dir
 
     study = load_study(args.study)
     options = _options(args)
     checked = qc_stage(study, options)
     excluded = len(checked.cases) - len(checked.passed)
-    output = radiomics_stage(study, options, checked)
-    run = output.run
+    if args.stage == "radiomics":
+        run = radiomics_stage(study, options, checked).run
+        computed, cached, failures = run.computed, run.cached, run.failures
+        allowed = study.radiomics.max_failures if study.radiomics else 0
+    else:
+        deep = deep_stage(study, options, checked)
+        computed, cached, failures = deep.computed, deep.cached, deep.failures
+        allowed = 0
+        print(f"weights: {deep.weights.source}; device: {deep.device}")
+        if deep.weights.warning:
+            print(f"WARNING: {deep.weights.warning}", file=sys.stderr)
     print(
-        f"{study.name}: radiomics for {len(checked.passed)} cases ({excluded} excluded by QC): "
-        f"{run.computed} computed, {run.cached} from cache, {len(run.failures)} failed. "
+        f"{study.name}: {args.stage} for {len(checked.passed)} cases ({excluded} excluded by "
+        f"QC): {computed} computed, {cached} from cache, {len(failures)} failed. "
         f"Tables in {tables_dir(study, options)}"
     )
-    for failure in run.failures:
+    for failure in failures:
         print(f"  failed: {failure.case_id}: {failure.error}: {failure.message}")
-    allowed = study.radiomics.max_failures if study.radiomics else 0
-    if len(run.failures) > allowed:
-        names = ", ".join(f.case_id for f in run.failures)
-        print(f"{len(run.failures)} case(s) failed (allowed: {allowed}): {names}", file=sys.stderr)
+    if len(failures) > allowed:
+        names = ", ".join(f.case_id for f in failures)
+        print(f"{len(failures)} case(s) failed (allowed: {allowed}): {names}", file=sys.stderr)
         return 1
     return 0
 
@@ -121,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         "radiomics", parents=[common], help="PyRadiomics features of every case that passes QC"
     )
     radiomics.set_defaults(func=_cmd_extract)
+    deep = stages.add_parser(
+        "deep", parents=[common], help="ResNet50 features of multi-plane crops around each ROI"
+    )
+    deep.set_defaults(func=_cmd_extract)
 
     demo = sub.add_parser("demo-data", help="write the synthetic hematoma-expansion cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")

@@ -111,8 +111,10 @@ class DeepSpec(_Strict):
     window: str | list[str] = "brain"
     aggregate: Literal["mean", "max", "concat"] = "mean"
     mask_outside_roi: bool = False
+    mask_dilation_mm: float = Field(default=2.0, ge=0)
     device: str = "auto"
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=20, ge=1)
+    num_workers: int | None = Field(default=None, ge=0)
 
 
 class LassoSpec(_Strict):

@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from fusion.atomic import write_csv_atomic
 from fusion.cohort import Case, load_cohort
 from fusion.config import Study
+from fusion.features.deep import DeepOutput, run_deep
 from fusion.features.radiomics import RadiomicsOutput, run_radiomics
 from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
@@ -72,4 +75,27 @@ def radiomics_stage(study: Study, options: RunOptions, checked: Checked) -> Radi
     write_csv_atomic(output.diagnostics, tables / "radiomics_diagnostics.csv")
     write_csv_atomic(output.failures, tables / "radiomics_failures.csv")
     write_csv_atomic(output.nan_features, tables / "radiomics_nan_features.csv")
+    return output
+
+
+def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutput:
+    """ResNet50 features for the cases that passed QC; crop strips for the report."""
+    folder = options.reports / study.name
+    output = run_deep(
+        study,
+        checked.passed,
+        checked.digests,
+        options.cache,
+        strips_dir=folder / "figures" / "crops",
+    )
+    tables = tables_dir(study, options)
+    write_csv_atomic(output.features, tables / "deep_features.csv")
+    write_csv_atomic(output.geometry, tables / "deep_crop_geometry.csv")
+    write_csv_atomic(
+        pd.DataFrame(
+            [[f.case_id, "deep", f.error, f.message, f.traceback] for f in output.failures],
+            columns=["case_id", "stage", "error", "message", "traceback"],
+        ),
+        tables / "deep_failures.csv",
+    )
     return output

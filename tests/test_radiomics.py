@@ -18,6 +18,7 @@ import yaml
 
 from fusion.cli import main
 from fusion.config import load_study
+from fusion.errors import ConfigError
 from fusion.pipeline import RunOptions, qc_stage, radiomics_stage
 from tests.conftest import ct_volume, cube_roi, needs_shared, write_image
 
@@ -246,3 +247,11 @@ def test_run_killed_mid_way_resumes_without_corrupt_entries(make_study, tmp_path
     assert resumed.run.cached == len(done)
     assert resumed.run.computed == 16 - len(done)
     assert resumed.features.shape[0] == 16
+
+
+def test_invalid_parameter_file_is_a_config_error_before_any_case(make_study, tmp_path) -> None:
+    rows = synthetic_rows(tmp_path, 1)
+    bad = {"setting": {"binWidht": 5}}  # misspelt: PyRadiomics' schema rejects it
+    study = {"radiomics": {"params": "cohort/" + write_params(tmp_path / "cohort", bad)}}
+    with pytest.raises(ConfigError, match=r"params.yaml: invalid PyRadiomics parameter file"):
+        run_stage(make_study(rows, study), tmp_path)

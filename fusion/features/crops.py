@@ -1,0 +1,196 @@
+"""Multi-plane crops around an ROI, in physical units: the input of the deep-feature stage.
+
+The hematoma-expansion study cut the ROI's largest axial cross-section and the planes
+1 mm and 2 mm above and below it. With 5 mm slices those planes lie between slices, so a
+plane at an offset in mm is interpolated linearly along the slice axis, never rounded to
+a slice index. The crop is one square in mm around the ROI's bounding box on the central
+plane plus a margin, the same for every plane, sampled straight onto the output grid
+(crop and resize in one bilinear step), with air outside the volume.
+
+Pure functions on numpy arrays in SimpleITK's (z, y, x) order, plus the spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+AIR_HU = -1000.0
+
+# level, width in HU
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+    "soft_tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+}
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class CropGeometry:
+    """Where the crops were taken: reported next to the features."""
+
+    central_slice: int
+    central_area_mm2: float
+    positions: tuple[float, ...]  # fractional slice indices of the sampled planes
+    centre_mm: tuple[float, float]  # in-plane (x, y) centre, from the slice's corner
+    side_mm: float
+
+
+def largest_cross_section(roi: np.ndarray) -> int:
+    """Index of the axial slice whose ROI area is largest (first one on ties).
+
+    In-plane spacing is the same on every slice, so the largest area in mm^2 is the
+    largest voxel count.
+    """
+    areas = roi.reshape(roi.shape[0], -1).sum(axis=1)
+    if not areas.any():
+        raise ValueError("the ROI is empty")
+    return int(np.argmax(areas))
+
+
+def sample_plane(volume: np.ndarray, position: float, fill: float) -> np.ndarray:
+    """The axial plane at fractional slice index ``position``, linear between slices.
+
+    A slice stands for half a slice thickness on either side of its centre, so within
+    that distance beyond the first or last slice the edge slice is used; further out is
+    outside the volume and filled.
+    """
+    nz = volume.shape[0]
+    if position < 0 or position > nz - 1:
+        if position < -0.5 or position > nz - 0.5:
+            return np.full(volume.shape[1:], fill, dtype=np.float32)
+        return volume[int(np.clip(round(position), 0, nz - 1))].astype(np.float32)
+    lower = int(np.floor(position))
+    upper = min(lower + 1, nz - 1)
+    t = np.float32(position - lower)
+    return (1 - t) * volume[lower].astype(np.float32) + t * volume[upper].astype(np.float32)
+
+
+def crop_geometry(
+    roi: np.ndarray,
+    spacing_xyz: tuple[float, float, float],
+    offsets_mm: list[float],
+    margin_mm: float,
+) -> CropGeometry:
+    """Central slice, plane positions and the square crop (in mm) for one ROI."""
+    sx, sy, sz = spacing_xyz
+    k = largest_cross_section(roi)
+    ys, xs = np.nonzero(roi[k])
+    x0, x1 = xs.min() * sx, xs.max() * sx
+    y0, y1 = ys.min() * sy, ys.max() * sy
+    side = max(x1 - x0 + sx, y1 - y0 + sy) + 2 * margin_mm
+    return CropGeometry(
+        central_slice=k,
+        central_area_mm2=float(len(xs) * sx * sy),
+        positions=tuple(k + off / sz for off in offsets_mm),
+        centre_mm=((x0 + x1) / 2, (y0 + y1) / 2),
+        side_mm=float(side),
+    )
+
+
+def resample_square(
+    plane: np.ndarray,
+    spacing_xy: tuple[float, float],
+    centre_mm: tuple[float, float],
+    side_mm: float,
+    size: int,
+    fill: float,
+    order: int = 1,
+) -> np.ndarray:
+    """Sample a ``size`` x ``size`` grid covering a square of ``side_mm`` around centre."""
+    sx, sy = spacing_xy
+    step = side_mm / size
+    offsets = (np.arange(size) + 0.5) * step - side_mm / 2  # pixel centres, in mm
+    cols = (centre_mm[0] + offsets) / sx
+    rows = (centre_mm[1] + offsets) / sy
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return ndimage.map_coordinates(plane, grid, order=order, mode="constant", cval=fill).astype(
+        np.float32
+    )
+
+
+def window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Map HU to [0, 1]: level - width/2 -> 0, level + width/2 -> 1, clipped."""
+    return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0).astype(np.float32)
+
+
+def resolve_windows(spec: str | list[str]) -> list[tuple[float, float]]:
+    """Three (level, width) pairs, one per channel, from a preset name or three names.
+
+    A name is a preset, or ``"level,width"`` in HU (e.g. ``"50,150"``).
+    """
+    names = [spec] * 3 if isinstance(spec, str) else list(spec)
+    if len(names) != 3:
+        raise ValueError(f"give one window or three (one per channel), got {len(names)}")
+    windows = []
+    for name in names:
+        if name in WINDOW_PRESETS:
+            windows.append(WINDOW_PRESETS[name])
+            continue
+        try:
+            level, width = (float(v) for v in name.split(","))
+        except ValueError:
+            raise ValueError(
+                f"unknown window {name!r}; presets: {', '.join(WINDOW_PRESETS)}, "
+                "or 'level,width' in HU"
+            ) from None
+        if width <= 0:
+            raise ValueError(f"window {name!r}: width must be positive")
+        windows.append((level, width))
+    return windows
+
+
+def multiplane_crops(
+    volume: np.ndarray,
+    roi: np.ndarray,
+    spacing_xyz: tuple[float, float, float],
+    *,
+    offsets_mm: list[float],
+    margin_mm: float,
+    size: int,
+    windows: list[tuple[float, float]],
+    mask_outside_roi: bool = False,
+    mask_dilation_mm: float = 2.0,
+) -> tuple[np.ndarray, CropGeometry]:
+    """Windowed crops, shape (planes, 3, size, size) in [0, 1], and their geometry."""
+    geometry = crop_geometry(roi, spacing_xyz, offsets_mm, margin_mm)
+    spacing_xy = (spacing_xyz[0], spacing_xyz[1])
+    roi_f = roi.astype(np.float32)
+    crops = []
+    for position in geometry.positions:
+        hu = resample_square(
+            sample_plane(volume, position, AIR_HU), spacing_xy, geometry.centre_mm,
+            geometry.side_mm, size, AIR_HU,
+        )  # fmt: skip
+        if mask_outside_roi:
+            inside = resample_square(
+                sample_plane(roi_f, position, 0.0), spacing_xy, geometry.centre_mm,
+                geometry.side_mm, size, 0.0,
+            ) >= 0.5  # fmt: skip
+            pixel_mm = geometry.side_mm / size
+            iterations = int(round(mask_dilation_mm / pixel_mm))
+            if iterations > 0 and inside.any():
+                inside = ndimage.binary_dilation(inside, iterations=iterations)
+            hu = np.where(inside, hu, AIR_HU)
+        crops.append(np.stack([window(hu, level, width) for level, width in windows]))
+    return np.stack(crops), geometry
+
+
+def imagenet_normalise(crops: np.ndarray) -> np.ndarray:
+    """(..., 3, H, W) in [0, 1] -> ImageNet mean/std normalised, as the backbone expects."""
+    return (crops - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+
+
+def crop_strip(crops: np.ndarray) -> np.ndarray:
+    """The planes side by side as one uint8 RGB image (H, planes * W, 3), for QC."""
+    planes = [np.moveaxis(c, 0, -1) for c in crops]
+    gap = np.ones((crops.shape[2], 4, 3), dtype=np.float32)
+    tiles = [p for plane in planes for p in (plane, gap)][:-1]
+    return np.round(np.concatenate(tiles, axis=1) * 255).astype(np.uint8)

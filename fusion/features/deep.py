@@ -1,0 +1,375 @@
+"""Deep-feature stage: ResNet50 embeddings of multi-plane crops around each ROI.
+
+Per case, the crops of :mod:`fusion.features.crops` go through a torchvision ResNet50;
+the global-average-pooled output of the chosen layer (``avgpool``: 2048 values) of each
+plane is aggregated over the planes (mean, max or concatenation) into columns
+``deep:resnet50_<i>``.
+
+Weights: ``imagenet`` (torchvision's ``ResNet50_Weights.IMAGENET1K_V2`` through the
+torch hub cache), a local checkpoint (a state dict, loaded with ``weights_only=True``,
+its sha256 recorded) or ``random``. When ImageNet weights cannot be had (offline, empty
+cache) the stage stops with instructions, unless the study sets
+``allow_random_weights: true``: then it goes on with seeded random weights and says so,
+loudly, in the provenance and the report.
+
+Speed: crops are prepared by DataLoader workers, one case per item, read lazily from
+disk, while the model runs; ``torch.inference_mode``; on CUDA, autocast and
+channels-last. Results are cached per case like the radiomics stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.atomic import atomic_path
+from fusion.cohort import Case
+from fusion.config import DeepSpec, Study
+from fusion.engine import CaseCache, Failure, Progress, cache_key
+from fusion.errors import ConfigError, FusionError
+from fusion.features.crops import (
+    imagenet_normalise,
+    multiplane_crops,
+    resolve_windows,
+)
+
+log = logging.getLogger(__name__)
+PREFIX = "deep:"
+DEEP_CACHE_VERSION = 1
+IMAGENET_HELP = (
+    "ImageNet weights for ResNet50 could not be loaded ({reason}). Either put the file "
+    "{filename} (from {url}) into {folder}, or set deep.weights in the study to the path "
+    "of a local checkpoint (a ResNet50 state dict), or set deep.allow_random_weights: true "
+    "to go on with random weights (the report will say the features are not pretrained)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """A loaded state dict (None: random init) and how to cite it in the provenance."""
+
+    state_dict: dict[str, Any] | None
+    source: str
+    sha256: str | None
+    pretrained: bool
+    warning: str | None = None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_weights(spec: DeepSpec, base: Path | None = None) -> Weights:
+    """Resolve ``deep.weights`` to a state dict; FusionError explains what to do."""
+    import torch
+
+    if spec.weights == "random":
+        return Weights(None, "random", None, pretrained=False, warning="random weights (asked for)")
+    if spec.weights == "imagenet":
+        from torchvision.models import ResNet50_Weights
+
+        meta = ResNet50_Weights.IMAGENET1K_V2
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        filename = meta.url.rsplit("/", 1)[-1]
+        try:
+            state = meta.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # URLError, OSError, hash mismatch: all mean "not available"
+            reason = f"{type(exc).__name__}: {exc}"
+            if not spec.allow_random_weights:
+                raise FusionError(
+                    IMAGENET_HELP.format(reason=reason, filename=filename, url=meta.url,
+                                         folder=folder)
+                ) from None  # fmt: skip
+            message = (
+                f"ImageNet weights unavailable ({reason}); deep features use RANDOM weights "
+                "(deep.allow_random_weights: true) and are NOT pretrained"
+            )
+            log.warning(message)
+            return Weights(None, "random (imagenet unavailable)", None, False, message)
+        return Weights(state, f"imagenet ({meta.url})", _sha256(folder / filename), True)
+    path = Path(spec.weights)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(
+            f"deep.weights: {spec.weights!r} is not 'imagenet', 'random' or an existing "
+            f"checkpoint file (looked for {path})"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FusionError(f"{path}: cannot load checkpoint: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return Weights(state, f"checkpoint {path}", _sha256(path), True)
+
+
+def build_model(spec: DeepSpec, weights: Weights, seed: int):  # noqa: ANN201 - torch.nn.Module
+    """ResNet50 with the weights loaded, cut at ``spec.layer``, in eval mode.
+
+    The default layer, ``avgpool``, is reached by replacing the classifier with an
+    identity; any other module (``layer3``, ``layer4.2``...) through torchvision's FX
+    feature extractor, which returns a dict.
+    """
+    import torch
+    from torchvision.models import resnet50
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(seed)  # random weights are reproducible for a study's seed
+    model = resnet50(weights=None)
+    if weights.state_dict is not None:
+        try:
+            model.load_state_dict(weights.state_dict)
+        except RuntimeError as exc:
+            raise FusionError(f"{weights.source}: not a ResNet50 state dict: {exc}") from None
+    if spec.layer == "avgpool":
+        model.fc = torch.nn.Identity()
+        return model.eval()
+    try:
+        model.get_submodule(spec.layer)
+    except AttributeError:
+        modules = ", ".join(name for name, _ in model.named_children())
+        raise ConfigError(
+            f"deep.layer: {spec.layer!r} is not a ResNet50 module; top-level modules: {modules}"
+        ) from None
+    return create_feature_extractor(model, return_nodes={spec.layer: "out"}).eval()
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+@dataclass(slots=True)
+class DeepOutput:
+    features: pd.DataFrame
+    geometry: pd.DataFrame
+    failures: list[Failure]
+    weights: Weights
+    device: str
+    computed: int = 0
+    cached: int = 0
+    strips: dict[str, Path] = field(default_factory=dict)
+
+
+class CropDataset:
+    """One item per case: its crops prepared from disk, or the error that stopped them."""
+
+    def __init__(self, cases: list[Case], spec: DeepSpec, label: int) -> None:
+        self.cases, self.spec, self.label = cases, spec, label
+        self.windows = resolve_windows(spec.window)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import SimpleITK as sitk
+
+        from fusion.io.images import read_image
+        from fusion.io.rois import read_roi
+
+        case = self.cases[i]
+        try:
+            image = read_image(case.image, case.series_uid)
+            roi = read_roi(case.roi, image)
+            spacing = image.GetSpacing()
+            # offsets are towards the head (+z); flip them if the slices run feet-first
+            sign = 1.0 if image.GetDirection()[8] >= 0 else -1.0
+            crops, geometry = multiplane_crops(
+                sitk.GetArrayViewFromImage(image),
+                sitk.GetArrayViewFromImage(roi) == self.label,
+                spacing,
+                offsets_mm=[sign * o for o in self.spec.offsets_mm],
+                margin_mm=self.spec.margin_mm,
+                size=self.spec.size,
+                windows=self.windows,
+                mask_outside_roi=self.spec.mask_outside_roi,
+                mask_dilation_mm=self.spec.mask_dilation_mm,
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded against the case
+            return {"case_id": case.case_id, "error": (type(exc).__name__, str(exc))}
+        return {"case_id": case.case_id, "crops": crops, "geometry": geometry}
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def deep_settings(study: Study) -> dict[str, Any]:
+    """Everything that changes a case's features, for the cache key."""
+    import torch
+    import torchvision
+
+    spec = study.deep
+    assert spec is not None
+    settings = spec.model_dump(exclude={"device", "batch_size", "num_workers"})
+    settings["label"] = study.cohort.roi_label
+    settings["versions"] = [torch.__version__, torchvision.__version__]
+    return settings
+
+
+def aggregate(per_plane: np.ndarray, how: str) -> np.ndarray:
+    """(planes, features) -> one vector: mean, max, or the planes one after another."""
+    if how == "mean":
+        return per_plane.mean(axis=0)
+    if how == "max":
+        return per_plane.max(axis=0)
+    return per_plane.reshape(-1)
+
+
+def run_deep(
+    study: Study,
+    cases: list[Case],
+    digests: dict[str, tuple[str, str]],
+    cache_root: Path | None,
+    strips_dir: Path | None = None,
+) -> DeepOutput:
+    """Features for every case (cached ones read back); QC strips under ``strips_dir``."""
+    import torch
+
+    spec = study.deep
+    if spec is None:
+        raise ConfigError(f"{study.source}: the study has no deep section")
+    resolve_windows(spec.window)  # a bad window is a study error, not a per-case one
+    base = study.source.parent if study.source else None
+    weights = load_weights(spec, base)
+    device = pick_device(spec.device)
+    settings = deep_settings(study)
+    weights_id = weights.sha256 or f"{weights.source}:seed{study.seed}"
+    cache = CaseCache(cache_root, "deep") if cache_root else None
+    keys = {
+        c.case_id: cache_key("deep", DEEP_CACHE_VERSION, digests[c.case_id], c.series_uid,
+                             settings, weights_id)
+        for c in cases
+    }  # fmt: skip
+    output = DeepOutput(pd.DataFrame(), pd.DataFrame(), [], weights, device)
+    vectors: dict[str, list[float]] = {}
+    geometry: dict[str, dict[str, Any]] = {}
+    todo = []
+    for case in cases:
+        hit = cache.get(keys[case.case_id]) if cache else None
+        if hit is None:
+            todo.append(case)
+            continue
+        vectors[case.case_id], geometry[case.case_id] = hit["features"], hit["geometry"]
+        output.cached += 1
+        if strips_dir is not None and cache is not None:
+            _copy_strip(cache.path(keys[case.case_id]).with_suffix(".png"), strips_dir, case)
+    if todo:
+        model = build_model(spec, weights, study.seed).to(device)
+        if device.startswith("cuda"):
+            model = model.to(memory_format=torch.channels_last)
+        dataset = CropDataset(todo, spec, study.cohort.roi_label)
+        for item, per_plane in _embed(model, dataset, spec, device):
+            case_id = item["case_id"]
+            if "error" in item:
+                output.failures.append(Failure(case_id, *item["error"]))
+                continue
+            vec = aggregate(per_plane, spec.aggregate).astype(float).tolist()
+            geo = _geometry_row(item["geometry"])
+            vectors[case_id], geometry[case_id] = vec, geo
+            output.computed += 1
+            strip_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
+            if cache is not None:
+                cache.put(keys[case_id], {"features": vec, "geometry": geo})
+            if strips_dir is not None or strip_png is not None:
+                _write_strip(item["crops"], strip_png, strips_dir, case_id)
+    done = [c.case_id for c in cases if c.case_id in vectors]
+    width = len(vectors[done[0]]) if done else 0
+    output.features = pd.DataFrame(
+        [vectors[c] for c in done], columns=[f"{PREFIX}resnet50_{i}" for i in range(width)]
+    )
+    output.features.insert(0, "case_id", done)
+    output.geometry = pd.DataFrame(
+        [{"case_id": c.case_id, **geometry[c.case_id]} for c in cases if c.case_id in geometry]
+    )
+    return output
+
+
+def _geometry_row(g: Any) -> dict[str, Any]:
+    return {
+        "central_slice": g.central_slice,
+        "central_area_mm2": round(g.central_area_mm2, 4),
+        "plane_positions": " ".join(f"{p:.4f}" for p in g.positions),
+        "crop_side_mm": round(g.side_mm, 4),
+    }
+
+
+def _embed(model, dataset: CropDataset, spec: DeepSpec, device: str):  # noqa: ANN001, ANN202
+    """Yield (item, per-plane features) in dataset order; batches of planes, workers ahead."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    planes = len(spec.offsets_mm)
+    workers = spec.num_workers if spec.num_workers is not None else min(4, os.cpu_count() or 1)
+    loader = DataLoader(
+        dataset,
+        batch_size=max(1, spec.batch_size // planes),
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    progress = Progress(len(dataset), "deep features")
+    try:
+        with torch.inference_mode():
+            for items in loader:
+                good = [it for it in items if "crops" in it]
+                results: dict[str, np.ndarray] = {}
+                if good:
+                    batch = torch.from_numpy(
+                        imagenet_normalise(np.concatenate([it["crops"] for it in good]))
+                    )
+                    batch = batch.to(device, non_blocking=True)
+                    if cuda:
+                        batch = batch.to(memory_format=torch.channels_last)
+                        with torch.autocast("cuda", dtype=dtype):
+                            out = model(batch)
+                    else:
+                        out = model(batch)
+                    out = out["out"] if isinstance(out, dict) else out
+                    if out.ndim == 4:  # a convolutional layer: global average pooling
+                        out = out.mean(dim=(2, 3))
+                    feats = out.reshape(len(good), planes, -1).float().cpu().numpy()
+                    results = {it["case_id"]: f for it, f in zip(good, feats, strict=True)}
+                for it in items:
+                    progress.update()
+                    yield it, results.get(it["case_id"])
+    finally:
+        progress.close()
+
+
+def _write_strip(crops: np.ndarray, cached: Path | None, folder: Path | None, case_id: str) -> None:
+    from PIL import Image
+
+    from fusion.features.crops import crop_strip
+
+    image = Image.fromarray(crop_strip(crops))
+    for target in (cached, folder / f"{case_id}.png" if folder else None):
+        if target is not None:
+            with atomic_path(target) as tmp:
+                image.save(tmp, format="PNG", optimize=False)
+
+
+def _copy_strip(source: Path, folder: Path, case: Case) -> None:
+    target = folder / f"{case.case_id}.png"
+    if source.is_file() and not target.is_file():
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(source.read_bytes())

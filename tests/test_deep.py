@@ -1,0 +1,214 @@
+"""Deep-feature stage: plane choice, interpolation, crops, windows, weights, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusion.config import DeepSpec, load_study
+from fusion.errors import FusionError
+from fusion.features.crops import (
+    AIR_HU,
+    crop_geometry,
+    largest_cross_section,
+    multiplane_crops,
+    resample_square,
+    resolve_windows,
+    sample_plane,
+    window,
+)
+from fusion.features.deep import aggregate, build_model, load_weights
+from fusion.pipeline import RunOptions, deep_stage, qc_stage
+from tests.conftest import ct_volume, cube_roi, write_image
+
+SPACING = (0.5, 0.5, 5.0)
+
+
+def test_largest_cross_section_is_the_slice_with_most_area() -> None:
+    roi = np.zeros((6, 20, 20), np.uint8)
+    roi[1, 5:8, 5:8] = 1  # 9
+    roi[3, 2:10, 2:9] = 1  # 56: the largest
+    roi[4, 2:9, 2:10] = 1  # 56 as well: the first one wins
+    roi[5, 0:5, 0:5] = 1  # 25
+    assert largest_cross_section(roi) == 3
+    with pytest.raises(ValueError, match="empty"):
+        largest_cross_section(np.zeros((2, 3, 3)))
+
+
+def test_planes_between_slices_are_interpolated_in_mm() -> None:
+    # HU rise linearly with z (2 HU per mm), so linear interpolation is exact
+    nz = 8
+    z_mm = np.arange(nz) * SPACING[2]
+    volume = np.broadcast_to((2.0 * z_mm)[:, None, None], (nz, 16, 16)).astype(np.float32)
+    roi = np.zeros((nz, 16, 16), bool)
+    roi[4, 6:10, 6:10] = True
+    geometry = crop_geometry(roi, SPACING, [-2, -1, 0, 1, 2], margin_mm=1.0)
+    assert geometry.central_slice == 4
+    assert geometry.positions == pytest.approx((3.6, 3.8, 4.0, 4.2, 4.4))
+    for offset, position in zip([-2, -1, 0, 1, 2], geometry.positions, strict=True):
+        plane = sample_plane(volume, position, AIR_HU)
+        assert plane == pytest.approx(np.full((16, 16), 2.0 * (4 * 5.0 + offset)), abs=1e-4)
+    # beyond half a slice outside the volume there is only air
+    assert (sample_plane(volume, -0.6, AIR_HU) == AIR_HU).all()
+    assert (sample_plane(volume, nz - 0.6, AIR_HU) == volume[-1]).all()
+
+
+def test_crop_is_a_square_in_mm_around_the_roi_with_margin() -> None:
+    roi = np.zeros((3, 40, 60), bool)
+    roi[1, 10:14, 20:40] = True  # 4 rows x 20 columns of 0.5 mm: 2 mm x 10 mm
+    g = crop_geometry(roi, SPACING, [0.0], margin_mm=10.0)
+    assert g.side_mm == pytest.approx(10.0 + 2 * 10.0)
+    assert g.centre_mm == pytest.approx(((20 + 39) / 2 * 0.5, (10 + 13) / 2 * 0.5))
+    assert g.central_area_mm2 == pytest.approx(80 * 0.25)
+
+
+def test_crop_leaving_the_volume_is_padded_with_air() -> None:
+    plane = np.full((20, 20), 40.0, np.float32)
+    crop = resample_square(plane, (1.0, 1.0), (0.0, 0.0), side_mm=20.0, size=20, fill=AIR_HU)
+    # the crop is centred on the corner voxel: the upper-left three quarters lie outside
+    assert (crop[:9, :] == AIR_HU).all() and (crop[:, :9] == AIR_HU).all()
+    assert (crop[11:, 11:] == 40.0).all()
+    assert crop.shape == (20, 20)
+
+
+def test_window_presets_and_channels() -> None:
+    assert window(np.array([0.0, 40.0, 80.0, 1000.0, -1000.0]), 40, 80).tolist() == [
+        0.0, 0.5, 1.0, 1.0, 0.0,
+    ]  # fmt: skip
+    assert resolve_windows("brain") == [(40.0, 80.0)] * 3
+    assert resolve_windows(["brain", "subdural", "bone"]) == [
+        (40.0, 80.0), (75.0, 215.0), (400.0, 1800.0),
+    ]  # fmt: skip
+    assert resolve_windows("soft_tissue")[0] == (40.0, 400.0)
+    assert resolve_windows("lung")[0] == (-600.0, 1500.0)
+    assert resolve_windows("50,150") == [(50.0, 150.0)] * 3
+    with pytest.raises(ValueError, match="unknown window 'brian'; presets: brain, subdural"):
+        resolve_windows("brian")
+    with pytest.raises(ValueError, match="one window or three"):
+        resolve_windows(["brain", "bone"])
+
+
+def test_multiplane_crops_shape_and_mask_outside_roi() -> None:
+    volume = ct_volume((12, 32, 32))
+    roi = cube_roi((12, 32, 32)).astype(bool)
+    kwargs = dict(offsets_mm=[-2, 0, 2], margin_mm=4.0, size=48, windows=resolve_windows("brain"))
+    crops, g = multiplane_crops(volume, roi, (1.0, 1.0, 2.0), **kwargs)
+    assert crops.shape == (3, 3, 48, 48) and crops.dtype == np.float32
+    assert crops.min() >= 0.0 and crops.max() <= 1.0
+    masked, _ = multiplane_crops(
+        volume, roi, (1.0, 1.0, 2.0), mask_outside_roi=True, mask_dilation_mm=0.0, **kwargs
+    )
+    # margin 4 mm around an 8 mm ROI in a 16 mm crop: the outer quarter is outside the ROI
+    assert (masked[:, :, :10, :] == 0).all()
+    assert masked[1, 0, 24, 24] == crops[1, 0, 24, 24]
+
+
+def test_aggregation_modes() -> None:
+    planes = np.array([[1.0, 5.0], [3.0, 1.0]])
+    assert aggregate(planes, "mean").tolist() == [2.0, 3.0]
+    assert aggregate(planes, "max").tolist() == [3.0, 5.0]
+    assert aggregate(planes, "concat").tolist() == [1.0, 5.0, 3.0, 1.0]
+
+
+def test_offline_imagenet_error_says_how_to_fix_and_random_fallback(monkeypatch) -> None:
+    from torchvision.models import ResNet50_Weights
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(type(ResNet50_Weights.IMAGENET1K_V2), "get_state_dict", offline)
+    with pytest.raises(FusionError) as err:
+        load_weights(DeepSpec(weights="imagenet"))
+    msg = str(err.value)
+    assert "resnet50-11ad3fa6.pth" in msg and "checkpoints" in msg
+    assert "deep.weights" in msg and "allow_random_weights: true" in msg
+    fallback = load_weights(DeepSpec(weights="imagenet", allow_random_weights=True))
+    assert fallback.state_dict is None and not fallback.pretrained
+    assert "RANDOM weights" in fallback.warning and "NOT pretrained" in fallback.warning
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    from torchvision.models import resnet50
+
+    torch.manual_seed(3)
+    reference = resnet50(weights=None).eval()
+    path = tmp_path / "resnet50.pt"
+    torch.save(reference.state_dict(), path)
+    weights = load_weights(DeepSpec(weights=str(path)))
+    assert weights.pretrained and weights.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    model = build_model(DeepSpec(weights=str(path)), weights, seed=99)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = torch.flatten(reference.avgpool(_trunk(reference, x)), 1)
+        assert torch.equal(model(x), expected)
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
+    wrong = load_weights(DeepSpec(weights=str(tmp_path / "wrong.pt")))
+    with pytest.raises(FusionError, match="not a ResNet50 state dict"):
+        build_model(DeepSpec(), wrong, seed=0)
+
+
+def _trunk(m, x):  # noqa: ANN001, ANN202 - torchvision's ResNet forward up to avgpool
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
+
+def _study(make_study, tmp_path: Path, n: int, **deep) -> Path:
+    rows = []
+    for i in range(n):
+        write_image(tmp_path / "cohort" / f"i{i}.nrrd", ct_volume((12, 32, 32), seed=i))
+        write_image(tmp_path / "cohort" / f"r{i}.nrrd", cube_roi((12, 32, 32)))
+        rows.append({"case_id": f"c{i}", "image": f"i{i}.nrrd", "roi": f"r{i}.nrrd",
+                     "label": i % 2})  # fmt: skip
+    spec = {"weights": "random", "size": 64, "batch_size": 10, "num_workers": 0, **deep}
+    return make_study(rows, {"deep": spec})
+
+
+def run(path: Path, tmp_path: Path, cache: bool = True):
+    study = load_study(path)
+    options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache" if cache else None)
+    return deep_stage(study, options, qc_stage(study, options))
+
+
+def test_stage_is_deterministic_cached_and_writes_strips(make_study, tmp_path: Path) -> None:
+    path = _study(make_study, tmp_path, 3, num_workers=1)
+    first = run(path, tmp_path)
+    assert first.features.shape == (3, 1 + 2048)
+    assert first.features.columns[1] == "deep:resnet50_0"
+    assert (first.computed, first.cached) == (3, 0)
+    assert not first.weights.pretrained
+    again = run(path, tmp_path, cache=False)
+    assert again.features.equals(first.features)  # same seed, same inputs: same numbers
+    warm = run(path, tmp_path)
+    assert (warm.computed, warm.cached) == (0, 3)
+    assert np.allclose(warm.features.iloc[:, 1:].to_numpy(), first.features.iloc[:, 1:].to_numpy())
+    strips = sorted((tmp_path / "reports" / "unit" / "figures" / "crops").iterdir())
+    assert [p.name for p in strips] == ["c0.png", "c1.png", "c2.png"]
+    from PIL import Image
+
+    assert Image.open(strips[0]).size == (5 * 64 + 4 * 4, 64)
+
+
+def test_concat_and_layer_options(make_study, tmp_path: Path) -> None:
+    out = run(_study(make_study, tmp_path, 1, aggregate="concat", layer="layer3"), tmp_path)
+    assert out.features.shape == (1, 1 + 5 * 1024)
+
+
+def test_unreadable_case_is_a_failure_of_that_case_only(make_study, tmp_path: Path) -> None:
+    path = _study(make_study, tmp_path, 2)
+    (tmp_path / "cohort" / "r1.nrrd").write_bytes(b"garbage")
+    study = load_study(path)
+    options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache")
+    checked = qc_stage(study, options)
+    out = deep_stage(study, options, checked)
+    assert out.features.case_id.tolist() == ["c0"]  # c1 was excluded by QC
+    from fusion.features.deep import run_deep
+
+    out = run_deep(study, checked.cases, checked.digests, None)
+    assert out.features.case_id.tolist() == ["c0"]
+    assert [f.case_id for f in out.failures] == ["c1"]
+    assert "cannot read ROI" in out.failures[0].message
