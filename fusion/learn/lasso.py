@@ -1,0 +1,171 @@
+"""LASSO feature selection as glmnet does it, as a scikit-learn selector.
+
+L1-penalised logistic regression with an unpenalised intercept, on a decreasing lambda
+path, with k-fold cross-validated binomial deviance (``cv.glmnet(family = "binomial",
+type.measure = "deviance")``): ``lambda.min`` minimises the CV deviance, ``lambda.1se``
+is the largest lambda within one standard error of that minimum. glmnet minimises
+``-loglik / n + lambda * ||beta||_1``; scikit-learn's ``C * sum(logloss) + ||beta||_1``
+is the same problem with ``C = 1 / (n * lambda)``. The ``saga`` solver leaves the
+intercept unpenalised (liblinear would penalise it, so it is not used).
+
+Inputs are expected standardised (the pipeline's scaler runs first), as glmnet's
+``standardize = TRUE`` would do internally.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_selection import SelectorMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, check_cv
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+PROB_CLIP = 1e-5  # cv.glmnet clips held-out probabilities to [1e-5, 1 - 1e-5]
+
+
+def lambda_grid(X: np.ndarray, y: np.ndarray, n_lambda: int, min_ratio: float | None) -> np.ndarray:
+    """glmnet's default path: from the smallest lambda that selects nothing down to
+    ``min_ratio`` times it (0.01 when n < p, else 1e-4), log-spaced."""
+    n, p = X.shape
+    lambda_max = np.max(np.abs(X.T @ (y - y.mean()))) / n
+    ratio = min_ratio if min_ratio is not None else (0.01 if n < p else 1e-4)
+    return np.exp(np.linspace(np.log(lambda_max), np.log(lambda_max * ratio), n_lambda))
+
+
+def _best_intercept(offset: np.ndarray, y: np.ndarray, start: float) -> float:
+    """The unpenalised intercept that maximises the likelihood given the coefficients.
+
+    saga judges convergence on the coefficients only; when they are all zero (large
+    lambda) it stops after a few epochs with the intercept short of logit(mean y). A few
+    Newton steps on the one-dimensional score equation finish the job.
+    """
+    c = start
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(offset + c)))
+        step = (y - p).sum() / max((p * (1 - p)).sum(), 1e-12)
+        c += step
+        if abs(step) < 1e-12:
+            break
+    return float(c)
+
+
+class LassoSelector(SelectorMixin, BaseEstimator):
+    """Select the features with a non-zero coefficient at lambda.min or lambda.1se.
+
+    Fitted attributes: ``lambdas_`` (the path), ``cv_mean_`` and ``cv_se_`` (CV deviance
+    and its standard error per lambda), ``lambda_min_``, ``lambda_1se_``, ``lambda_``
+    (the one used), ``coef_path_`` (lambdas x features), ``intercept_path_``, ``coef_``
+    and ``intercept_`` at ``lambda_``, and ``support_``. When the chosen lambda selects
+    no feature, the largest lambda that selects one is used and ``fallback_`` is True.
+    """
+
+    _parameter_constraints: dict = {
+        "lambdas": ["array-like", None],
+        "n_lambda": [Interval(Integral, 2, None, closed="left")],
+        "lambda_min_ratio": [Interval(Real, 0, 1, closed="neither"), None],
+        "cv": ["cv_object"],
+        "rule": [StrOptions({"lambda.min", "lambda.1se"})],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        lambdas=None,
+        n_lambda: int = 100,
+        lambda_min_ratio: float | None = None,
+        cv=10,
+        rule: str = "lambda.1se",
+        random_state=None,
+        tol: float = 1e-7,
+        max_iter: int = 10000,
+    ) -> None:
+        self.lambdas = lambdas
+        self.n_lambda = n_lambda
+        self.lambda_min_ratio = lambda_min_ratio
+        self.cv = cv
+        self.rule = rule
+        self.random_state = random_state
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _path(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients and intercepts along ``lambdas_``, warm-started from the top."""
+        n = X.shape[0]
+        model = LogisticRegression(
+            l1_ratio=1.0, solver="saga", tol=self.tol, max_iter=self.max_iter,
+            warm_start=True, random_state=0,
+        )  # fmt: skip
+        coefs = np.zeros((len(self.lambdas_), X.shape[1]))
+        intercepts = np.zeros(len(self.lambdas_))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for i, lam in enumerate(self.lambdas_):
+                model.set_params(C=1.0 / (n * lam))
+                model.fit(X, y)
+                model.intercept_[0] = _best_intercept(X @ model.coef_[0], y, model.intercept_[0])
+                coefs[i], intercepts[i] = model.coef_[0], model.intercept_[0]
+        return coefs, intercepts
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):  # noqa: ANN001, ANN201 - scikit-learn signature
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        classes = np.unique(y)
+        if len(classes) != 2:
+            raise ValueError(f"LassoSelector needs a binary outcome, got classes {classes}")
+        y = (y == classes[1]).astype(float)
+        if self.lambdas is not None:
+            self.lambdas_ = np.sort(np.asarray(self.lambdas, dtype=float))[::-1]
+        else:
+            self.lambdas_ = lambda_grid(X, y, self.n_lambda, self.lambda_min_ratio)
+        cv = self.cv
+        if isinstance(cv, Integral):
+            cv = StratifiedKFold(cv, shuffle=True, random_state=self.random_state)
+        splits = list(check_cv(cv, y, classifier=True).split(X, y))
+        raw = np.zeros((len(splits), len(self.lambdas_)))
+        weights = np.zeros(len(splits))
+        for k, (train, test) in enumerate(splits):
+            coefs, intercepts = self._path(X[train], y[train])
+            prob = 1 / (1 + np.exp(-(X[test] @ coefs.T + intercepts)))
+            prob = np.clip(prob, PROB_CLIP, 1 - PROB_CLIP)
+            yt = y[test][:, None]
+            raw[k] = (-2 * (yt * np.log(prob) + (1 - yt) * np.log(1 - prob))).mean(axis=0)
+            weights[k] = len(test)
+        self.cv_mean_ = np.average(raw, axis=0, weights=weights)
+        self.cv_se_ = np.sqrt(
+            np.average((raw - self.cv_mean_) ** 2, axis=0, weights=weights) / (len(splits) - 1)
+        )
+        best = self.cv_mean_ <= self.cv_mean_.min()
+        self.lambda_min_ = float(self.lambdas_[best].max())
+        i_min = int(np.flatnonzero(self.lambdas_ == self.lambda_min_)[0])
+        within = self.cv_mean_ <= self.cv_mean_[i_min] + self.cv_se_[i_min]
+        self.lambda_1se_ = float(self.lambdas_[within].max())
+        self.coef_path_, self.intercept_path_ = self._path(X, y)
+        self.lambda_ = self.lambda_min_ if self.rule == "lambda.min" else self.lambda_1se_
+        i = int(np.flatnonzero(self.lambdas_ == self.lambda_)[0])
+        self.fallback_ = not self.coef_path_[i].any()
+        if self.fallback_:
+            nonzero = np.flatnonzero(self.coef_path_.any(axis=1))
+            if nonzero.size:
+                i = int(nonzero[0])
+                self.lambda_ = float(self.lambdas_[i])
+        self.coef_, self.intercept_ = self.coef_path_[i], float(self.intercept_path_[i])
+        self.support_ = self.coef_ != 0
+        return self
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        return self.support_
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,81 @@
+"""Calibration of predicted probabilities: slope, intercept, calibration-in-the-large,
+Brier score, and the Hosmer-Lemeshow test as R's ResourceSelection::hoslem.test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import stats
+
+from fusion.stats._checks import as_outcome, as_probabilities, both_classes
+
+EPS = 1e-10  # probabilities of exactly 0 or 1 are moved this far inside for the logit
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    intercept: float
+    slope: float
+    citl: float
+    brier: float
+
+
+@dataclass(frozen=True, slots=True)
+class HosmerLemeshow:
+    statistic: float
+    df: int
+    p_value: float
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def calibration(y: ArrayLike, prob: ArrayLike) -> Calibration:
+    """Logistic recalibration: y ~ a + b logit(p) gives intercept a and slope b; the
+    model y ~ a + offset(logit(p)) gives calibration-in-the-large; Brier = mean (p - y)^2.
+    Perfect calibration: intercept 0, slope 1, citl 0."""
+    import statsmodels.api as sm
+
+    y = as_outcome(y)
+    p = as_probabilities(prob, len(y))
+    both_classes(y, "calibration")
+    lp = _logit(p)
+    fit = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit()
+    citl = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=lp).fit()
+    return Calibration(
+        intercept=float(fit.params[0]),
+        slope=float(fit.params[1]),
+        citl=float(citl.params[0]),
+        brier=float(np.mean((p - y) ** 2)),
+    )
+
+
+def hosmer_lemeshow(y: ArrayLike, prob: ArrayLike, groups: int = 10) -> HosmerLemeshow:
+    """Hosmer-Lemeshow goodness of fit, grouped at the unique quantiles of prob.
+
+    As ResourceSelection::hoslem.test (0.3-6): breaks are the unique type-7 quantiles
+    at 0, 1/g, ..., 1; intervals are closed on the right, the first also on the left;
+    the statistic sums (observed - expected)^2 / expected over both outcome columns;
+    df = G - 2 with G the number of groups formed (fewer than g when ties merge them).
+    """
+    y = as_outcome(y)
+    p = as_probabilities(prob, len(y))
+    if groups < 3:
+        raise ValueError(f"groups must be at least 3, got {groups}")
+    breaks = np.unique(np.quantile(p, np.linspace(0, 1, groups + 1)))
+    # R's cut(include.lowest = TRUE): (b0, b1] ... with b0 itself in the first group
+    group = np.clip(np.searchsorted(breaks, p, side="left") - 1, 0, len(breaks) - 2)
+    table = pd.DataFrame({"g": group, "y1": y, "y0": 1 - y, "e1": p, "e0": 1 - p})
+    sums = table.groupby("g").sum()
+    observed = sums[["y0", "y1"]].to_numpy(float)
+    expected = sums[["e0", "e1"]].to_numpy(float)
+    statistic = float(((observed - expected) ** 2 / expected).sum())
+    df = len(sums) - 2
+    if df < 1:
+        raise ValueError(f"only {len(sums)} distinct probability groups; the test needs 3")
+    return HosmerLemeshow(statistic, df, float(stats.chi2.sf(statistic, df)))
