@@ -61,7 +61,8 @@ class LassoSelector(SelectorMixin, BaseEstimator):
     Fitted attributes: ``lambdas_`` (the path), ``cv_mean_`` and ``cv_se_`` (CV deviance
     and its standard error per lambda), ``lambda_min_``, ``lambda_1se_``, ``lambda_``
     (the one used), ``coef_path_`` (lambdas x features), ``intercept_path_``, ``coef_``
-    and ``intercept_`` at ``lambda_``, and ``support_``. When the chosen lambda selects
+    and ``intercept_`` at ``lambda_``, ``support_``, and ``n_iter_`` (the most saga
+    epochs any fit on the path took). When the chosen lambda selects
     no feature, the largest lambda that selects one is used and ``fallback_`` is True.
     """
 
@@ -84,7 +85,7 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         cv=10,
         rule: str = "lambda.1se",
         random_state=None,
-        tol: float = 1e-7,
+        tol: float = 1e-5,
         max_iter: int = 10000,
     ) -> None:
         self.lambdas = lambdas
@@ -105,12 +106,14 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         )  # fmt: skip
         coefs = np.zeros((len(self.lambdas_), X.shape[1]))
         intercepts = np.zeros(len(self.lambdas_))
+        self.n_iter_ = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for i, lam in enumerate(self.lambdas_):
                 model.set_params(C=1.0 / (n * lam))
                 model.fit(X, y)
                 model.intercept_[0] = _best_intercept(X @ model.coef_[0], y, model.intercept_[0])
+                self.n_iter_ = max(self.n_iter_, int(model.n_iter_[0]))
                 coefs[i], intercepts[i] = model.coef_[0], model.intercept_[0]
         return coefs, intercepts
 
@@ -119,7 +122,9 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float64)
         classes = np.unique(y)
         if len(classes) != 2:
-            raise ValueError(f"LassoSelector needs a binary outcome, got classes {classes}")
+            raise ValueError(
+                f"LassoSelector needs a binary outcome; got {len(classes)} class(es): {classes}"
+            )
         y = (y == classes[1]).astype(float)
         if self.lambdas is not None:
             self.lambdas_ = np.sort(np.asarray(self.lambdas, dtype=float))[::-1]
@@ -165,7 +170,10 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         return self.support_
 
     def __sklearn_tags__(self):  # noqa: ANN204
+        from sklearn.utils import ClassifierTags
+
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
-        tags.input_tags.allow_nan = False
+        # binary outcomes only: this tag makes scikit-learn's checks pass binary targets
+        tags.classifier_tags = ClassifierTags(multi_class=False)
         return tags

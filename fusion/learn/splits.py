@@ -1,0 +1,45 @@
+"""Which set each case belongs to: train, test, or an external set per institution.
+
+The manifest's split column is used when it gives a split for every internal case;
+when it gives none, a stratified random split (test share and seed from the study) is
+drawn. A manifest that splits only some cases is an error: silently mixing a given and
+a drawn split would be impossible to report.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fusion.cohort import Case
+from fusion.errors import ManifestError
+
+
+def set_name(case: Case) -> str:
+    if case.split == "external":
+        return f"external:{case.institution}"
+    return str(case.split)
+
+
+def assign_sets(cases: list[Case], test_size: float, seed: int) -> pd.Series:
+    """case_id -> set name ('train', 'test', 'external:<institution>')."""
+    from sklearn.model_selection import train_test_split
+
+    internal = [c for c in cases if c.split != "external"]
+    given = [c for c in internal if c.split is not None]
+    sets = {c.case_id: set_name(c) for c in cases if c.split is not None}
+    if given and len(given) < len(internal):
+        blank = [c.case_id for c in internal if c.split is None]
+        raise ManifestError(
+            f"the manifest gives a split for {len(given)} of {len(internal)} internal cases; "
+            f"give one for every case or for none. Without a split: {', '.join(blank[:10])}"
+            + (" ..." if len(blank) > 10 else "")
+        )
+    if not given:
+        ids = [c.case_id for c in internal]
+        labels = [c.label for c in internal]
+        train, test = train_test_split(ids, test_size=test_size, stratify=labels, random_state=seed)
+        sets |= dict.fromkeys(train, "train") | dict.fromkeys(test, "test")
+    series = pd.Series({c.case_id: sets[c.case_id] for c in cases}, name="set")
+    if (series == "train").sum() == 0:
+        raise ManifestError("no case is in the training set")
+    return series
