@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := data/demo_hematoma
 STUDIES := $(wildcard pipelines/*.yaml)
 
-.PHONY: install all test lint demo-data check clean
+.PHONY: install all test lint demo-data check report-check clean
 
 install: $(STAMP)
 
@@ -29,7 +29,16 @@ $(DEMO)/manifest.csv: | $(STAMP)
 check: install demo-data
 	@for s in $(STUDIES); do $(VENV)/bin/fusion check $$s || exit 1; done
 
-all: check
+# Every study end to end (QC, radiomics, deep features, models, statistics, report).
+all: install demo-data
+	@for s in $(STUDIES); do $(VENV)/bin/fusion run $$s || exit 1; done
+	@echo "Reports:"; for s in $(STUDIES); do \
+	  echo "  reports/$$(basename $$s .yaml)/index.html"; done
+
+# Open each report in headless Chromium: screenshot, no console error, no network request.
+report-check: install
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(PY) -m fusion.report.check $(wildcard reports/*/index.html)
 
 test: install
 	$(PY) -m pytest -q

@@ -85,6 +85,23 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from fusion.config import load_study
+    from fusion.pipeline import run_study
+
+    study = load_study(args.study)
+    start = time.monotonic()
+    only = "report" if args.command == "report" else args.only
+    result = run_study(study, _options(args), only=only, start=getattr(args, "start", None))
+    elapsed = time.monotonic() - start
+    print(f"{study.name}: ran {', '.join(result.stages)} in {elapsed:.1f} s")
+    if result.report is not None:
+        print(f"report: {result.report}")
+    return 0
+
+
 def _print_qc(table) -> None:  # noqa: ANN001 - a pandas DataFrame; pandas is imported lazily
     width = max([len("case"), *(len(c) for c in table.case_id)])
     print(f"{'case':<{width}}  {'status':<6}  problems")
@@ -133,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
         "deep", parents=[common], help="ResNet50 features of multi-plane crops around each ROI"
     )
     deep.set_defaults(func=_cmd_extract)
+
+    run = sub.add_parser(
+        "run", parents=[common], help="run a study end to end: QC to the HTML report"
+    )
+    stage_names = "qc, radiomics, deep, models, statistics, report"
+    run.add_argument("--only", metavar="STAGE", help=f"run one stage: {stage_names}")
+    run.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
+    run.set_defaults(func=_cmd_run)
+    report = sub.add_parser(
+        "report", parents=[common], help="re-render the report from the saved tables"
+    )
+    report.set_defaults(func=_cmd_run, only=None)
 
     demo = sub.add_parser("demo-data", help="write the synthetic hematoma-expansion cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")

@@ -1,24 +1,37 @@
-"""The order of a study's stages, and where each writes its tables.
+"""The order of a study's stages, and where each reads and writes its tables.
 
-This is the only module that knows the order: QC -> radiomics -> (deep features ->
-models -> statistics -> report as they land). Each stage function reads what the
-previous one produced and writes its own tidy tables under ``reports/<study>/tables``.
+This is the only module that knows the order: qc -> radiomics -> deep -> models ->
+statistics -> report. Each stage reads what earlier stages wrote under
+``reports/<study>/tables`` and writes its own tables there, so ``--from`` and ``--only``
+can start anywhere whose inputs exist. A stage that fails stops the run with a
+:class:`StageError` naming the stage; what finished stages wrote stays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from fusion.atomic import write_csv_atomic
+from fusion.atomic import write_csv_atomic, write_text_atomic
 from fusion.cohort import Case, load_cohort
 from fusion.config import Study
+from fusion.errors import FusionError
 from fusion.features.deep import DeepOutput, run_deep
 from fusion.features.radiomics import RadiomicsOutput, run_radiomics
 from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
+
+STAGES = ("qc", "radiomics", "deep", "models", "statistics", "report")
+
+
+class StageError(FusionError):
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"stage {stage!r} failed: {cause}")
+        self.stage = stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,13 @@ def tables_dir(study: Study, options: RunOptions) -> Path:
     return options.reports / study.name / "tables"
 
 
+def _failures_frame(failures: list, stage: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        [[f.case_id, stage, f.error, f.message, f.traceback] for f in failures],
+        columns=["case_id", "stage", "error", "message", "traceback"],
+    )
+
+
 def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Checked:
     """Load the manifest, check every case, write ``qc.csv``."""
     cases = load_cohort(study)
@@ -63,13 +83,9 @@ def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Chec
 def radiomics_stage(study: Study, options: RunOptions, checked: Checked) -> RadiomicsOutput:
     """Extract radiomics for the cases that passed QC; write the stage's four tables."""
     output = run_radiomics(
-        study,
-        checked.passed,
-        checked.digests,
-        options.cache,
-        jobs=options.jobs,
-        scheduler=options.scheduler,
-    )
+        study, checked.passed, checked.digests, options.cache,
+        jobs=options.jobs, scheduler=options.scheduler,
+    )  # fmt: skip
     tables = tables_dir(study, options)
     write_csv_atomic(output.features, tables / "radiomics_features.csv")
     write_csv_atomic(output.diagnostics, tables / "radiomics_diagnostics.csv")
@@ -91,11 +107,154 @@ def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutpu
     tables = tables_dir(study, options)
     write_csv_atomic(output.features, tables / "deep_features.csv")
     write_csv_atomic(output.geometry, tables / "deep_crop_geometry.csv")
-    write_csv_atomic(
-        pd.DataFrame(
-            [[f.case_id, "deep", f.error, f.message, f.traceback] for f in output.failures],
-            columns=["case_id", "stage", "error", "message", "traceback"],
-        ),
-        tables / "deep_failures.csv",
-    )
+    write_csv_atomic(_failures_frame(output.failures, "deep"), tables / "deep_failures.csv")
+    weights = {
+        "source": output.weights.source, "sha256": output.weights.sha256,
+        "pretrained": output.weights.pretrained, "warning": output.weights.warning,
+        "device": output.device,
+    }  # fmt: skip
+    write_text_atomic(json.dumps(weights, indent=2), tables / "deep_weights.json")
     return output
+
+
+def _read_table(tables: Path, name: str, stage: str) -> pd.DataFrame:
+    path = tables / f"{name}.csv"
+    if not path.is_file():
+        raise FusionError(f"{path} not found: run the {stage} stage first")
+    return pd.read_csv(path, dtype={"case_id": str})
+
+
+def models_stage(study: Study, options: RunOptions) -> None:
+    """Assemble the modelling table, split, fit every model; write scores and summaries."""
+    from fusion.learn.splits import assign_sets
+    from fusion.learn.study import fit_study_models, summary_tables
+    from fusion.learn.table import feature_table, radiomics_wide
+
+    tables = tables_dir(study, options)
+    cases = load_cohort(study)
+    qc = _read_table(tables, "qc", "qc").set_index("case_id")
+    blocks = {}
+    if study.radiomics is not None:
+        blocks["radiomics"] = radiomics_wide(_read_table(tables, "radiomics_features", "radiomics"))
+    if study.deep is not None:
+        blocks["deep"] = _read_table(tables, "deep_features", "deep").set_index("case_id")
+    passed = [c for c in cases if qc.status.get(c.case_id) != "fail"]
+    table, missing = feature_table(study, passed, blocks)
+    sets = assign_sets(cases, study.evaluation.test_size, study.seed)
+    reasons = {cid: f"QC: {qc.problems[cid]}" for cid in qc.index[qc.status == "fail"]}
+    reasons |= dict(zip(missing.case_id, missing.reason, strict=True))
+    cohort = pd.DataFrame(
+        {
+            "case_id": [c.case_id for c in cases],
+            "set": [sets[c.case_id] for c in cases],
+            "label": [c.label for c in cases],
+            "included": [c.case_id in table.index for c in cases],
+            "reason": [reasons.get(c.case_id, "") for c in cases],
+            "split_source": "manifest" if any(c.split for c in cases) else "random",
+        }
+    )
+    write_csv_atomic(cohort, tables / "cohort.csv")
+    labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
+    out = fit_study_models(study, table, labels, sets[table.index])
+    write_csv_atomic(out.scores, tables / "scores.csv")
+    for name, frame in summary_tables(out).items():
+        write_csv_atomic(frame, tables / f"{name}.csv")
+
+
+def statistics_stage(study: Study, options: RunOptions) -> None:
+    """Every statistic of the report, as tidy tables, from the saved scores."""
+    import numpy as np
+
+    from fusion.learn.table import clinical_frame
+    from fusion.stats import evaluate
+
+    tables = tables_dir(study, options)
+    scores = _read_table(tables, "scores", "models")
+    summary = _read_table(tables, "model_summary", "models")
+    thresholds = dict(zip(summary.model, summary.threshold, strict=True))
+    level = study.evaluation.conf_level
+    lo, hi, step = study.evaluation.dca_thresholds
+    out = {
+        "performance": evaluate.performance_table(scores, thresholds, level),
+        "delong": evaluate.delong_table(scores, level),
+        "calibration": evaluate.calibration_table(scores),
+        "net_benefit": evaluate.net_benefit_table(
+            scores, np.round(np.arange(lo, hi + 1e-9, step), 6)
+        ),
+        "roc_points": evaluate.roc_table(scores),
+    }
+    cohort = _read_table(tables, "cohort", "models").set_index("case_id")
+    included = cohort[cohort.included]
+    cases = [c for c in load_cohort(study) if c.case_id in included.index]
+    frame = clinical_frame(study, cases).rename(columns=lambda c: c.removeprefix("clinical:"))
+    qc = _read_table(tables, "qc", "qc").set_index("case_id")
+    frame["roi_volume_ml"] = qc.roi_volume_ml.reindex(frame.index)
+    frame = frame.join(included[["label", "set"]])
+    covariates = {c.name: c.type for c in study.clinical}
+    references = {c.name: c.reference for c in study.clinical if c.reference}
+    out |= evaluate.clinical_tables(
+        frame, {**covariates, "roi_volume_ml": "continuous"}, covariates, references
+    )
+    for name, table in out.items():
+        write_csv_atomic(table, tables / f"{name}.csv")
+
+
+def report_stage(study: Study, options: RunOptions) -> Path:
+    """Provenance, figures and the self-contained HTML report."""
+    from fusion.provenance import provenance
+    from fusion.report.html import build_report
+
+    folder = options.reports / study.name
+    cases = load_cohort(study)
+    weights_file = folder / "tables" / "deep_weights.json"
+    weights = json.loads(weights_file.read_text()) if weights_file.is_file() else None
+    info = provenance(study, case_digests(cases), weights)
+    write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
+    return build_report(study, folder)
+
+
+@dataclass(slots=True)
+class RunResult:
+    report: Path | None = None
+    stages: list[str] = field(default_factory=list)
+    checked: Checked | None = None
+
+
+def run_study(
+    study: Study, options: RunOptions, only: str | None = None, start: str | None = None
+) -> RunResult:
+    """Run the stages in order (all, ``--only`` one, or ``--from`` one onwards)."""
+    for name in (only, start):
+        if name is not None and name not in STAGES:
+            raise FusionError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    selected = [only] if only else list(STAGES[STAGES.index(start) :] if start else STAGES)
+    if study.radiomics is None and "radiomics" in selected:
+        selected.remove("radiomics")
+    if study.deep is None and "deep" in selected:
+        selected.remove("deep")
+    result = RunResult()
+
+    def checked() -> Checked:
+        if result.checked is None:
+            result.checked = qc_stage(study, options)
+        return result.checked
+
+    steps: dict[str, Callable[[], object]] = {
+        "qc": checked,
+        "radiomics": lambda: radiomics_stage(study, options, checked()),
+        "deep": lambda: deep_stage(study, options, checked()),
+        "models": lambda: models_stage(study, options),
+        "statistics": lambda: statistics_stage(study, options),
+        "report": lambda: report_stage(study, options),
+    }
+    for stage in selected:
+        try:
+            value = steps[stage]()
+        except StageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure names its stage
+            raise StageError(stage, exc) from exc
+        if stage == "report":
+            result.report = value  # type: ignore[assignment]
+        result.stages.append(stage)
+    return result

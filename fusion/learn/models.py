@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import VarianceThreshold
@@ -66,7 +67,16 @@ class ModelFit:
 
     def probability(self, score: np.ndarray) -> np.ndarray:
         a, b = self.platt
-        return 1 / (1 + np.exp(-(a + b * np.asarray(score))))
+        return expit(a + b * _platt_scale(self.spec, np.asarray(score)))
+
+
+def _platt_scale(spec: ModelSpec, score: np.ndarray) -> np.ndarray:
+    """Platt scaling works on a logit scale: the SVM's margin is one; a logistic model's
+    probability is taken back to its logit."""
+    if spec.classifier == "svm":
+        return score
+    p = np.clip(score, 1e-10, 1 - 1e-10)
+    return np.log(p / (1 - p))
 
 
 def block_columns(table: pd.DataFrame, features: list[str]) -> list[str]:
@@ -165,7 +175,7 @@ def fit_model(
     pipeline.fit(X, y)
     fit = ModelFit(name, spec, pipeline, columns, 0.0, (0.0, 1.0), pd.Series(oof, index=X.index))
     fit.threshold = youden_threshold(y, fit.score(X))
-    platt = LogisticRegression(C=np.inf).fit(oof.reshape(-1, 1), y)
+    platt = LogisticRegression(C=np.inf).fit(_platt_scale(spec, oof).reshape(-1, 1), y)
     fit.platt = (float(platt.intercept_[0]), float(platt.coef_[0, 0]))
     fit.counts, fit.selected = _selection_summary(pipeline, columns)
     fit.best_params = dict(pipeline.named_steps["model"].best_params_)

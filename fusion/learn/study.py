@@ -57,3 +57,50 @@ def fit_study_models(
         )
     scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return ModelsOutput(fits, scores)
+
+
+def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
+    """The models stage's tables besides the scores: per model its settings, threshold,
+    feature counts; the selected features; LASSO's CV curve and non-zero path."""
+    summary, selected, cv, path = [], [], [], []
+    for name, fit in out.fits.items():
+        summary.append(
+            {"model": name, "features": " + ".join(fit.spec.features),
+             "classifier": fit.spec.classifier + (f" ({fit.spec.kernel})"
+                                                  if fit.spec.classifier == "svm" else ""),
+             "threshold": fit.threshold, "platt_intercept": fit.platt[0],
+             "platt_slope": fit.platt[1],
+             "tuned": ", ".join(f"{k}={v}" for k, v in sorted(fit.best_params.items())),
+             **{f"n_{k}": v for k, v in fit.counts.items()}}
+        )  # fmt: skip
+        selected.append(fit.selected.assign(model=name))
+        lasso = fit.lasso
+        if lasso is None:
+            continue
+        cv.append(
+            pd.DataFrame(
+                {"model": name, "lambda": lasso.lambdas_, "cv_deviance": lasso.cv_mean_,
+                 "cv_se": lasso.cv_se_, "nonzero": (lasso.coef_path_ != 0).sum(axis=1),
+                 "is_min": lasso.lambdas_ == lasso.lambda_min_,
+                 "is_1se": lasso.lambdas_ == lasso.lambda_1se_,
+                 "chosen": lasso.lambdas_ == lasso.lambda_}
+            )
+        )  # fmt: skip
+        names = fit.pipeline[:-2].get_feature_names_out()
+        rows, cols = (lasso.coef_path_ != 0).nonzero()
+        path.append(
+            pd.DataFrame({"model": name, "lambda": lasso.lambdas_[rows], "feature": names[cols],
+                          "coefficient": lasso.coef_path_[rows, cols]})
+        )  # fmt: skip
+
+    def cat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    return {
+        "model_summary": pd.DataFrame(summary),
+        "selected_features": cat(selected, ["feature", "coefficient", "model"])[
+            ["model", "feature", "coefficient"]
+        ],
+        "lasso_cv": cat(cv, ["model", "lambda", "cv_deviance", "cv_se", "nonzero"]),
+        "lasso_path": cat(path, ["model", "lambda", "feature", "coefficient"]),
+    }

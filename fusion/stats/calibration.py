@@ -74,7 +74,8 @@ def hosmer_lemeshow(y: ArrayLike, prob: ArrayLike, groups: int = 10) -> HosmerLe
     sums = table.groupby("g").sum()
     observed = sums[["y0", "y1"]].to_numpy(float)
     expected = sums[["e0", "e1"]].to_numpy(float)
-    statistic = float(((observed - expected) ** 2 / expected).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):  # R gives Inf here too
+        statistic = float(((observed - expected) ** 2 / expected).sum())
     df = len(sums) - 2
     if df < 1:
         raise ValueError(f"only {len(sums)} distinct probability groups; the test needs 3")

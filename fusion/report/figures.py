@@ -1,0 +1,120 @@
+"""Report figures with matplotlib: saved as SVG and PNG, and returned as SVG text to
+inline in the HTML. Deterministic output: no dates in the files, fixed hash salt."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fusion.atomic import atomic_path  # noqa: E402
+
+plt.rcParams.update(
+    {"svg.fonttype": "none", "svg.hashsalt": "fusion", "font.size": 9, "axes.grid": True,
+     "grid.alpha": 0.3, "figure.dpi": 100}
+)  # fmt: skip
+COLOURS = plt.get_cmap("tab10").colors
+
+
+def save(fig: plt.Figure, folder: Path, name: str) -> str:
+    """Write ``name``.svg and ``name``.png under ``folder``; return the SVG text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    svg = buffer.getvalue()
+    with atomic_path(folder / f"{name}.svg") as tmp:
+        tmp.write_text(svg, encoding="utf-8")
+    with atomic_path(folder / f"{name}.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    # inline copy: no XML prolog, no RDF metadata block (its namespace URLs are noise)
+    return re.sub(r"<metadata>.*?</metadata>", "", svg[svg.index("<svg") :], flags=re.S)
+
+
+def roc_figure(roc: pd.DataFrame, performance: pd.DataFrame, set_name: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    part = roc[roc.set == set_name]
+    perf = performance[performance.set == set_name].set_index("model")
+    for i, (model, curve) in enumerate(part.groupby("model", sort=False)):
+        auc = perf.loc[model]
+        label = f"{model}: AUC {auc.auc:.3f} ({auc.auc_ci_low:.3f}-{auc.auc_ci_high:.3f})"
+        ax.step(curve.fpr, curve.tpr, where="post", color=COLOURS[i % 10], label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01),
+           title=f"ROC, {set_name} set")  # fmt: skip
+    ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def dca_figure(nb: pd.DataFrame, set_name: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    part = nb[nb.set == set_name]
+    first = part[part.model == part.model.iloc[0]]
+    for i, (model, curve) in enumerate(part.groupby("model", sort=False)):
+        ax.plot(curve.threshold, curve.net_benefit, color=COLOURS[i % 10], label=model)
+    ax.plot(first.threshold, first.treat_all, color="black", linestyle="--", label="treat all")
+    ax.plot(first.threshold, first.treat_none, color="grey", linestyle="-", label="treat none")
+    top = max(float(first.treat_all.max()), float(part.net_benefit.max()), 0.05)
+    ax.set(xlabel="threshold probability", ylabel="net benefit", xlim=(0, 1),
+           ylim=(-0.05, top * 1.1), title=f"Decision curves, {set_name} set")  # fmt: skip
+    ax.legend(fontsize=7)
+    return fig
+
+
+def calibration_figure(
+    scores: pd.DataFrame, calibration: pd.DataFrame, set_name: str, bins: int = 10
+) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    part = scores[scores.set == set_name]
+    cal = calibration[calibration.set == set_name].set_index("model")
+    for i, (model, frame) in enumerate(part.groupby("model", sort=False)):
+        if model not in cal.index:
+            continue
+        edges = np.unique(np.quantile(frame.prob, np.linspace(0, 1, bins + 1)))
+        group = np.clip(np.searchsorted(edges, frame.prob, side="right") - 1, 0, len(edges) - 2)
+        binned = frame.assign(g=group).groupby("g").agg(p=("prob", "mean"), o=("label", "mean"))
+        c = cal.loc[model]
+        label = (f"{model}: slope {c.slope:.2f}, intercept {c.intercept:.2f}, "
+                 f"Brier {c.brier:.3f}, HL p {c.hl_p_value:.3f}")  # fmt: skip
+        ax.plot(binned.p, binned.o, marker="o", markersize=3, color=COLOURS[i % 10], label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="predicted probability", ylabel="observed proportion", xlim=(0, 1),
+           ylim=(0, 1), title=f"Calibration, {set_name} set (deciles)")  # fmt: skip
+    ax.legend(fontsize=6, loc="upper left")
+    return fig
+
+
+def lasso_cv_figure(cv: pd.DataFrame, model: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    log_lambda = np.log(cv["lambda"])
+    ax.errorbar(log_lambda, cv.cv_deviance, yerr=cv.cv_se, fmt="o", markersize=3,
+                color="firebrick", ecolor="grey", elinewidth=0.8, capsize=1.5)  # fmt: skip
+    for flag, style, label in (("is_min", ":", "lambda.min"), ("is_1se", "--", "lambda.1se")):
+        x = float(log_lambda[cv[flag]].iloc[0])
+        ax.axvline(x, color="black", linestyle=style, linewidth=0.8, label=label)
+    top = ax.secondary_xaxis("top")
+    ticks = log_lambda.iloc[:: max(1, len(cv) // 8)]
+    top.set_xticks(ticks, [str(n) for n in cv.nonzero.iloc[:: max(1, len(cv) // 8)]])
+    top.set_xlabel("features selected")
+    ax.set(xlabel="log(lambda)", ylabel="binomial deviance (CV)", title=f"LASSO CV, {model}")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def coefficient_figure(selected: pd.DataFrame, model: str) -> plt.Figure:
+    shown = selected.head(25).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(5.4, 0.8 + 0.22 * max(len(shown), 1)))
+    colours = ["firebrick" if c > 0 else "steelblue" for c in shown.coefficient]
+    ax.barh(range(len(shown)), shown.coefficient, color=colours)
+    ax.set_yticks(range(len(shown)), [f.split(":", 1)[-1][:48] for f in shown.feature],
+                  fontsize=7)  # fmt: skip
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set(xlabel="LASSO coefficient (standardised)", title=f"Selected features, {model}")
+    return fig

@@ -1,0 +1,348 @@
+"""Render ``reports/<study>/index.html`` from the stage tables: one self-contained file.
+
+The report never recomputes a statistic: it formats the CSV tables the statistics stage
+wrote and draws the figures from them. Figures are inlined as SVG, crop images as PNG
+data URIs; the CSS is inline and nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from fusion.atomic import write_text_atomic
+from fusion.config import Study
+from fusion.report import figures as figs
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+TRIPOD = [
+    ("3", "Objectives", "Methods"),
+    ("5", "Source of data", "Methods; Cohort"),
+    ("6", "Participants and eligibility (QC)", "Cohort: flow, excluded cases"),
+    ("8", "Outcome", "Methods"),
+    ("9", "Predictors (radiomics, deep, clinical)", "Methods; Features"),
+    ("10", "Sample size and events", "Cohort: flow; Table 1"),
+    ("11", "Missing data handling", "Methods"),
+    ("12", "Analytical methods: selection, models, tuning, validation", "Methods; Features"),
+    ("13", "Class imbalance and fairness: outcome prevalence per set", "Cohort: flow"),
+    ("20", "Participant flow and characteristics", "Cohort"),
+    ("22", "Model specification (selected features, coefficients)", "Features"),
+    ("23", "Model performance with CIs; calibration; clinical utility", "Performance; Figures"),
+    ("18", "Open science: provenance, code version, data hashes", "Provenance"),
+]
+
+
+def _p(value: float) -> str:
+    if pd.isna(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def html_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as an HTML table: p-values as '<0.001', floats to ``digits``."""
+    shown = frame.copy()
+    for col in shown.columns:
+        if "p_value" in col:
+            shown[col] = shown[col].map(_p)
+        elif pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
+    return shown.to_html(index=False, border=0, na_rep="–", escape=True)
+
+
+def _read(tables: Path, name: str) -> pd.DataFrame:
+    path = tables / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _window_text(window: str | list[str]) -> str:
+    return window if isinstance(window, str) else ", ".join(window)
+
+
+def _models_text(summary: pd.DataFrame) -> str:
+    return "; ".join(f"{r.model} = {r.classifier} on {r.features}" for r in summary.itertuples())
+
+
+def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame) -> list[str]:
+    """The methods paragraphs, generated from the study file and the cohort table."""
+    included = cohort[cohort.included]
+    n_sets = included.set.value_counts()
+    split = (
+        "as given in the manifest"
+        if cohort.get("split_source", pd.Series(["manifest"])).iloc[0] == "manifest"
+        else f"by stratified random sampling ({1 - study.evaluation.test_size:.0%} / "
+        f"{study.evaluation.test_size:.0%}, seed {study.seed})"
+    )
+    text = [
+        f"Data. {len(cohort)} cases ({study.cohort.modality}) were listed in the manifest; "
+        f"{len(included)} passed quality control and feature extraction "
+        f"({', '.join(f'{k}: {v}' for k, v in n_sets.items())}). Cases were assigned to "
+        f"sets {split}. The outcome is binary; prevalence per set is given in the flow table.",
+    ]
+    if study.radiomics is not None:
+        import yaml
+
+        params = yaml.safe_load(study.radiomics.params.read_text()) or {}
+        settings = params.get("setting", {})
+        text.append(
+            "Radiomics. Features were extracted from the ROI (label "
+            f"{study.cohort.roi_label}) with PyRadiomics 3.0.1, image types "
+            f"{', '.join(params.get('imageType', {'Original': {}}))}, feature classes "
+            f"{', '.join(params.get('featureClass', {}) or ['all'])}; bin width "
+            f"{settings.get('binWidth', 25)}, resampling "
+            f"{settings.get('resampledPixelSpacing') or 'none'}, "
+            f"{'2D (per slice)' if settings.get('force2D') else '3D'} texture "
+            f"(parameter file {study.radiomics.params.name})."
+        )
+    if study.deep is not None:
+        d = study.deep
+        text.append(
+            f"Deep features. On the axial plane of largest ROI area and at offsets "
+            f"{', '.join(f'{o:g}' for o in d.offsets_mm)} mm (interpolated along z), a square "
+            f"crop around the ROI's bounding box plus {d.margin_mm:g} mm was resampled to "
+            f"{d.size} × {d.size} pixels, windowed ({_window_text(d.window)}), "
+            f"normalised with ImageNet statistics and passed through ResNet50 ({d.weights} "
+            f"weights); the {d.layer} output was averaged over planes ({d.aggregate})."
+        )
+    ev = study.evaluation
+    text.append(
+        "Selection and models. All preprocessing and selection steps were fitted on the "
+        "training set only, inside one scikit-learn pipeline per model: median imputation "
+        "(most frequent level for categorical covariates), removal of constant features, "
+        "standardisation, a correlation filter (of two features with |r| above the "
+        "threshold, the one more associated with the outcome was kept), and LASSO "
+        f"(L1-penalised logistic regression, {ev.lasso.folds}-fold CV deviance over "
+        f"{ev.lasso.n_lambda} lambdas, {ev.lasso.rule}). Classifiers (SVM or logistic "
+        f"regression) were tuned by {ev.cv_folds}-fold stratified CV on the training set. "
+        f"Models: {_models_text(model_summary)}."
+    )
+    text.append(
+        "Statistics. Discrimination: AUC with DeLong 95% CI; models were compared with "
+        "the paired DeLong test. Sensitivity, specificity, accuracy, PPV, NPV and F1 are "
+        "given at the Youden threshold of the training set. Probabilities were calibrated "
+        "by Platt scaling on out-of-fold training scores; calibration is reported as "
+        "slope, intercept, calibration-in-the-large, Brier score and the Hosmer-Lemeshow "
+        "test; clinical utility by decision-curve analysis (net benefit). Clinical "
+        "covariates were analysed by univariable and multivariable logistic regression "
+        "(odds ratios, Wald CIs)."
+    )
+    return text
+
+
+def report_warnings(cohort: pd.DataFrame, weights: dict[str, Any] | None) -> list[str]:
+    warnings = []
+    if weights and not weights.get("pretrained", True):
+        warnings.append(
+            f"Deep features were computed with RANDOM, not pretrained, ResNet50 weights "
+            f"({weights.get('source')}). They are not ImageNet features; do not report them "
+            "as such."
+        )
+    excluded = cohort[~cohort.included]
+    if len(excluded):
+        warnings.append(
+            f"{len(excluded)} case(s) were excluded (QC or feature extraction failed): "
+            f"{', '.join(excluded.case_id.astype(str)[:12])}"
+            + (" ..." if len(excluded) > 12 else "")
+            + ". See section 2."
+        )
+    for set_name, part in cohort[cohort.included].groupby("set"):
+        if set_name != "train" and len(part) < 50:
+            warnings.append(
+                f"The {set_name} set is small ({len(part)} cases): confidence intervals are wide."
+            )
+        counts = part.label.value_counts()
+        for label in (0, 1):
+            if counts.get(label, 0) < 10:
+                warnings.append(
+                    f"The {set_name} set has {counts.get(label, 0)} case(s) with outcome "
+                    f"{label} (fewer than 10): its AUC and calibration are unstable."
+                )
+    return warnings
+
+
+def build_report(study: Study, folder: Path) -> Path:
+    """Write figures, ``tables/README.md`` and ``index.html`` under ``folder``."""
+    tables, figures = folder / "tables", folder / "figures"
+    t = {name: _read(tables, name) for name in (
+        "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
+        "roc_points", "model_summary", "selected_features", "lasso_cv", "table1_train",
+        "table1_test", "clinical_univariable", "clinical_multivariable",
+    )}  # fmt: skip
+    provenance = json.loads((folder / "provenance.json").read_text())
+    weights = provenance.get("deep_weights")
+    write_text_atomic((TEMPLATES / "tables_README.md").read_text(), tables / "README.md")
+    cohort = t["cohort"]
+    sets = list(dict.fromkeys(t["performance"].set)) if not t["performance"].empty else []
+
+    flow_rows = [("listed in the manifest", len(cohort), "")]
+    qc_failed = t["qc"][t["qc"].status == "fail"] if not t["qc"].empty else pd.DataFrame()
+    flow_rows.append(("excluded by QC", len(qc_failed), ""))
+    flow_rows.append(("excluded: feature extraction failed",
+                      int((~cohort.included).sum()) - len(qc_failed), ""))  # fmt: skip
+    for set_name, part in cohort[cohort.included].groupby("set", sort=False):
+        positives = f"{int(part.label.sum())} positive ({part.label.mean():.1%})"
+        flow_rows.append((f"{set_name} set", len(part), positives))
+    flow = pd.DataFrame(flow_rows, columns=["step", "cases", "outcome"])
+
+    lasso_models = []
+    for name in t["lasso_cv"].model.unique() if not t["lasso_cv"].empty else []:
+        cv = t["lasso_cv"][t["lasso_cv"].model == name].reset_index(drop=True)
+        sel = t["selected_features"][t["selected_features"].model == name]
+        lasso_models.append({
+            "name": name,
+            "cv_svg": figs.save(figs.lasso_cv_figure(cv, name), figures, f"lasso_cv_{name}"),
+            "coef_svg": figs.save(figs.coefficient_figure(sel, name), figures,
+                                  f"lasso_coefficients_{name}"),
+            "table": html_table(sel[["feature", "coefficient"]], 4),
+        })  # fmt: skip
+
+    perf = t["performance"]
+    shown_sets = [s for s in sets if s != "train"] or sets
+    fig_svgs = {
+        "roc": [figs.save(figs.roc_figure(t["roc_points"], perf, s), figures, f"roc_{s}")
+                for s in sets],
+        "dca": [figs.save(figs.dca_figure(t["net_benefit"], s), figures, f"dca_{s}")
+                for s in shown_sets],
+        "calibration": [figs.save(figs.calibration_figure(t["scores"], t["calibration"], s),
+                                  figures, f"calibration_{s}") for s in shown_sets],
+    }  # fmt: skip
+
+    perf_shown = perf.assign(
+        auc_95ci=[f"{a:.3f} ({lo:.3f}–{hi:.3f})" for a, lo, hi in
+                  zip(perf.auc, perf.auc_ci_low, perf.auc_ci_high, strict=True)]
+    )[["model", "set", "n", "positives", "auc_95ci", "sensitivity", "specificity", "accuracy",
+       "ppv", "npv", "f1"]]  # fmt: skip
+    counts = t["model_summary"][
+        ["model", "features", "classifier", "tuned"]
+        + [c for c in t["model_summary"].columns if c.startswith("n_")]
+    ]
+    excluded_rows = cohort[~cohort.included][["case_id", "set", "label", "reason"]]
+    context = {
+        "study": study,
+        "warnings": report_warnings(cohort, weights),
+        "methods": methods_text(study, cohort, t["model_summary"]),
+        "tripod": TRIPOD,
+        "tables": {
+            "flow": html_table(flow),
+            "excluded": html_table(excluded_rows) if len(excluded_rows) else "",
+            "table1": [
+                (s, html_table(t[f"table1_{s}"]))
+                for s in ("train", "test")
+                if not t[f"table1_{s}"].empty
+            ],
+            "counts": html_table(counts),
+            "performance": html_table(perf_shown),
+            "delong": html_table(t["delong"].drop(columns=["note"], errors="ignore")),
+            "calibration": html_table(t["calibration"]),
+            "univariable": html_table(t["clinical_univariable"])
+            if not t["clinical_univariable"].empty
+            else "",
+            "multivariable": html_table(t["clinical_multivariable"])
+            if not t["clinical_multivariable"].empty
+            else "",
+        },  # fmt: skip
+        "figures": fig_svgs,
+        "lasso_models": lasso_models,
+        "offsets": ", ".join(f"{o:g}" for o in study.deep.offsets_mm) if study.deep else "",
+        "crops": _crop_gallery(cohort, figures / "crops"),
+        "excluded": _excluded_gallery(study, cohort),
+        "provenance": _provenance_rows(provenance),
+    }
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    html = env.get_template("report.html.j2").render(**context)
+    write_text_atomic(html, folder / "index.html")
+    return folder / "index.html"
+
+
+def _crop_gallery(cohort: pd.DataFrame, folder: Path, per_class: int = 3) -> list[dict]:
+    """A few cases of each outcome from the test set (else any set), in manifest order."""
+    if not folder.is_dir():
+        return []
+    pool = cohort[cohort.included]
+    pool = pool[pool.set == "test"] if (pool.set == "test").any() else pool
+    items = []
+    for label in (1, 0):
+        for case_id in pool[pool.label == label].case_id.astype(str)[:per_class]:
+            png = folder / f"{case_id}.png"
+            if png.is_file():
+                caption = f"outcome {label}, {pool.set.iloc[0]} set"
+                items.append({"case_id": case_id, "png": _b64(png), "caption": caption})
+    return items
+
+
+def _excluded_gallery(study: Study, cohort: pd.DataFrame) -> list[dict]:
+    """Each excluded case with its reason and, when readable, its central ROI slice."""
+    from fusion.cohort import load_cohort
+
+    excluded = cohort[~cohort.included]
+    if excluded.empty:
+        return []
+    cases = {c.case_id: c for c in load_cohort(study)}
+    return [
+        {"case_id": row.case_id, "reason": row.reason,
+         "png": _slice_png(cases.get(str(row.case_id)), study.cohort.roi_label)}
+        for row in excluded.itertuples()
+    ]  # fmt: skip
+
+
+def _slice_png(case, label: int) -> str | None:  # noqa: ANN001 - a Case or None
+    """The slice with the most ROI (else the middle one), brain window, ROI outlined."""
+    if case is None:
+        return None
+    try:
+        import io
+
+        import matplotlib.pyplot as plt
+        import SimpleITK as sitk
+
+        from fusion.io.images import read_image
+        from fusion.io.rois import read_roi
+
+        image = read_image(case.image, case.series_uid)
+        array = sitk.GetArrayViewFromImage(image)
+        roi = None
+        if case.roi is not None:
+            try:
+                r = sitk.GetArrayViewFromImage(read_roi(case.roi, image)) == label
+                roi = r if r.shape == array.shape else None
+            except Exception:  # noqa: BLE001 - the ROI may be what is broken
+                roi = None
+        k = (
+            int(np.argmax(roi.sum(axis=(1, 2))))
+            if roi is not None and roi.any()
+            else len(array) // 2
+        )
+        fig, ax = plt.subplots(figsize=(2.6, 2.6))
+        ax.imshow(np.clip((array[k] - 0) / 80, 0, 1), cmap="gray")
+        if roi is not None and roi[k].any():
+            ax.contour(roi[k], levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_axis_off()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        return base64.b64encode(buffer.getvalue()).decode()
+    except Exception:  # noqa: BLE001 - an unreadable case gets its reason only
+        return None
+
+
+def _provenance_rows(provenance: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in provenance.items():
+        if key == "packages":
+            rows.append(("packages", ", ".join(f"{k} {v}" for k, v in value.items())))
+        elif key == "deep_weights" and value:
+            rows.append(("deep weights", f"{value.get('source')} (sha256 {value.get('sha256')}, "
+                                         f"pretrained: {value.get('pretrained')})"))  # fmt: skip
+        else:
+            rows.append((key, str(value)))
+    return rows

@@ -1,0 +1,146 @@
+"""A small study end to end: every report table agrees with values recomputed from the
+saved scores; the statistician's notebook runs on it; reruns are cached and identical."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from fusion.cli import main
+from fusion.config import load_study
+from fusion.demo import generate_demo_cohort
+from fusion.errors import FusionError
+from fusion.pipeline import RunOptions, run_study
+from fusion.stats import delong_test, roc_auc, threshold_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ["warnings", "methods", "cohort", "features", "performance", "figures", "clinical",
+            "galleries", "provenance"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):  # noqa: ANN201
+    """40 synthetic cases, one of them broken, through every stage with random weights."""
+    root = tmp_path_factory.mktemp("e2e")
+    generate_demo_cohort(root / "data", n=40, seed=3, jobs=2)
+    manifest = pd.read_csv(root / "data" / "manifest.csv")
+    manifest.loc[5, "roi"] = "masks/missing.nii.gz"  # excluded by QC, reported
+    manifest.to_csv(root / "data" / "manifest.csv", index=False)
+    demo = yaml.safe_load((ROOT / "pipelines" / "demo_hematoma.yaml").read_text())
+    demo["name"] = "small"
+    demo["cohort"]["manifest"] = "data/manifest.csv"
+    demo["radiomics"]["params"] = str(ROOT / "pipelines" / "radiomics" / "head_ct_hematoma.yaml")
+    demo["deep"] |= {"weights": "random", "size": 64, "num_workers": 0}
+    demo["evaluation"] = {"cv_folds": 3, "lasso": {"folds": 3, "n_lambda": 15}}
+    (root / "small.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
+    args = ["run", str(root / "small.yaml"), "--reports", str(root / "reports"),
+            "--cache", str(root / "cache"), "-j", "2"]  # fmt: skip
+    assert main(args) == 0
+    return root, root / "reports" / "small", args
+
+
+def table(folder: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(folder / "tables" / f"{name}.csv", dtype={"case_id": str})
+
+
+def test_report_has_every_section_and_is_self_contained(study_run) -> None:
+    _, folder, _ = study_run
+    html = (folder / "index.html").read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in html, section
+    assert "RANDOM, not pretrained" in html
+    assert "ICH006" in html and "ROI file not found" in html  # the excluded case, with reason
+    assert html.count("<svg") >= 6 and "data:image/png;base64," in html
+    assert "http://" not in html.replace("http://www.w3.org", "")
+    assert "https://" not in html and "<script" not in html
+    for name in ("roc_train", "roc_test", "dca_test", "calibration_test"):
+        assert (folder / "figures" / f"{name}.svg").is_file()
+        assert (folder / "figures" / f"{name}.png").is_file()
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["seed"] == 7 and provenance["cases_hashed"] == 40
+    assert provenance["deep_weights"]["pretrained"] is False
+    assert len(provenance["manifest_sha256"]) == 64
+    assert (folder / "tables" / "README.md").is_file()
+
+
+def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
+    _, folder, _ = study_run
+    scores = table(folder, "scores")
+    cohort = table(folder, "cohort")
+    assert cohort.set_index("case_id").loc["ICH006", "included"] == False  # noqa: E712
+    assert set(scores.case_id) == set(cohort.case_id[cohort.included])
+    thresholds = table(folder, "model_summary").set_index("model").threshold
+    perf = table(folder, "performance")
+    assert set(perf.model) == {"radiomics", "deep", "fused", "clinical", "combined"}
+    for row in perf.itertuples():
+        part = scores[(scores.model == row.model) & (scores.set == row.set)]
+        auc = roc_auc(part.label, part.score)
+        assert (row.auc, row.auc_ci_low, row.auc_ci_high) == pytest.approx(
+            (auc.auc, auc.ci_low, auc.ci_high), abs=1e-12
+        )
+        m = threshold_metrics(part.label, part.score, thresholds[row.model])
+        assert (row.sensitivity, row.specificity, row.tp, row.fn) == pytest.approx(
+            (m.sensitivity, m.specificity, m.tp, m.fn)
+        )
+        assert row.n == len(part) and row.positives == part.label.sum()
+    delong = table(folder, "delong")
+    assert len(delong) == 2 * 10  # train and test, every pair of five models
+    first = delong[delong.set == "test"].iloc[0]
+    test = scores[scores.set == "test"]
+    wide = test.pivot(index="case_id", columns="model", values="score")
+    labels = test.drop_duplicates("case_id").set_index("case_id").label.loc[wide.index]
+    again = delong_test(labels, wide[first.model_a], wide[first.model_b])
+    assert (first.z, first.p_value) == pytest.approx((again.z, again.p_value), abs=1e-12)
+    nb = table(folder, "net_benefit")
+    assert set(nb.columns) == {"set", "model", "threshold", "net_benefit", "treat_all",
+                               "treat_none"}  # fmt: skip
+    assert not table(folder, "clinical_multivariable").empty
+    assert "odds_ratio" in table(folder, "clinical_univariable").columns
+    assert not table(folder, "table1_train").empty
+
+
+def test_rerun_is_cached_and_gives_identical_tables(study_run, capsys) -> None:
+    root, folder, args = study_run
+    before = {p.name: p.read_bytes() for p in (folder / "tables").glob("*.csv")}
+    assert main(args) == 0
+    after = {p.name: p.read_bytes() for p in (folder / "tables").glob("*.csv")}
+    assert before == after
+    study = load_study(root / "small.yaml")
+    options = RunOptions(reports=root / "reports", cache=root / "cache")
+    result = run_study(study, options, start="statistics")
+    assert result.stages == ["statistics", "report"]
+    assert run_study(study, options, only="report").report == folder / "index.html"
+
+
+def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) -> None:
+    root, folder, _ = study_run
+    study = load_study(root / "small.yaml")
+    options = RunOptions(reports=tmp_path, cache=root / "cache")
+    with pytest.raises(FusionError, match=r"stage 'models' failed: .*qc.csv not found"):
+        run_study(study, options, only="models")
+    with pytest.raises(FusionError, match="unknown stage 'model'; stages: qc, radiomics"):
+        run_study(study, options, only="model")
+
+
+def test_statistician_notebook_runs_on_the_study(study_run) -> None:
+    _, folder, _ = study_run
+    notebook = nbformat.read(ROOT / "notebooks" / "statistician.ipynb", as_version=4)
+    os.environ["FUSION_REPORT"] = str(folder)
+    try:
+        resources = {"metadata": {"path": str(ROOT / "notebooks")}}
+        NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources).execute()
+    finally:
+        del os.environ["FUSION_REPORT"]
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "AUC" in printed and "p = " in printed
+    assert np.isfinite(float(printed.split("z = ")[1].split(",")[0]))
