@@ -31,9 +31,10 @@ check: install demo-data
 
 # Every study end to end (QC, radiomics, deep features, models, statistics, report).
 all: install demo-data
-	@for s in $(STUDIES); do $(VENV)/bin/fusion run $$s || exit 1; done
-	@echo "Reports:"; for s in $(STUDIES); do \
-	  echo "  reports/$$(basename $$s .yaml)/index.html"; done
+	@mkdir -p reports && rm -f reports/.make-all.log
+	@for s in $(STUDIES); do \
+	  $(VENV)/bin/fusion run $$s | tee -a reports/.make-all.log || exit 1; done
+	@echo "Reports:"; sed -n 's/^report: /  /p' reports/.make-all.log
 
 # Open each report in headless Chromium: screenshot, no console error, no network request.
 report-check: install
