@@ -1,5 +1,7 @@
 # Two commands reproduce everything: `make all` (the studies' reports) and `make test`.
 # Both depend on `make install`, which builds .venv once; a second call is a no-op.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

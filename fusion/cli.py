@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for chatty in ("radiomics", "pykwalify", "distributed"):  # their INFO lines are noise here
+    for chatty in ("radiomics", "pykwalify", "distributed", "numexpr"):  # INFO lines: noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.func(args)

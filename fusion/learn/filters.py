@@ -6,10 +6,11 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
-from sklearn.feature_selection import SelectorMixin
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
+
+from fusion.learn._base import SupportSelector
 
 
 def _abs_corr_with(X: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -22,7 +23,7 @@ def _abs_corr_with(X: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.abs(r)
 
 
-class CorrelationFilter(SelectorMixin, BaseEstimator):
+class CorrelationFilter(SupportSelector):
     """Greedy redundancy filter.
 
     Features are visited from the most to the least associated with the outcome
@@ -48,12 +49,3 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
         self.support_ = np.zeros(X.shape[1], dtype=bool)
         self.support_[kept] = True
         return self
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.support_
-
-    def __sklearn_tags__(self):  # noqa: ANN204
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags

@@ -20,12 +20,13 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_selection import SelectorMixin
 from sklearn.model_selection import StratifiedKFold, check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
+
+from fusion.learn._base import SupportSelector
 
 PROB_CLIP = 1e-5  # cv.glmnet clips held-out probabilities to [1e-5, 1 - 1e-5]
 
@@ -39,7 +40,7 @@ def lambda_grid(X: np.ndarray, y: np.ndarray, n_lambda: int, min_ratio: float | 
     return np.exp(np.linspace(np.log(lambda_max), np.log(lambda_max * ratio), n_lambda))
 
 
-class LassoSelector(SelectorMixin, BaseEstimator):
+class LassoSelector(SupportSelector):
     """Select the features with a non-zero coefficient at lambda.min or lambda.1se.
 
     Fitted attributes: ``lambdas_`` (the path), ``cv_mean_`` and ``cv_se_`` (CV deviance
@@ -152,15 +153,10 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         self.support_ = self.coef_ != 0
         return self
 
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        return self.support_
-
     def __sklearn_tags__(self):  # noqa: ANN204
         from sklearn.utils import ClassifierTags
 
         tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
         # binary outcomes only: this tag makes scikit-learn's checks pass binary targets
         tags.classifier_tags = ClassifierTags(multi_class=False)
         return tags
