@@ -102,6 +102,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_roi(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from fusion.atomic import atomic_path
+    from fusion.io.images import read_image
+    from fusion.io.rois import list_structures, read_roi
+
+    image = read_image(Path(args.image), args.series) if args.image else None
+    if args.action == "list":
+        rows = list_structures(Path(args.file), image)
+        print(f"{'number':>6}  {'voxels':>9}  name")
+        for row in rows:
+            voxels = "-" if row["voxels"] is None else str(row["voxels"])
+            print(f"{row['number']:>6}  {voxels:>9}  {row['name']}")
+        return 0
+    if image is None or not args.out:
+        print("fusion roi export needs --image and --out", file=sys.stderr)
+        return 2
+    roi = read_roi(Path(args.file), image, args.structure or None)
+    with atomic_path(Path(args.out)) as tmp:
+        sitk.WriteImage(roi, str(tmp), useCompression=True)
+    counts = sitk.GetArrayViewFromImage(roi)
+    print(f"wrote {args.out}: {int((counts > 0).sum())} voxels in the ROI")
+    return 0
+
+
 def _print_qc(table) -> None:  # noqa: ANN001 - a pandas DataFrame; pandas is imported lazily
     width = max([len("case"), *(len(c) for c in table.case_id)])
     print(f"{'case':<{width}}  {'status':<6}  problems")
@@ -162,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         "report", parents=[common], help="re-render the report from the saved tables"
     )
     report.set_defaults(func=_cmd_run, only=None)
+
+    roi = sub.add_parser("roi", help="list or export the structures of an ROI file")
+    roi.add_argument("action", choices=["list", "export"])
+    roi.add_argument("file", help="RTSTRUCT, DICOM-SEG, .seg.nrrd or label map")
+    roi.add_argument("--image", help="the image (file or DICOM folder) to rasterise onto")
+    roi.add_argument("--series", help="SeriesInstanceUID when the folder holds several")
+    roi.add_argument("--structure", action="append", help="name or pattern (repeatable)")
+    roi.add_argument("--out", help="NIfTI file to write (export)")
+    roi.set_defaults(func=_cmd_roi)
 
     demo = sub.add_parser("demo-data", help="write the synthetic hematoma-expansion cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")

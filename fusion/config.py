@@ -67,6 +67,11 @@ class CohortSpec(_Strict):
         default=None, description="Maps manifest label values (as text) to 0/1."
     )
     roi_label: int = Field(default=1, ge=1)
+    structures: list[str] | None = Field(
+        default=None,
+        description="RTSTRUCT/SEG/Slicer structure names or patterns (GTV*); the i-th "
+        "becomes ROI label i.",
+    )
     modality: Literal["CT", "MR", "other"] = "CT"
     external_institutions: list[str] = []
 

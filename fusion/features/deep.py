@@ -169,8 +169,10 @@ class DeepOutput:
 class CropDataset:
     """One item per case: its crops prepared from disk, or the error that stopped them."""
 
-    def __init__(self, cases: list[Case], spec: DeepSpec, label: int) -> None:
-        self.cases, self.spec, self.label = cases, spec, label
+    def __init__(
+        self, cases: list[Case], spec: DeepSpec, label: int, structures: list[str] | None
+    ) -> None:
+        self.cases, self.spec, self.label, self.structures = cases, spec, label, structures
         self.windows = resolve_windows(spec.window)
 
     def __len__(self) -> int:
@@ -185,7 +187,7 @@ class CropDataset:
         case = self.cases[i]
         try:
             image = read_image(case.image, case.series_uid)
-            roi = read_roi(case.roi, image)
+            roi = read_roi(case.roi, image, self.structures)
             spacing = image.GetSpacing()
             # offsets are towards the head (+z); flip them if the slices run feet-first
             sign = 1.0 if image.GetDirection()[8] >= 0 else -1.0
@@ -273,7 +275,7 @@ def run_deep(
         model = build_model(spec, weights, study.seed).to(device)
         if device.startswith("cuda"):
             model = model.to(memory_format=torch.channels_last)
-        dataset = CropDataset(todo, spec, study.cohort.roi_label)
+        dataset = CropDataset(todo, spec, study.cohort.roi_label, study.cohort.structures)
         for item, per_plane in _embed(model, dataset, spec, device):
             case_id = item["case_id"]
             if "error" in item:

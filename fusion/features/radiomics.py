@@ -24,7 +24,7 @@ from fusion.config import Study
 from fusion.engine import CaseCache, StageRun, Task, cache_key, run_tasks
 from fusion.errors import ConfigError
 from fusion.io.images import read_image
-from fusion.io.rois import read_roi
+from fusion.io.rois import read_roi, roi_names
 
 PREFIX = "radiomics:"
 RADIOMICS_CACHE_VERSION = 1  # bump when this module changes what a cached entry holds
@@ -54,23 +54,28 @@ def load_params(path: Path) -> dict[str, Any]:
 
 
 def roi_labels(study: Study) -> tuple[int, ...]:
+    """The labels to extract: the study's list, else every named structure, else the ROI
+    label."""
     spec = study.radiomics
-    return tuple(spec.labels) if spec and spec.labels else (study.cohort.roi_label,)
+    if spec and spec.labels:
+        return tuple(spec.labels)
+    if study.cohort.structures:
+        return tuple(range(1, len(study.cohort.structures) + 1))
+    return (study.cohort.roi_label,)
 
 
-def roi_name(label: int) -> str:
-    return f"label{label}"
-
-
-def extract_case(payload: tuple[Case, dict[str, Any], tuple[int, ...]]) -> dict[str, Any]:
+def extract_case(
+    payload: tuple[Case, dict[str, Any], tuple[int, ...], list[str] | None],
+) -> dict[str, Any]:
     """Worker: read the case from disk, run PyRadiomics once per label."""
     import radiomics
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
-    case, params, labels = payload
+    case, params, labels, structures = payload
     radiomics.setVerbosity(logging.ERROR)
     image = read_image(case.image, case.series_uid)
-    roi = read_roi(case.roi, image)
+    roi = read_roi(case.roi, image, structures)
+    names = roi_names(roi)
     extractor = RadiomicsFeatureExtractor(params)
     rois = []
     for label in labels:
@@ -83,7 +88,8 @@ def extract_case(payload: tuple[Case, dict[str, Any], tuple[int, ...]]) -> dict[
             for k, v in result.items()
             if k.startswith("diagnostics_")
         }
-        rois.append({"roi": roi_name(label), "features": features, "diagnostics": diagnostics})
+        name = names.get(label, f"label{label}")
+        rois.append({"roi": name, "features": features, "diagnostics": diagnostics})
     return {"rois": rois}
 
 
@@ -97,6 +103,7 @@ def radiomics_tasks(
         raise ConfigError(f"{study.source}: the study has no radiomics section")
     params = load_params(study.radiomics.params)
     labels = roi_labels(study)
+    structures = study.cohort.structures
     version = radiomics.__version__
     return [
         Task(
@@ -109,8 +116,9 @@ def radiomics_tasks(
                 c.series_uid,
                 params,
                 labels,
+                structures,
             ),
-            (c, params, labels),
+            (c, params, labels, structures),
         )  # fmt: skip
         for c in cases
     ]

@@ -73,10 +73,18 @@ def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Imag
         )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(series[series_uid])
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise FusionError(f"{folder}: cannot read DICOM series {series_uid}: {exc}") from None
+    # only the UIDs that tie ROI exports to this image travel with it: no patient tags
+    sops = [reader.GetMetaData(i, "0008|0018").strip() for i in range(len(series[series_uid]))]
+    image.SetMetaData("fusion_sop_uids", "\\".join(sops))
+    image.SetMetaData("0020|000e", series_uid)
+    if reader.HasMetaDataKey(0, "0020|0052"):
+        image.SetMetaData("0020|0052", reader.GetMetaData(0, "0020|0052").strip())
+    return image
 
 
 IMAGE_READERS: dict[str, ImageReader] = {"sitk": _read_sitk_file, "dicom": _read_dicom_series}

@@ -24,7 +24,7 @@ from fusion.config import QCSpec, Study
 from fusion.engine import CaseCache, Task, cache_key, run_tasks
 from fusion.errors import FusionError
 from fusion.io.images import read_image
-from fusion.io.rois import read_roi
+from fusion.io.rois import read_roi, roi_names
 
 Severity = Literal["fail", "warn"]
 QC_VERSION = 1  # bump when a check changes, so cached QC results are recomputed
@@ -223,10 +223,24 @@ def _check_case(case: Case, study: Study) -> QCResult:
     if case.roi is None:
         problems.append(Problem("no_roi", "fail", "the manifest gives no ROI file"))
         return QCResult(case.case_id, tuple(problems))
-    roi = read_roi(case.roi, image)
-    geometry = list(_geometry_problems(image, roi, spec))
-    problems.extend(geometry)
-    roi_problems, n = _roi_problems(sitk.GetArrayViewFromImage(roi), study.cohort.roi_label, spec)
+    structures = study.cohort.structures
+    roi = read_roi(case.roi, image, structures)
+    if roi.HasMetaDataKey("fusion_warning"):
+        problems.append(Problem("roi_clipped", "warn", roi.GetMetaData("fusion_warning")))
+    problems.extend(_geometry_problems(image, roi, spec))
+    array = sitk.GetArrayViewFromImage(roi)
+    roi_problems, n = _roi_problems(array, study.cohort.roi_label, spec)
+    names = roi_names(roi)
+    for label in range(2, len(structures) + 1) if structures else ():
+        more, _ = _roi_problems(array, label, spec)
+        roi_problems += [Problem(p.code, p.severity, f"{names[label]}: {p.message}") for p in more]
+    if structures and roi_problems and study.cohort.roi_label in names:
+        first = names[study.cohort.roi_label]
+        roi_problems = [
+            p if p.message.startswith(tuple(names.values())) else
+            Problem(p.code, p.severity, f"{first}: {p.message}")
+            for p in roi_problems
+        ]  # fmt: skip
     problems.extend(roi_problems)
     volume = None if n is None else n * float(np.prod(roi.GetSpacing())) / 1000.0
     return QCResult(case.case_id, tuple(problems), n, volume)

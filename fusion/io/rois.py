@@ -20,18 +20,19 @@ from fusion.io.images import SITK_SUFFIXES, read_sitk_file
 @dataclass(frozen=True, slots=True)
 class RoiReader:
     """``detect(path)`` says whether this reader handles the file; ``read`` returns the
-    label map (integer image) given the path and the case's reference image."""
+    label map (integer image) given the path, the case's reference image and the
+    structure names or patterns the study asks for (None: the file's labels as they are)."""
 
     name: str
     detect: Callable[[Path], bool]
-    read: Callable[[Path, sitk.Image], sitk.Image]
+    read: Callable[[Path, sitk.Image, list[str] | None], sitk.Image]
 
 
 def _is_label_map_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(SITK_SUFFIXES)
 
 
-def _read_label_map(path: Path, reference: sitk.Image) -> sitk.Image:
+def _read_label_map(path: Path, reference: sitk.Image, structures: list[str] | None) -> sitk.Image:
     return read_sitk_file(path, "ROI")
 
 
@@ -43,14 +44,56 @@ def register_roi_reader(reader: RoiReader) -> None:
     ROI_READERS.insert(0, reader)
 
 
-def read_roi(path: Path, reference: sitk.Image) -> sitk.Image:
+def read_roi(path: Path, reference: sitk.Image, structures: list[str] | None = None) -> sitk.Image:
     """Read the ROI file of a case with the first reader that accepts it."""
     path = Path(path)
     if not path.exists():
         raise FusionError(f"{path}: ROI file not found")
     for reader in ROI_READERS:
         if reader.detect(path):
-            return reader.read(path, reference)
+            return reader.read(path, reference, structures)
     raise FusionError(
         f"{path}: unsupported ROI format; readers: {', '.join(r.name for r in ROI_READERS)}"
     )
+
+
+def roi_names(roi: sitk.Image) -> dict[int, str]:
+    """Label value -> structure name, as the DICOM and Slicer readers record them."""
+    names = {}
+    for key in roi.GetMetaDataKeys():
+        if key.startswith("fusion_label_"):
+            names[int(key.removeprefix("fusion_label_"))] = roi.GetMetaData(key)
+    return names
+
+
+def list_structures(path: Path, reference: sitk.Image | None = None) -> list[dict]:
+    """What an ROI file holds: name, number and (given the image) voxel count of each
+    structure, segment or label, so a clinician can write cohort.structures."""
+    import numpy as np
+
+    from fusion.io import dicom_rois as d
+
+    path = Path(path)
+    sop = d._sop_class(path)
+    if sop == d.RTSTRUCT_UID:
+        names = d.rtstruct_names(path)
+    elif sop == d.SEG_UID:
+        names = d.seg_names(path)
+    elif d._is_slicer_seg(path):
+        names = [s[0] for s in d.slicer_segments(read_sitk_file(path, "ROI"))]
+    else:
+        array = sitk.GetArrayFromImage(read_sitk_file(path, "ROI"))
+        values, counts = np.unique(array[array != 0], return_counts=True)
+        return [{"name": f"label{v}", "number": int(v), "voxels": int(c)}
+                for v, c in zip(values, counts, strict=True)]  # fmt: skip
+    rows = []
+    for number, name in enumerate(names, start=1):
+        row: dict = {"name": name, "number": number, "voxels": None}
+        if reference is not None:
+            roi = read_roi(path, reference, [name])
+            row["voxels"] = int((sitk.GetArrayFromImage(roi) > 0).sum())
+        rows.append(row)
+    return rows
+
+
+import fusion.io.dicom_rois  # noqa: E402, F401 - registers the RTSTRUCT, SEG and Slicer readers

@@ -290,12 +290,12 @@ def _excluded_gallery(study: Study, cohort: pd.DataFrame) -> list[dict]:
     cases = {c.case_id: c for c in load_cohort(study)}
     return [
         {"case_id": row.case_id, "reason": row.reason,
-         "png": _slice_png(cases.get(str(row.case_id)), study.cohort.roi_label)}
+         "png": _slice_png(cases.get(str(row.case_id)), study)}
         for row in excluded.itertuples()
     ]  # fmt: skip
 
 
-def _slice_png(case, label: int) -> str | None:  # noqa: ANN001 - a Case or None
+def _slice_png(case, study: Study) -> str | None:  # noqa: ANN001 - a Case or None
     """The slice with the most ROI (else the middle one), brain window, ROI outlined."""
     if case is None:
         return None
@@ -313,7 +313,8 @@ def _slice_png(case, label: int) -> str | None:  # noqa: ANN001 - a Case or None
         roi = None
         if case.roi is not None:
             try:
-                r = sitk.GetArrayViewFromImage(read_roi(case.roi, image)) == label
+                roi_image = read_roi(case.roi, image, study.cohort.structures)
+                r = sitk.GetArrayViewFromImage(roi_image) == study.cohort.roi_label
                 roi = r if r.shape == array.shape else None
             except Exception:  # noqa: BLE001 - the ROI may be what is broken
                 roi = None
