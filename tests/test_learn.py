@@ -173,3 +173,13 @@ def test_sets_from_manifest_random_and_external() -> None:
     assert drawn.equals(assign_sets(cases([None] * 20), 0.2, 1))
     with pytest.raises(ManifestError, match="gives a split for 1 of 3 internal cases"):
         assign_sets(cases(["train", None, None]), 0.2, 1)
+
+
+def test_lasso_falls_back_when_the_chosen_lambda_selects_nothing() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(80, 6))
+    y = (rng.uniform(size=80) < 0.5).astype(int)  # pure noise: lambda.1se keeps nothing
+    sel = LassoSelector(n_lambda=20, cv=4, random_state=0).fit(X, y)
+    assert sel.fallback_
+    i = int(np.flatnonzero(sel.lambdas_ == sel.lambda_)[0])
+    assert sel.support_.sum() >= 1 and not sel.coef_path_[:i].any()  # the first to select

@@ -71,6 +71,7 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
              "threshold": fit.threshold, "platt_intercept": fit.platt[0],
              "platt_slope": fit.platt[1],
              "tuned": ", ".join(f"{k}={v}" for k, v in sorted(fit.best_params.items())),
+             "lasso_fallback": bool(fit.lasso.fallback_) if fit.lasso is not None else False,
              **{f"n_{k}": v for k, v in fit.counts.items()}}
         )  # fmt: skip
         selected.append(fit.selected.assign(model=name))

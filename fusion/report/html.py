@@ -139,8 +139,16 @@ def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame
     return text
 
 
-def report_warnings(cohort: pd.DataFrame, weights: dict[str, Any] | None) -> list[str]:
+def report_warnings(
+    cohort: pd.DataFrame, weights: dict[str, Any] | None, summary: pd.DataFrame
+) -> list[str]:
     warnings = []
+    if "lasso_fallback" in summary.columns:
+        for model in summary.model[summary.lasso_fallback.astype(bool)]:
+            warnings.append(
+                f"LASSO selected no feature at the chosen lambda for model {model!r}; the "
+                "largest lambda that selects one was used instead (see lasso_cv.csv)."
+            )
     if weights and not weights.get("pretrained", True):
         warnings.append(
             f"Deep features were computed with RANDOM, not pretrained, ResNet50 weights "
@@ -229,7 +237,7 @@ def build_report(study: Study, folder: Path) -> Path:
     excluded_rows = cohort[~cohort.included][["case_id", "set", "label", "reason"]]
     context = {
         "study": study,
-        "warnings": report_warnings(cohort, weights),
+        "warnings": report_warnings(cohort, weights, t["model_summary"]),
         "methods": methods_text(study, cohort, t["model_summary"]),
         "tripod": TRIPOD,
         "tables": {
