@@ -26,6 +26,7 @@ from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 
 STAGES = ("qc", "radiomics", "deep", "models", "statistics", "report")
+STAGE_VERSION = 1  # bump when the models or statistics stage changes what it writes
 
 
 class StageError(FusionError):
@@ -124,13 +125,48 @@ def _read_table(tables: Path, name: str, stage: str) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"case_id": str})
 
 
+def _stage_key(study: Study, tables: Path, stage: str, inputs: list[str], settings: object) -> str:
+    """Hash of a table stage's inputs (the tables it reads, the manifest) and settings."""
+    import hashlib
+
+    from fusion import __version__
+
+    h = hashlib.sha256(f"{stage}:{__version__}:{STAGE_VERSION}".encode())
+    for name in inputs:
+        path = tables / f"{name}.csv"
+        h.update(path.read_bytes() if path.is_file() else b"absent")
+    h.update(study.cohort.manifest.read_bytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _up_to_date(tables: Path, stage: str, key: str, options: RunOptions, output: str) -> bool:
+    """True when the stage's last run had this key, its output is there and caching is
+    on: nothing to redo."""
+    marker = tables / f".{stage}.key"
+    return (
+        options.cache is not None
+        and (tables / f"{output}.csv").is_file()
+        and marker.is_file()
+        and marker.read_text() == key
+    )
+
+
 def models_stage(study: Study, options: RunOptions) -> None:
-    """Assemble the modelling table, split, fit every model; write scores and summaries."""
+    """Assemble the modelling table, split, fit every model; write scores and summaries.
+
+    Skipped when its input tables, the manifest and the settings are unchanged since
+    its last run (the fitted models are deterministic for a seed)."""
     from fusion.learn.splits import assign_sets
     from fusion.learn.study import fit_study_models, summary_tables
     from fusion.learn.table import feature_table, radiomics_wide
 
     tables = tables_dir(study, options)
+    settings = study.model_dump(include={"seed", "clinical", "models", "evaluation", "cohort"})
+    key = _stage_key(study, tables, "models", ["qc", "radiomics_features", "deep_features"],
+                     settings)  # fmt: skip
+    if _up_to_date(tables, "models", key, options, "scores"):
+        return
     cases = load_cohort(study)
     qc = _read_table(tables, "qc", "qc").set_index("case_id")
     blocks = {}
@@ -159,16 +195,23 @@ def models_stage(study: Study, options: RunOptions) -> None:
     write_csv_atomic(out.scores, tables / "scores.csv")
     for name, frame in summary_tables(out).items():
         write_csv_atomic(frame, tables / f"{name}.csv")
+    write_text_atomic(key, tables / ".models.key")
 
 
 def statistics_stage(study: Study, options: RunOptions) -> None:
-    """Every statistic of the report, as tidy tables, from the saved scores."""
+    """Every statistic of the report, as tidy tables, from the saved scores (skipped when
+    those and the settings are unchanged)."""
     import numpy as np
 
     from fusion.learn.table import clinical_frame
     from fusion.stats import evaluate
 
     tables = tables_dir(study, options)
+    settings = study.model_dump(include={"clinical", "evaluation", "cohort"})
+    inputs = ["scores", "model_summary", "cohort", "qc"]
+    key = _stage_key(study, tables, "statistics", inputs, settings)
+    if _up_to_date(tables, "statistics", key, options, "performance"):
+        return
     scores = _read_table(tables, "scores", "models")
     summary = _read_table(tables, "model_summary", "models")
     thresholds = dict(zip(summary.model, summary.threshold, strict=True))
@@ -197,6 +240,7 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
     )
     for name, table in out.items():
         write_csv_atomic(table, tables / f"{name}.csv")
+    write_text_atomic(key, tables / ".statistics.key")
 
 
 def report_stage(study: Study, options: RunOptions) -> Path:

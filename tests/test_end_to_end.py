@@ -115,8 +115,17 @@ def test_rerun_is_cached_and_gives_identical_tables(study_run, capsys) -> None:
     assert before == after
     study = load_study(root / "small.yaml")
     options = RunOptions(reports=root / "reports", cache=root / "cache")
-    result = run_study(study, options, start="statistics")
-    assert result.stages == ["statistics", "report"]
+    scores = folder / "tables" / "scores.csv"
+    stamp = scores.stat().st_mtime_ns
+    result = run_study(study, options, start="models")
+    assert result.stages == ["models", "statistics", "report"]
+    assert scores.stat().st_mtime_ns == stamp  # inputs unchanged: the models were not refit
+    changed = study.model_copy(update={"seed": 8})
+    changed._source = study.source
+    run_study(changed, options, only="models")
+    assert scores.stat().st_mtime_ns != stamp  # a changed setting refits
+    run_study(study, options, only="models")
+    assert scores.read_bytes() == before["scores.csv"]  # and the seed back gives the same
     assert run_study(study, options, only="report").report == folder / "index.html"
 
 
