@@ -160,6 +160,12 @@ def test_radiomics_from_rtstruct_equals_radiomics_from_the_same_mask_as_nifti(
         outputs.append(out.features.drop(columns="roi").set_index("case_id"))
     rt, nii, ref = outputs
     assert rt.shape == (2, 107)
+    # privacy: no DICOM patient name, ID or date reaches the tables the stage wrote
+    header = pydicom.dcmread(next((sts / "STS_002" / "ct").iterdir()), stop_before_pixels=True)
+    secrets = {str(header.PatientName), str(header.PatientID), str(header.StudyDate)}
+    for table in (tmp_path / "reports" / "rt" / "tables").glob("*.csv"):
+        text = table.read_text()
+        assert not [s for s in secrets if s and s in text], table.name
     pd.testing.assert_frame_equal(rt, nii)
     pd.testing.assert_frame_equal(rt, ref)
 
