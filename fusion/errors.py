@@ -23,14 +23,6 @@ class ManifestError(FusionError):
     """The cohort manifest is invalid; the message lists every problem found."""
 
 
-class CaseError(FusionError):
-    """One case cannot be processed; the message names the case and the file."""
-
-    def __init__(self, case_id: str, message: str) -> None:
-        super().__init__(f"case {case_id!r}: {message}")
-        self.case_id = case_id
-
-
 def did_you_mean(name: str, allowed: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest allowed spelling, or ''.
 

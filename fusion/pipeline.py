@@ -26,7 +26,6 @@ from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 
 STAGES = ("qc", "radiomics", "deep", "models", "statistics", "report")
-STAGE_VERSION = 1  # bump when the models or statistics stage changes what it writes
 
 
 class StageError(FusionError):
@@ -129,14 +128,22 @@ def _stage_key(study: Study, tables: Path, stage: str, inputs: list[str], settin
     """Hash of a table stage's inputs (the tables it reads, the manifest) and settings."""
     import hashlib
 
-    from fusion import __version__
-
-    h = hashlib.sha256(f"{stage}:{__version__}:{STAGE_VERSION}".encode())
+    h = hashlib.sha256(f"{stage}:{_code_hash()}".encode())
     for name in inputs:
         path = tables / f"{name}.csv"
         h.update(path.read_bytes() if path.is_file() else b"absent")
     h.update(study.cohort.manifest.read_bytes())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _code_hash() -> str:
+    """Hash of fusion's own source: a code change invalidates the stage caches too."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -218,7 +225,9 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
     level = study.evaluation.conf_level
     lo, hi, step = study.evaluation.dca_thresholds
     out = {
-        "performance": evaluate.performance_table(scores, thresholds, level),
+        "performance": evaluate.performance_table(
+            scores, thresholds, level, study.evaluation.bootstrap, study.seed
+        ),
         "delong": evaluate.delong_table(scores, level),
         "calibration": evaluate.calibration_table(scores),
         "net_benefit": evaluate.net_benefit_table(

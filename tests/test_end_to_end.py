@@ -19,7 +19,7 @@ from fusion.config import load_study
 from fusion.demo import generate_demo_cohort
 from fusion.errors import FusionError
 from fusion.pipeline import RunOptions, run_study
-from fusion.stats import delong_test, roc_auc, threshold_metrics
+from fusion.stats import bootstrap_auc_ci, delong_test, roc_auc, threshold_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ["warnings", "methods", "cohort", "features", "performance", "figures", "clinical",
@@ -86,6 +86,8 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
         assert (row.auc, row.auc_ci_low, row.auc_ci_high) == pytest.approx(
             (auc.auc, auc.ci_low, auc.ci_high), abs=1e-12
         )
+        boot = bootstrap_auc_ci(part.label, part.score, n_boot=2000, seed=7)
+        assert (row.auc_boot_ci_low, row.auc_boot_ci_high) == (boot.ci_low, boot.ci_high)
         m = threshold_metrics(part.label, part.score, thresholds[row.model])
         assert (row.sensitivity, row.specificity, row.tp, row.fn) == pytest.approx(
             (m.sensitivity, m.specificity, m.tp, m.fn)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,6 @@ class DeepOutput:
     device: str
     computed: int = 0
     cached: int = 0
-    strips: dict[str, Path] = field(default_factory=dict)
 
 
 class CropDataset:

@@ -15,7 +15,7 @@ from fusion.errors import ManifestError
 
 
 def set_name(case: Case) -> str:
-    if case.split == "external":
+    if case.is_external:
         return f"external:{case.institution}"
     return str(case.split)
 
@@ -24,7 +24,7 @@ def assign_sets(cases: list[Case], test_size: float, seed: int) -> pd.Series:
     """case_id -> set name ('train', 'test', 'external:<institution>')."""
     from sklearn.model_selection import train_test_split
 
-    internal = [c for c in cases if c.split != "external"]
+    internal = [c for c in cases if not c.is_external]
     given = [c for c in internal if c.split is not None]
     sets = {c.case_id: set_name(c) for c in cases if c.split is not None}
     if given and len(given) < len(internal):

@@ -15,7 +15,7 @@ import pandas as pd
 from fusion.stats.calibration import calibration, hosmer_lemeshow
 from fusion.stats.dca import net_benefit
 from fusion.stats.metrics import threshold_metrics
-from fusion.stats.roc import delong_test, roc_auc, roc_points
+from fusion.stats.roc import bootstrap_auc_ci, delong_test, roc_auc, roc_points
 
 
 def _groups(scores: pd.DataFrame):  # noqa: ANN202 - yields (set, model, frame)
@@ -24,9 +24,14 @@ def _groups(scores: pd.DataFrame):  # noqa: ANN202 - yields (set, model, frame)
 
 
 def performance_table(
-    scores: pd.DataFrame, thresholds: dict[str, float], conf_level: float = 0.95
+    scores: pd.DataFrame,
+    thresholds: dict[str, float],
+    conf_level: float = 0.95,
+    n_boot: int = 0,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Per model and set: AUC with DeLong CI, and metrics at the training threshold."""
+    """Per model and set: AUC with DeLong CI (and a stratified bootstrap CI when
+    ``n_boot`` > 0), and metrics at the training threshold."""
     rows = []
     for set_name, model, frame in _groups(scores):
         y, s = frame.label.to_numpy(), frame.score.to_numpy()
@@ -35,6 +40,9 @@ def performance_table(
             auc = roc_auc(y, s, conf_level)
             row |= {"auc": auc.auc, "auc_ci_low": auc.ci_low, "auc_ci_high": auc.ci_high,
                     "auc_se": auc.se}  # fmt: skip
+            if n_boot:
+                boot = bootstrap_auc_ci(y, s, n_boot=n_boot, seed=seed, conf_level=conf_level)
+                row |= {"auc_boot_ci_low": boot.ci_low, "auc_boot_ci_high": boot.ci_high}
         m = threshold_metrics(y, s, thresholds[model])
         row |= {
             "threshold": m.threshold, "sensitivity": m.sensitivity,
