@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from fusion.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,14 @@ class Failure:
     error: str
     message: str
     traceback: str = ""
+
+
+def failures_frame(failures: list[Failure], stage: str) -> pd.DataFrame:
+    """The failures table every per-case stage writes."""
+    return pd.DataFrame(
+        [[f.case_id, stage, f.error, f.message, f.traceback] for f in failures],
+        columns=["case_id", "stage", "error", "message", "traceback"],
+    )
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ import pandas as pd
 from fusion.atomic import write_csv_atomic, write_text_atomic
 from fusion.cohort import Case, load_cohort
 from fusion.config import Study
+from fusion.engine import failures_frame
 from fusion.errors import FusionError
 from fusion.features.deep import DeepOutput, run_deep
 from fusion.features.radiomics import RadiomicsOutput, run_radiomics
@@ -62,13 +63,6 @@ def tables_dir(study: Study, options: RunOptions) -> Path:
     return options.reports / study.name / "tables"
 
 
-def _failures_frame(failures: list, stage: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        [[f.case_id, stage, f.error, f.message, f.traceback] for f in failures],
-        columns=["case_id", "stage", "error", "message", "traceback"],
-    )
-
-
 def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Checked:
     """Load the manifest, check every case, write ``qc.csv``."""
     cases = load_cohort(study)
@@ -107,7 +101,7 @@ def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutpu
     tables = tables_dir(study, options)
     write_csv_atomic(output.features, tables / "deep_features.csv")
     write_csv_atomic(output.geometry, tables / "deep_crop_geometry.csv")
-    write_csv_atomic(_failures_frame(output.failures, "deep"), tables / "deep_failures.csv")
+    write_csv_atomic(failures_frame(output.failures, "deep"), tables / "deep_failures.csv")
     weights = {
         "source": output.weights.source, "sha256": output.weights.sha256,
         "pretrained": output.weights.pretrained, "warning": output.weights.warning,
@@ -252,16 +246,20 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
     write_text_atomic(key, tables / ".statistics.key")
 
 
-def report_stage(study: Study, options: RunOptions) -> Path:
-    """Provenance, figures and the self-contained HTML report."""
+def report_stage(
+    study: Study, options: RunOptions, digests: dict[str, tuple[str, str]] | None = None
+) -> Path:
+    """Provenance, figures and the self-contained HTML report. ``digests`` are the QC
+    stage's file hashes when it ran in this process; otherwise the files are hashed."""
     from fusion.provenance import provenance
     from fusion.report.html import build_report
 
     folder = options.reports / study.name
-    cases = load_cohort(study)
     weights_file = folder / "tables" / "deep_weights.json"
     weights = json.loads(weights_file.read_text()) if weights_file.is_file() else None
-    info = provenance(study, case_digests(cases), weights)
+    if digests is None:
+        digests = case_digests(load_cohort(study))
+    info = provenance(study, digests, weights)
     write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
     return build_report(study, folder)
 
@@ -298,13 +296,13 @@ def run_study(
         "deep": lambda: deep_stage(study, options, checked()),
         "models": lambda: models_stage(study, options),
         "statistics": lambda: statistics_stage(study, options),
-        "report": lambda: report_stage(study, options),
+        "report": lambda: report_stage(
+            study, options, result.checked.digests if result.checked else None
+        ),
     }
     for stage in selected:
         try:
             value = steps[stage]()
-        except StageError:
-            raise
         except Exception as exc:  # noqa: BLE001 - every failure names its stage
             raise StageError(stage, exc) from exc
         if stage == "report":

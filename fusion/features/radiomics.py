@@ -21,7 +21,7 @@ import yaml
 
 from fusion.cohort import Case
 from fusion.config import Study
-from fusion.engine import CaseCache, StageRun, Task, cache_key, run_tasks
+from fusion.engine import CaseCache, StageRun, Task, cache_key, failures_frame, run_tasks
 from fusion.errors import ConfigError
 from fusion.io.images import read_image
 from fusion.io.rois import read_roi, roi_names
@@ -147,14 +147,10 @@ def run_radiomics(
             feature_rows.append(ids | {PREFIX + k: v for k, v in r["features"].items()})
             diag_rows.append(ids | r["diagnostics"])
             nan_rows += [ids | {"feature": PREFIX + k} for k, v in r["features"].items() if v != v]
-    failures = pd.DataFrame(
-        [[f.case_id, "radiomics", f.error, f.message, f.traceback] for f in run.failures],
-        columns=["case_id", "stage", "error", "message", "traceback"],
-    )
     return RadiomicsOutput(
         features=pd.DataFrame(feature_rows, columns=_columns(feature_rows)),
         diagnostics=pd.DataFrame(diag_rows, columns=_columns(diag_rows)),
-        failures=failures,
+        failures=failures_frame(run.failures, "radiomics"),
         nan_features=pd.DataFrame(nan_rows, columns=["case_id", "roi", "feature"]),
         run=run,
     )

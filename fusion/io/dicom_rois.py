@@ -72,7 +72,7 @@ def _label_image(array: np.ndarray, reference: sitk.Image, names: list[str]) -> 
 
 
 def _reference_uids(reference: sitk.Image) -> dict[str, str]:
-    """FrameOfReference/Series UIDs and SOP instance UIDs per slice of a DICOM image."""
+    """The Frame of Reference and Series Instance UIDs the DICOM reader recorded."""
     keys = {"for": "0020|0052", "series": "0020|000e"}
     return {k: reference.GetMetaData(v).strip() for k, v in keys.items()
             if reference.HasMetaDataKey(v)}  # fmt: skip
@@ -176,13 +176,12 @@ def read_dicom_seg(path: Path, reference: sitk.Image, structures: list[str] | No
     seg = hd.seg.segread(path)
     numbers = list(seg.segment_numbers)
     labels = [seg.get_segment_description(n).segment_label for n in numbers]
-    wanted = structures or [labels[0]] if len(labels) == 1 or structures else None
-    if wanted is None:
+    if not structures and len(labels) > 1:
         raise FusionError(
             f"{path}: the SEG holds {len(labels)} segments; choose with cohort.structures: "
             f"{', '.join(labels)}"
         )
-    names = match_structures(labels, wanted, path)
+    names = match_structures(labels, structures or labels, path)
     uids = _reference_uids(reference)
     seg_for = str(seg.FrameOfReferenceUID)
     if "for" in uids and uids["for"] != seg_for:
@@ -258,8 +257,7 @@ def read_slicer_seg(path: Path, reference: sitk.Image, structures: list[str] | N
     for label, name in enumerate(names, start=1):
         value = next(v for n, v, _ in segments if n == name)
         out[array == value] = label
-    result = _label_image(out, image, names)
-    return result
+    return _label_image(out, image, names)
 
 
 def _is_slicer_seg(path: Path) -> bool:

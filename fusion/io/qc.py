@@ -229,19 +229,16 @@ def _check_case(case: Case, study: Study) -> QCResult:
         problems.append(Problem("roi_clipped", "warn", roi.GetMetaData("fusion_warning")))
     problems.extend(_geometry_problems(image, roi, spec))
     array = sitk.GetArrayViewFromImage(roi)
-    roi_problems, n = _roi_problems(array, study.cohort.roi_label, spec)
     names = roi_names(roi)
-    for label in range(2, len(structures) + 1) if structures else ():
-        more, _ = _roi_problems(array, label, spec)
-        roi_problems += [Problem(p.code, p.severity, f"{names[label]}: {p.message}") for p in more]
-    if structures and roi_problems and study.cohort.roi_label in names:
-        first = names[study.cohort.roi_label]
-        roi_problems = [
-            p if p.message.startswith(tuple(names.values())) else
-            Problem(p.code, p.severity, f"{first}: {p.message}")
-            for p in roi_problems
-        ]  # fmt: skip
-    problems.extend(roi_problems)
+    primary = study.cohort.roi_label
+    labels = range(1, len(structures) + 1) if structures else [primary]
+    n = None
+    for label in labels:  # with named structures, each must hold voxels
+        found, voxels = _roi_problems(array, label, spec)
+        prefix = f"{names[label]}: " if label in names else ""
+        problems += [Problem(p.code, p.severity, prefix + p.message) for p in found]
+        if label == primary:
+            n = voxels
     volume = None if n is None else n * float(np.prod(roi.GetSpacing())) / 1000.0
     return QCResult(case.case_id, tuple(problems), n, volume)
 
