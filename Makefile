@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := data/demo_hematoma
 STUDIES := $(wildcard pipelines/*.yaml)
 
-.PHONY: install all test lint demo-data check report-check clean
+.PHONY: install all test test-fast lint demo-data check report-check clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ report-check: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the inner loop: everything but the tests marked slow (studies end to end, notebook,
+# Dask, real data); `make test` stays the full suite
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check fusion tests benchmarks

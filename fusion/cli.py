@@ -2,14 +2,19 @@
 
 Heavy libraries are imported inside each command, so ``fusion --help`` starts at once.
 Bad input (:class:`fusion.errors.FusionError`) is printed as its message, without a
-traceback, and exits with status 2; a QC run with failed cases exits with status 1.
+traceback, and exits with status 2 (with ``-v``, a failure whose cause is not bad input
+also prints that cause's traceback); a QC run with failed cases exits with status 1.
+Ctrl-C or SIGTERM stops the workers, keeps every finished case in the cache and exits
+with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +43,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from fusion.pipeline import qc_stage, tables_dir
 
     study = load_study(args.study)
+    if study.radiomics is not None:  # a bad parameter file is found now, not after QC
+        from fusion.features.radiomics import load_params
+
+        load_params(study.radiomics.params)
     options = _options(args)
     out = Path(args.out) if args.out else tables_dir(study, options) / "qc.csv"
     checked = qc_stage(study, options, out)
@@ -67,7 +76,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     else:
         deep = deep_stage(study, options, checked)
         computed, cached, failures = deep.computed, deep.cached, deep.failures
-        allowed = 0
+        allowed = study.deep.max_failures if study.deep else 0
         print(f"weights: {deep.weights.source}; device: {deep.device}")
         if deep.weights.warning:
             print(f"WARNING: {deep.weights.warning}", file=sys.stderr)
@@ -99,6 +108,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{study.name}: ran {', '.join(result.stages)} in {elapsed:.1f} s")
     if result.report is not None:
         print(f"report: {result.report}")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from fusion.pipeline import RunOptions, run_study
+    from fusion.replay import replay_study
+
+    out = Path(args.out)
+    cache = None if args.no_cache else Path(args.cache)
+    study, notes = replay_study(Path(args.provenance), out, cache)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    options = RunOptions(reports=out, cache=cache, jobs=args.jobs, scheduler=args.scheduler)
+    result = run_study(study, options)
+    print(f"{study.name}: replayed into {out / study.name}")
+    print(f"report: {result.report}")
     return 0
 
 
@@ -189,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=_cmd_run, only=None)
 
+    replay = sub.add_parser(
+        "replay", help="re-run a finished study from its provenance.json into another folder"
+    )
+    replay.add_argument("provenance", help="reports/<study>/provenance.json")
+    replay.add_argument("--out", required=True, help="reports folder for the replay")
+    replay.add_argument("--cache", default=".cache/fusion", help="per-case cache folder")
+    replay.add_argument("--no-cache", action="store_true", help="recompute everything")
+    replay.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
+    replay.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    replay.set_defaults(func=_cmd_replay)
+
     roi = sub.add_parser("roi", help="list or export the structures of an ROI file")
     roi.add_argument("action", choices=["list", "export"])
     roi.add_argument("file", help="RTSTRUCT, DICOM-SEG, .seg.nrrd or label map")
@@ -215,11 +251,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     for chatty in ("radiomics", "pykwalify", "distributed", "numexpr"):  # INFO lines: noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except FusionError as exc:
+        cause = exc.__cause__
+        if args.verbose and cause is not None and not isinstance(cause, FusionError):
+            traceback.print_exception(cause)
         print(f"fusion {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"fusion {args.command}: interrupted; the workers were stopped and every finished "
+            "case is cached: run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``) unwinds like Ctrl-C: workers stopped, finished work kept."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ class QCSpec(_Strict):
     roi_at_border: Literal["warn", "fail", "ignore"] = "warn"
     ct_min_below_hu: float = -500.0
     ct_max_above_hu: float = 3000.0
+    max_obliquity_deg: float = Field(default=25.0, ge=0, le=90)
 
 
 class RadiomicsSpec(_Strict):
@@ -120,6 +121,7 @@ class DeepSpec(_Strict):
     device: str = "auto"
     batch_size: int = Field(default=20, ge=1)
     num_workers: int | None = Field(default=None, ge=0)
+    max_failures: int = Field(default=0, ge=0)
 
 
 class LassoSpec(_Strict):

@@ -21,14 +21,14 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     Executor,
-    Future,
     ProcessPoolExecutor,
     ThreadPoolExecutor,
     as_completed,
@@ -40,8 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel
 
 from fusion.atomic import write_text_atomic
+from fusion.errors import FusionError
+from fusion.threads import cores, native_threads, threads_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,37 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# cohort fields that never change a per-case result (QC, features): the case record
+# carries its own files (hashed by content), series UID and label
+CASE_COHORT_EXCLUDES = (
+    "manifest",  # the case's files enter the key by content, its series by UID
+    "columns",  # which column holds what: the case record already says
+    "label_map",  # outcomes do not enter per-case work
+    "external_institutions",  # set membership does not enter per-case work
+)
+
+
+def stage_settings(
+    study: BaseModel, sections: Mapping[str, Collection[str]], **derived: Any
+) -> dict[str, Any]:
+    """The validated settings a stage's output depends on, for its cache key.
+
+    ``sections`` maps a top-level study field (``qc``, ``cohort``, ``seed``...) to the
+    sub-fields left *out*; each stage states why next to its list, and
+    ``tests/test_cache_keys.py`` walks every field and checks that all others change the
+    key, so a field added to the study later enters the key by itself. ``derived`` adds
+    resolved values (device, precision, parameter-file content) the study does not hold.
+    """
+    dumped = study.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for name, excluded in sections.items():
+        value = dumped[name]
+        if isinstance(value, dict) and excluded:
+            value = {k: v for k, v in value.items() if k not in excluded}
+        out[name] = value
+    return out | derived
+
+
 class CaseCache:
     """One JSON file per case result under ``root/<stage>/<key[:2]>/<key>.json``."""
 
@@ -112,11 +146,14 @@ class CaseCache:
         write_text_atomic(json.dumps({"value": value}, allow_nan=True), self.path(key))
 
 
-def _call(fn: Callable[[Any], Any], payload: Any) -> tuple[str, Any]:
-    """Run in the worker: turn any exception into data, so it travels back intact."""
+def _call(fn: Callable[[Any], Any], payload: Any, threads: int = 1) -> tuple[str, Any]:
+    """Run in the worker: turn any exception into data, so it travels back intact.
+
+    Native libraries get ``threads`` threads, so workers x threads fit the cores."""
     try:
-        return "ok", fn(payload)
-    except BaseException as exc:  # noqa: BLE001 - MemoryError and friends are per-case too
+        with native_threads(threads):
+            return "ok", fn(payload)
+    except Exception as exc:  # noqa: BLE001 - MemoryError and friends are per-case too
         return "error", (type(exc).__name__, str(exc), traceback.format_exc())
 
 
@@ -126,16 +163,56 @@ def make_executor(jobs: int | None = None, scheduler: str | None = None) -> Iter
     if scheduler:
         from distributed import Client
 
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise FusionError(
+                f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
+                f"{exc}); check the address (tcp://host:8786) or run without --scheduler"
+            ) from None
+        with client:
             yield client.get_executor(pure=False)
         return
-    with _process_pool(jobs or os.cpu_count() or 1) as pool:
+    pool = _process_pool(jobs or cores())
+    try:
         yield pool
+    except BaseException:
+        _stop(pool)  # Ctrl-C or a failure in the parent: no worker outlives the run
+        raise
+    pool.shutdown(wait=True)
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: safe after the parent has started threads (torch, Dask), cheaper than spawn
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+
+
+def _worker_init(parent: int) -> None:
+    """Workers leave Ctrl-C to the parent, and exit when the parent is gone (killed)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="fusion-parent-watch", daemon=True).start()
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers (3.11 has no public call)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 class Progress:
@@ -192,26 +269,34 @@ def run_tasks(
     if not pending:
         return run
     progress = Progress(len(pending), desc)
+    workers = jobs or cores()
+    # a Dask worker sets its own threads; local workers share the cores between them
+    threads = 1 if scheduler else threads_per_worker(workers)
     try:
         with make_executor(jobs, scheduler) as executor:
-            suspects = _map(executor, fn, pending, cache, run, progress)
+            suspects = _map(executor, fn, pending, cache, run, progress, threads)
         # a worker died: every unfinished case is a suspect; run each in a process of its
         # own (``jobs`` at a time) so that only the culprit fails
         if suspects:
             log.warning("a worker died; re-running %d unfinished case(s) one per process",
                         len(suspects))  # fmt: skip
-            with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as threads:
-                list(threads.map(lambda t: _alone(fn, t, cache, run, progress), suspects))
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda t: _alone(fn, t, cache, run, progress, threads), suspects))
     finally:
         progress.close()
     return run
 
 
 def _alone(
-    fn: Callable[[Any], Any], task: Task, cache: CaseCache | None, run: StageRun, progress: Progress
+    fn: Callable[[Any], Any],
+    task: Task,
+    cache: CaseCache | None,
+    run: StageRun,
+    progress: Progress,
+    threads: int,
 ) -> None:
     with _process_pool(1) as pool:
-        _map(pool, fn, [task], cache, run, progress, last_chance=True)
+        _map(pool, fn, [task], cache, run, progress, threads, last_chance=True)
 
 
 def _map(
@@ -221,9 +306,10 @@ def _map(
     cache: CaseCache | None,
     run: StageRun,
     progress: Progress,
+    threads: int,
     last_chance: bool = False,
 ) -> list[Task]:
-    futures: dict[Future, Task] = {executor.submit(_call, fn, t.payload): t for t in tasks}
+    futures = {executor.submit(_call, fn, t.payload, threads): t for t in tasks}
     suspects: list[Task] = []
     for future in as_completed(futures):
         task = futures[future]

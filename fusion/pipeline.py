@@ -9,7 +9,9 @@ can start anywhere whose inputs exist. A stage that fails stops the run with a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +21,30 @@ import pandas as pd
 from fusion.atomic import write_csv_atomic, write_text_atomic
 from fusion.cohort import Case, load_cohort
 from fusion.config import Study
-from fusion.engine import failures_frame
+from fusion.engine import Failure, failures_frame, stage_settings
 from fusion.errors import FusionError
 from fusion.features.deep import DeepOutput, run_deep
 from fusion.features.radiomics import RadiomicsOutput, run_radiomics
 from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
+from fusion.provenance import source_hash
 
 STAGES = ("qc", "radiomics", "deep", "models", "statistics", "report")
+
+# what each stage writes under reports/<study>/, so that a failed run can move what
+# later stages wrote in an earlier run out of the way (it no longer matches the inputs)
+STAGE_OUTPUTS = {
+    "qc": ["tables/qc.csv"],
+    "radiomics": ["tables/radiomics_*.csv"],
+    "deep": ["tables/deep_*.csv", "tables/deep_weights.json", "figures/crops"],
+    "models": ["tables/cohort.csv", "tables/scores.csv", "tables/model_summary.csv",
+               "tables/selected_features.csv", "tables/lasso_*.csv", "tables/.models.key"],
+    "statistics": ["tables/performance.csv", "tables/delong.csv", "tables/calibration*.csv",
+                   "tables/net_benefit.csv", "tables/roc_points.csv", "tables/table1_*.csv",
+                   "tables/clinical_*.csv", "tables/.statistics.key"],
+    "report": ["index.html", "provenance.json", "figures/*.svg", "figures/*.png"],
+}  # fmt: skip
+FAILED_NOTE = "FAILED.txt"
 
 
 class StageError(FusionError):
@@ -66,7 +84,7 @@ def tables_dir(study: Study, options: RunOptions) -> Path:
 def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Checked:
     """Load the manifest, check every case, write ``qc.csv``."""
     cases = load_cohort(study)
-    digests = case_digests(cases)
+    digests = case_digests(cases, cache=options.cache)
     results = run_qc(
         study, cases, digests, options.cache, jobs=options.jobs, scheduler=options.scheduler
     )
@@ -105,10 +123,33 @@ def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutpu
     weights = {
         "source": output.weights.source, "sha256": output.weights.sha256,
         "pretrained": output.weights.pretrained, "warning": output.weights.warning,
-        "device": output.device,
+        "device": output.device, "settings_key": output.settings_key,
     }  # fmt: skip
     write_text_atomic(json.dumps(weights, indent=2), tables / "deep_weights.json")
     return output
+
+
+def enforce_budget(stage: str, failures: list[Failure], allowed: int) -> None:
+    """Stop the run when more cases failed than ``<stage>.max_failures`` allows."""
+    if len(failures) > allowed:
+        detail = "; ".join(f"{f.case_id}: {f.error}: {f.message}" for f in failures[:10])
+        raise FusionError(
+            f"{len(failures)} case(s) failed (allowed: {allowed}; set {stage}.max_failures "
+            f"to go on without them; every failure is in tables/{stage}_failures.csv): "
+            f"{detail}{' ...' if len(failures) > 10 else ''}"
+        )
+
+
+def _failure_reasons(tables: Path) -> dict[str, dict[str, str]]:
+    """block -> case -> 'radiomics failed: <error>: <message>' from the failures tables."""
+    reasons: dict[str, dict[str, str]] = {}
+    for block in ("radiomics", "deep"):
+        path = tables / f"{block}_failures.csv"
+        if path.is_file() and path.stat().st_size > 1:
+            frame = pd.read_csv(path, dtype={"case_id": str}).fillna("")
+            reasons[block] = {r.case_id: f"{block} failed: {r.error}: {r.message}"
+                              for r in frame.itertuples()}  # fmt: skip
+    return reasons
 
 
 def _read_table(tables: Path, name: str, stage: str) -> pd.DataFrame:
@@ -118,26 +159,27 @@ def _read_table(tables: Path, name: str, stage: str) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"case_id": str})
 
 
-def _stage_key(study: Study, tables: Path, stage: str, inputs: list[str], settings: object) -> str:
-    """Hash of a table stage's inputs (the tables it reads, the manifest) and settings."""
-    import hashlib
+# study fields the table stages depend on; the top-level fields left out (name,
+# description, qc, radiomics, deep) act only through the tables these stages read
+MODELS_KEY_SECTIONS = {
+    "seed": (), "clinical": (), "models": (), "evaluation": (),
+    "cohort": ("manifest",),  # a path: the manifest's content is hashed instead
+}  # fmt: skip
+STATISTICS_KEY_SECTIONS = {
+    "seed": (), "clinical": (), "evaluation": (),  # models act through scores.csv
+    "cohort": ("manifest",),
+}  # fmt: skip
 
-    h = hashlib.sha256(f"{stage}:{_code_hash()}".encode())
+
+def _stage_key(study: Study, tables: Path, stage: str, inputs: list[str], settings: dict) -> str:
+    """Hash of a table stage's inputs (the tables it reads, the manifest), its settings
+    and fusion's own source (a code change re-runs the stage once)."""
+    h = hashlib.sha256(f"{stage}:{source_hash()}".encode())
     for name in inputs:
         path = tables / f"{name}.csv"
         h.update(path.read_bytes() if path.is_file() else b"absent")
     h.update(study.cohort.manifest.read_bytes())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def _code_hash() -> str:
-    """Hash of fusion's own source: a code change invalidates the stage caches too."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
-        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -158,14 +200,14 @@ def models_stage(study: Study, options: RunOptions) -> None:
 
     Skipped when its input tables, the manifest and the settings are unchanged since
     its last run (the fitted models are deterministic for a seed)."""
-    from fusion.learn.splits import assign_sets
+    from fusion.learn.splits import assign_sets, patient_groups
     from fusion.learn.study import fit_study_models, summary_tables
     from fusion.learn.table import feature_table, radiomics_wide
 
     tables = tables_dir(study, options)
-    settings = study.model_dump(include={"seed", "clinical", "models", "evaluation", "cohort"})
-    key = _stage_key(study, tables, "models", ["qc", "radiomics_features", "deep_features"],
-                     settings)  # fmt: skip
+    settings = stage_settings(study, MODELS_KEY_SECTIONS)
+    inputs = ["qc", "radiomics_features", "deep_features", "radiomics_failures", "deep_failures"]
+    key = _stage_key(study, tables, "models", inputs, settings)
     if _up_to_date(tables, "models", key, options, "scores"):
         return
     cases = load_cohort(study)
@@ -176,7 +218,7 @@ def models_stage(study: Study, options: RunOptions) -> None:
     if study.deep is not None:
         blocks["deep"] = _read_table(tables, "deep_features", "deep").set_index("case_id")
     passed = [c for c in cases if qc.status.get(c.case_id) != "fail"]
-    table, missing = feature_table(study, passed, blocks)
+    table, missing = feature_table(study, passed, blocks, _failure_reasons(tables))
     sets = assign_sets(cases, study.evaluation.test_size, study.seed)
     reasons = {cid: f"QC: {qc.problems[cid]}" for cid in qc.index[qc.status == "fail"]}
     reasons |= dict(zip(missing.case_id, missing.reason, strict=True))
@@ -192,7 +234,7 @@ def models_stage(study: Study, options: RunOptions) -> None:
     )
     write_csv_atomic(cohort, tables / "cohort.csv")
     labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
-    out = fit_study_models(study, table, labels, sets[table.index])
+    out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases))
     write_csv_atomic(out.scores, tables / "scores.csv")
     for name, frame in summary_tables(out).items():
         write_csv_atomic(frame, tables / f"{name}.csv")
@@ -208,7 +250,7 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
     from fusion.stats import evaluate
 
     tables = tables_dir(study, options)
-    settings = study.model_dump(include={"clinical", "evaluation", "cohort"})
+    settings = stage_settings(study, STATISTICS_KEY_SECTIONS)
     inputs = ["scores", "model_summary", "cohort", "qc"]
     key = _stage_key(study, tables, "statistics", inputs, settings)
     if _up_to_date(tables, "statistics", key, options, "performance"):
@@ -224,6 +266,7 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
         ),
         "delong": evaluate.delong_table(scores, level),
         "calibration": evaluate.calibration_table(scores),
+        "calibration_curve": evaluate.calibration_curve_table(scores, level),
         "net_benefit": evaluate.net_benefit_table(
             scores, np.round(np.arange(lo, hi + 1e-9, step), 6)
         ),
@@ -258,10 +301,30 @@ def report_stage(
     weights_file = folder / "tables" / "deep_weights.json"
     weights = json.loads(weights_file.read_text()) if weights_file.is_file() else None
     if digests is None:
-        digests = case_digests(load_cohort(study))
-    info = provenance(study, digests, weights)
+        digests = case_digests(load_cohort(study), cache=options.cache)
+    info = provenance(study, digests, weights, _stage_keys(study, folder / "tables", weights))
     write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
     return build_report(study, folder)
+
+
+def _stage_keys(study: Study, tables: Path, weights: dict | None) -> dict[str, str]:
+    """The settings part of each stage's cache key (a per-case key adds the case's
+    content hashes), as recorded in the provenance."""
+    from fusion.engine import cache_key
+    from fusion.features.radiomics import load_params, radiomics_settings
+    from fusion.io.qc import qc_settings
+
+    keys = {"qc": cache_key(qc_settings(study))}
+    if study.radiomics is not None:
+        params = load_params(study.radiomics.params)
+        keys["radiomics"] = cache_key(radiomics_settings(study, params))
+    if weights and weights.get("settings_key"):
+        keys["deep"] = weights["settings_key"]
+    for stage in ("models", "statistics"):
+        marker = tables / f".{stage}.key"
+        if marker.is_file():
+            keys[stage] = marker.read_text()
+    return keys
 
 
 @dataclass(slots=True)
@@ -292,20 +355,58 @@ def run_study(
 
     steps: dict[str, Callable[[], object]] = {
         "qc": checked,
-        "radiomics": lambda: radiomics_stage(study, options, checked()),
-        "deep": lambda: deep_stage(study, options, checked()),
+        "radiomics": lambda: enforce_budget(
+            "radiomics",
+            radiomics_stage(study, options, checked()).run.failures,
+            study.radiomics.max_failures,
+        ),
+        "deep": lambda: enforce_budget(
+            "deep", deep_stage(study, options, checked()).failures, study.deep.max_failures
+        ),
         "models": lambda: models_stage(study, options),
         "statistics": lambda: statistics_stage(study, options),
         "report": lambda: report_stage(
             study, options, result.checked.digests if result.checked else None
         ),
     }
+    folder = options.reports / study.name
     for stage in selected:
         try:
             value = steps[stage]()
         except Exception as exc:  # noqa: BLE001 - every failure names its stage
-            raise StageError(stage, exc) from exc
+            error = StageError(stage, exc)
+            _mark_stale(folder, stage, error)
+            raise error from exc
         if stage == "report":
             result.report = value  # type: ignore[assignment]
+            (folder / FAILED_NOTE).unlink(missing_ok=True)
+            shutil.rmtree(folder / "stale", ignore_errors=True)
         result.stages.append(stage)
     return result
+
+
+def _mark_stale(folder: Path, failed: str, error: StageError) -> None:
+    """After a failed stage, move what it and later stages wrote in an earlier run into
+    ``stale/`` (a report next to new tables would contradict them) and say so in
+    ``FAILED.txt``; the failures tables stay, since they show what went wrong now."""
+    moved = []
+    for stage in STAGES[STAGES.index(failed) :]:
+        for pattern in STAGE_OUTPUTS[stage]:
+            for path in sorted(folder.glob(pattern)):
+                if path.name.endswith("_failures.csv"):
+                    continue
+                target = folder / "stale" / path.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    shutil.rmtree(target) if target.is_dir() else target.unlink()
+                shutil.move(path, target)
+                moved.append(str(path.relative_to(folder)))
+    if not folder.is_dir():
+        return
+    text = (
+        f"This study's last run failed at stage {failed!r}:\n{error}\n\n"
+        + (f"Outputs of this and later stages were moved to stale/: "
+           f"{', '.join(moved)}\n" if moved else "")
+        + "They will be written again by the next successful run.\n"
+    )  # fmt: skip
+    write_text_atomic(text, folder / FAILED_NOTE)

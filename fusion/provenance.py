@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import platform
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +28,55 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def git_commit(folder: Path) -> str | None:
+@cache
+def source_hash() -> str:
+    """SHA-256 of fusion's own source files (names and bytes), read once per process."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".j2", ".md"):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _git(folder: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """The commit of fusion's checkout and whether its tracked files had local changes
+    (then only ``fusion_source_sha256`` identifies the code that ran)."""
+    commit = _git(folder, "rev-parse", "HEAD")
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no", "--", ".")
+    return {"commit": commit or None, "dirty": None if status is None else bool(status)}
+
+
+def data_hash(digests: dict[str, tuple[str, str]]) -> str:
+    """One hash of every case's image and ROI content hashes."""
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
 
 
 def provenance(
-    study: Study, digests: dict[str, tuple[str, str]], weights: dict[str, Any] | None
+    study: Study,
+    digests: dict[str, tuple[str, str]],
+    weights: dict[str, Any] | None,
+    stage_keys: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Versions, hashes of the study file, the manifest and every input file, the seed,
-    the git commit and the deep-feature weights."""
-    data = hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
+    """Everything needed to replay the run (``fusion replay``): the full validated study,
+    the PyRadiomics parameters, hashes of the study file, manifest and every input file,
+    the seed, the git commit with a dirty flag, fusion's source hash, the stage cache keys,
+    versions and the deep-feature weights."""
+    import yaml
+
+    params = (
+        yaml.safe_load(study.radiomics.params.read_text(encoding="utf-8")) or {}
+        if study.radiomics
+        else None
+    )
     return {
         "study": study.name,
         "study_file": str(study.source),
@@ -50,12 +84,16 @@ def provenance(
         "study_config_sha256": study_hash(study),
         "manifest_sha256": _sha256(study.cohort.manifest),
         "radiomics_params_sha256": _sha256(study.radiomics.params) if study.radiomics else None,
-        "data_sha256": data,
+        "data_sha256": data_hash(digests),
         "cases_hashed": len(digests),
         "seed": study.seed,
-        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "git": git_state(Path(__file__).resolve().parent),
+        "fusion_source_sha256": source_hash(),
+        "stage_keys": stage_keys or {},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in PACKAGES},
         "deep_weights": weights,
+        "settings": study.model_dump(mode="json"),
+        "radiomics_params": params,
     }

@@ -27,6 +27,7 @@ def mask(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image) > 0
 
 
+@pytest.mark.slow
 def test_rtstruct_agrees_with_the_independent_rasteriser() -> None:
     """Dice >= 0.98 and volume within 2 % of MIRP's mask for each of the 8 STS cases."""
     sts = needs_shared("sts")
@@ -127,6 +128,7 @@ def test_empty_structure_fails_qc_and_several_structures_are_named(
     assert [r["name"] for r in list_structures(rtstruct)] == ["GTV_Mass_CT", "Empty_Structure"]
 
 
+@pytest.mark.slow
 def test_radiomics_from_rtstruct_equals_radiomics_from_the_same_mask_as_nifti(
     make_study, tmp_path: Path
 ) -> None:

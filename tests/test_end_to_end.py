@@ -11,6 +11,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import yaml
 from nbclient import NotebookClient
 
@@ -22,6 +23,7 @@ from fusion.pipeline import RunOptions, run_study
 from fusion.stats import bootstrap_auc_ci, delong_test, roc_auc, threshold_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a whole study with every stage
 SECTIONS = ["warnings", "methods", "cohort", "features", "performance", "figures", "clinical",
             "galleries", "provenance"]  # fmt: skip
 
@@ -33,6 +35,13 @@ def study_run(tmp_path_factory):  # noqa: ANN201
     generate_demo_cohort(root / "data", n=40, seed=3, jobs=2)
     manifest = pd.read_csv(root / "data" / "manifest.csv")
     manifest.loc[5, "roi"] = "masks/missing.nii.gz"  # excluded by QC, reported
+    mask = root / "data" / manifest.loc[7, "roi"]  # a second label: kept, with a QC warning
+    image = sitk.ReadImage(str(mask))
+    array = sitk.GetArrayFromImage(image)
+    array[0, :2, :2] = 2
+    extra = sitk.GetImageFromArray(array)
+    extra.CopyInformation(image)
+    sitk.WriteImage(extra, str(mask), useCompression=True)
     manifest.to_csv(root / "data" / "manifest.csv", index=False)
     demo = yaml.safe_load((ROOT / "pipelines" / "demo_hematoma.yaml").read_text())
     demo["name"] = "small"
@@ -58,14 +67,28 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
         assert f'id="{section}"' in html, section
     assert "RANDOM, not pretrained" in html
     assert "ICH006" in html and "ROI file not found" in html  # the excluded case, with reason
+    assert "Cases kept with QC warnings" in html and "extra_labels" in html  # ICH008
+    assert "cross-validated (training set)" in html and "auc_apparent" in html
     assert html.count("<svg") >= 6 and "data:image/png;base64," in html
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "https://" not in html and "<script" not in html
-    for name in ("roc_train", "roc_test", "dca_test", "calibration_test"):
+    for name in (
+        "roc_train",
+        "roc_test",
+        "dca_train",
+        "dca_test",
+        "calibration_train",
+        "calibration_test",
+    ):
         assert (folder / "figures" / f"{name}.svg").is_file()
         assert (folder / "figures" / f"{name}.png").is_file()
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["seed"] == 7 and provenance["cases_hashed"] == 40
+    assert provenance["settings"]["evaluation"]["cv_folds"] == 3
+    assert provenance["radiomics_params"]["setting"]["binWidth"] == 5
+    assert set(provenance["git"]) == {"commit", "dirty"}
+    assert len(provenance["fusion_source_sha256"]) == 64
+    assert set(provenance["stage_keys"]) == {"qc", "radiomics", "deep", "models", "statistics"}
     assert provenance["deep_weights"]["pretrained"] is False
     assert len(provenance["manifest_sha256"]) == 64
     assert (folder / "tables" / "README.md").is_file()
@@ -139,6 +162,28 @@ def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) 
         run_study(study, options, only="models")
     with pytest.raises(FusionError, match="unknown stage 'model'; stages: qc, radiomics"):
         run_study(study, options, only="model")
+
+
+def test_replay_from_provenance_reproduces_the_tables(study_run, tmp_path, capsys) -> None:
+    root, folder, _ = study_run
+    out = tmp_path / "replay"
+    args = ["replay", str(folder / "provenance.json"), "--out", str(out), "--cache",
+            str(root / "cache"), "-j", "2"]  # fmt: skip
+    assert main(args) == 0
+    replayed = out / "small" / "tables"
+    names = sorted(p.name for p in (folder / "tables").glob("*.csv"))
+    assert names == sorted(p.name for p in replayed.glob("*.csv"))
+    for name in names:
+        assert (replayed / name).read_bytes() == (folder / "tables" / name).read_bytes(), name
+    # changed data cannot be replayed into the same tables: said, not done
+    manifest = root / "data" / "manifest.csv"
+    original = manifest.read_bytes()
+    try:
+        manifest.write_bytes(original + b"\n")
+        assert main(args) == 2
+        assert "the manifest changed since the recorded run" in capsys.readouterr().err
+    finally:
+        manifest.write_bytes(original)
 
 
 def test_statistician_notebook_runs_on_the_study(study_run) -> None:

@@ -145,13 +145,23 @@ def test_selection_counts_and_selected_features(fitted) -> None:
     assert set(rad.selected.feature) & {"radiomics:f0", "radiomics:copy", "radiomics:f1"}
     clin = out.fits["clin"]
     assert "clinical:sex_male" in clin.pipeline.named_steps["pre"].get_feature_names_out()
-    # the combined model's training input is the fused model's out-of-fold score
+    # training scores are out of fold (the combined model's input too); the in-sample
+    # score is kept apart as "apparent", and only for training cases
     scores = out.scores.pivot(index="case_id", columns="model", values="score")
+    apparent = out.scores.pivot(index="case_id", columns="model", values="apparent_score")
     train = sets[sets == "train"].index
-    assert not np.allclose(scores.loc[train, "fused"], out.fits["fused"].oof_score[train])
-    assert set(out.scores.columns) == {"case_id", "set", "label", "model", "score", "prob",
-                                       "predicted"}  # fmt: skip
+    assert np.array_equal(scores.loc[train, "fused"], out.fits["fused"].oof_score[train])
+    assert not np.allclose(apparent.loc[train, "fused"], scores.loc[train, "fused"])
+    assert apparent.loc[sets[sets == "test"].index].isna().all().all()
+    assert set(out.scores.estimate[out.scores.set == "train"]) == {"cross-validated"}
+    assert set(out.scores.columns) == {"case_id", "set", "label", "model", "score", "estimate",
+                                       "prob", "predicted", "apparent_score"}  # fmt: skip
     assert out.scores.prob.between(0, 1).all()
+    # the threshold is the Youden threshold of the out-of-fold scores
+    from fusion.stats import youden_threshold
+
+    labels = out.scores.drop_duplicates("case_id").set_index("case_id").label
+    assert rad.threshold == youden_threshold(labels[train], rad.oof_score[train])
 
 
 def cases(splits: list[str | None], institutions: list[str | None] | None = None) -> list[Case]:

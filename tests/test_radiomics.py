@@ -82,6 +82,7 @@ def run_stage(study_path: Path, tmp_path: Path, **kwargs):
     return radiomics_stage(study, options, qc_stage(study, options))
 
 
+@pytest.mark.slow
 def test_reproduces_pyradiomics_baselines(make_study, tmp_path: Path) -> None:
     """Every baseline value of the five test cases, to a relative tolerance of 1e-6."""
     data = needs_shared("pyradiomics")
@@ -190,6 +191,7 @@ def test_failing_case_is_recorded_and_others_finish(make_study, tmp_path: Path, 
     assert main(args) == 0
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_local_results(make_study, tmp_path: Path) -> None:
     from distributed import LocalCluster
 
@@ -223,6 +225,7 @@ def test_several_roi_labels_give_one_row_each(make_study, tmp_path: Path) -> Non
     assert voxels == [4 * 8 * 8 * 2.0, 2 * 6 * 6 * 2.0] * 2  # 1 x 1 x 2 mm voxels
 
 
+@pytest.mark.slow
 def test_run_killed_mid_way_resumes_without_corrupt_entries(make_study, tmp_path: Path) -> None:
     rows = synthetic_rows(tmp_path, 16)
     params = dict(FAST_PARAMS, featureClass={c: [] for c in CLASSES})

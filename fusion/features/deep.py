@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ import pandas as pd
 from fusion.atomic import atomic_path
 from fusion.cohort import Case
 from fusion.config import DeepSpec, Study
-from fusion.engine import CaseCache, Failure, Progress, cache_key
+from fusion.engine import (
+    CASE_COHORT_EXCLUDES,
+    CaseCache,
+    Failure,
+    Progress,
+    cache_key,
+    stage_settings,
+)
 from fusion.errors import ConfigError, FusionError
 from fusion.features.crops import (
     imagenet_normalise,
@@ -42,7 +50,21 @@ from fusion.features.crops import (
 
 log = logging.getLogger(__name__)
 PREFIX = "deep:"
-DEEP_CACHE_VERSION = 1
+DEEP_CACHE_VERSION = 2
+
+# study fields that cannot change a case's features, each with the reason
+DEEP_KEY_EXCLUDES = {
+    "deep": (
+        "device",  # replaced by the resolved device ("auto" -> cuda or cpu)
+        "num_workers",  # crop-preparing processes: scheduling only
+        "allow_random_weights",  # the weights actually used enter the key instead
+        "max_failures",  # a budget for the run, not an input of any case
+    ),
+    "cohort": (
+        *CASE_COHORT_EXCLUDES,
+        "modality",  # QC's HU checks only; the CT window is a deep setting
+    ),
+}
 IMAGENET_HELP = (
     "ImageNet weights for ResNet50 could not be loaded ({reason}). Either put the file "
     "{filename} (from {url}) into {folder}, or set deep.weights in the study to the path "
@@ -163,6 +185,7 @@ class DeepOutput:
     device: str
     computed: int = 0
     cached: int = 0
+    settings_key: str = ""  # hash of deep_settings: part of every case's cache key
 
 
 class CropDataset:
@@ -181,20 +204,21 @@ class CropDataset:
         import SimpleITK as sitk
 
         from fusion.io.images import read_image
+        from fusion.io.orientation import canonical
         from fusion.io.rois import read_roi
 
         case = self.cases[i]
         try:
-            image = read_image(case.image, case.series_uid)
-            roi = read_roi(case.roi, image, self.structures)
-            spacing = image.GetSpacing()
-            # offsets are towards the head (+z); flip them if the slices run feet-first
-            sign = 1.0 if image.GetDirection()[8] >= 0 else -1.0
+            source = read_image(case.image, case.series_uid)
+            # one orientation for every case (LPS: axis 0 runs feet to head), so RAS and
+            # LPS storage or permuted axes give the same planes and the same features
+            image = canonical(source)
+            roi = canonical(read_roi(case.roi, source, self.structures))
             crops, geometry = multiplane_crops(
                 sitk.GetArrayViewFromImage(image),
                 sitk.GetArrayViewFromImage(roi) == self.label,
-                spacing,
-                offsets_mm=[sign * o for o in self.spec.offsets_mm],
+                image.GetSpacing(),
+                offsets_mm=self.spec.offsets_mm,
                 margin_mm=self.spec.margin_mm,
                 size=self.spec.size,
                 windows=self.windows,
@@ -202,7 +226,8 @@ class CropDataset:
                 mask_dilation_mm=self.spec.mask_dilation_mm,
             )
         except Exception as exc:  # noqa: BLE001 - recorded against the case
-            return {"case_id": case.case_id, "error": (type(exc).__name__, str(exc))}
+            error = (type(exc).__name__, str(exc), traceback.format_exc())
+            return {"case_id": case.case_id, "error": error}
         return {"case_id": case.case_id, "crops": crops, "geometry": geometry}
 
 
@@ -210,17 +235,26 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-def deep_settings(study: Study) -> dict[str, Any]:
-    """Everything that changes a case's features, for the cache key."""
+def precision(device: str) -> str:
+    """The numeric precision the forward pass runs in on ``device`` (autocast on CUDA)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def deep_settings(study: Study, device: str, weights_id: str) -> dict[str, Any]:
+    """Everything that can change a case's features: study fields, the resolved device
+    and precision, the weights and the library versions."""
     import torch
     import torchvision
 
-    spec = study.deep
-    assert spec is not None
-    settings = spec.model_dump(exclude={"device", "batch_size", "num_workers"})
-    settings["label"] = study.cohort.roi_label
-    settings["versions"] = [torch.__version__, torchvision.__version__]
-    return settings
+    return stage_settings(
+        study, DEEP_KEY_EXCLUDES, device=device, precision=precision(device),
+        weights=weights_id,
+        versions=[DEEP_CACHE_VERSION, torch.__version__, torchvision.__version__],
+    )  # fmt: skip
 
 
 def aggregate(per_plane: np.ndarray, how: str) -> np.ndarray:
@@ -249,15 +283,12 @@ def run_deep(
     base = study.source.parent if study.source else None
     weights = load_weights(spec, base)
     device = pick_device(spec.device)
-    settings = deep_settings(study)
     weights_id = weights.sha256 or f"{weights.source}:seed{study.seed}"
+    settings = deep_settings(study, device, weights_id)
     cache = CaseCache(cache_root, "deep") if cache_root else None
-    keys = {
-        c.case_id: cache_key("deep", DEEP_CACHE_VERSION, digests[c.case_id], c.series_uid,
-                             settings, weights_id)
-        for c in cases
-    }  # fmt: skip
-    output = DeepOutput(pd.DataFrame(), pd.DataFrame(), [], weights, device)
+    keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid) for c in cases}
+    output = DeepOutput(pd.DataFrame(), pd.DataFrame(), [], weights, device,
+                        settings_key=cache_key(settings))  # fmt: skip
     vectors: dict[str, list[float]] = {}
     geometry: dict[str, dict[str, Any]] = {}
     todo = []
@@ -327,7 +358,7 @@ def _embed(model, dataset: CropDataset, spec: DeepSpec, device: str):  # noqa: A
         prefetch_factor=4 if workers else None,
     )
     cuda = device.startswith("cuda")
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    dtype = getattr(torch, precision(device))
     progress = Progress(len(dataset), "deep features")
     try:
         with torch.inference_mode():

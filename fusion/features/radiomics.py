@@ -21,13 +21,45 @@ import yaml
 
 from fusion.cohort import Case
 from fusion.config import Study
-from fusion.engine import CaseCache, StageRun, Task, cache_key, failures_frame, run_tasks
-from fusion.errors import ConfigError
+from fusion.engine import (
+    CASE_COHORT_EXCLUDES,
+    CaseCache,
+    StageRun,
+    Task,
+    cache_key,
+    failures_frame,
+    run_tasks,
+    stage_settings,
+)
+from fusion.errors import ConfigError, did_you_mean
 from fusion.io.images import read_image
 from fusion.io.rois import read_roi, roi_names
 
 PREFIX = "radiomics:"
-RADIOMICS_CACHE_VERSION = 1  # bump when this module changes what a cached entry holds
+RADIOMICS_CACHE_VERSION = 2  # bump when this module changes what a cached entry holds
+
+# study fields that cannot change a case's features, each with the reason
+RADIOMICS_KEY_EXCLUDES = {
+    "radiomics": (
+        "params",  # a path: the file's parsed content enters the key instead
+        "max_failures",  # a budget for the run, not an input of any case
+    ),
+    "cohort": (
+        *CASE_COHORT_EXCLUDES,
+        "modality",  # QC's HU checks only; PyRadiomics takes its settings from params
+    ),
+}
+
+
+def radiomics_settings(study: Study, params: dict[str, Any]) -> dict[str, Any]:
+    """Everything that can change a case's features: study fields, parameter-file
+    content, the labels extracted and PyRadiomics' version."""
+    import radiomics
+
+    return stage_settings(
+        study, RADIOMICS_KEY_EXCLUDES, params=params, labels=list(roi_labels(study)),
+        version=[RADIOMICS_CACHE_VERSION, radiomics.__version__],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +74,58 @@ class RadiomicsOutput:
 
 
 def load_params(path: Path) -> dict[str, Any]:
-    """The parameter file as a mapping; checked by PyRadiomics' schema before any case."""
+    """The parameter file as a mapping; checked by PyRadiomics' schema before any case.
+
+    pykwalify's report (``Key 'binWidht' was not defined. Path: '/setting'``) is turned
+    into one line per problem naming the key, the keys allowed there and the closest one.
+    """
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL)  # we print its findings
     try:
         params = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         RadiomicsFeatureExtractor(params)
     except Exception as exc:  # pykwalify's SchemaError, YAML errors, bad values
-        raise ConfigError(f"{path}: invalid PyRadiomics parameter file: {exc}") from None
+        problems = _schema_problems(str(getattr(exc, "msg", exc)))
+        raise ConfigError(
+            f"{path}: invalid PyRadiomics parameter file:\n  - " + "\n  - ".join(problems)
+        ) from None
     return params
+
+
+def _schema_problems(message: str) -> list[str]:
+    """pykwalify's lines, each with its key path and, for an unknown key, the keys allowed
+    there (from PyRadiomics' own schema) and the closest spelling."""
+    import re
+
+    found = re.findall(r"- (.*?)\. Path: '(/[^']*)'", message)
+    if not found:
+        return [message.strip()]
+    lines = []
+    for text, where in found:
+        key_path = where.strip("/").replace("/", ".")
+        unknown = re.match(r"Key '(.+)' was not defined", text)
+        if unknown:
+            allowed = _schema_keys(where.strip("/").split("/") if where != "/" else [])
+            key = unknown.group(1)
+            lines.append(
+                f"{key_path + '.' if key_path else ''}{key}: unknown key; allowed here: "
+                f"{', '.join(allowed)}.{did_you_mean(key, allowed)}"
+            )
+        else:
+            lines.append(f"{key_path or '<top level>'}: {text}")
+    return lines
+
+
+def _schema_keys(path: list[str]) -> list[str]:
+    import radiomics
+
+    schema = yaml.safe_load(
+        (Path(radiomics.__file__).parent / "schemas" / "paramSchema.yaml").read_text()
+    )
+    for part in path:
+        schema = schema.get("mapping", {}).get(part, {})
+    return list(schema.get("mapping", {}))
 
 
 def roi_labels(study: Study) -> tuple[int, ...]:
@@ -96,30 +171,19 @@ def extract_case(
 def radiomics_tasks(
     study: Study, cases: list[Case], digests: dict[str, tuple[str, str]]
 ) -> list[Task]:
-    """One task per case, keyed by file contents, parameters, labels and versions."""
-    import radiomics
-
+    """One task per case, keyed by file contents and :func:`radiomics_settings`."""
     if study.radiomics is None:
         raise ConfigError(f"{study.source}: the study has no radiomics section")
     params = load_params(study.radiomics.params)
+    settings = radiomics_settings(study, params)
     labels = roi_labels(study)
     structures = study.cohort.structures
-    version = radiomics.__version__
     return [
         Task(
             c.case_id,
-            cache_key(
-                "radiomics",
-                RADIOMICS_CACHE_VERSION,
-                version,
-                digests[c.case_id],
-                c.series_uid,
-                params,
-                labels,
-                structures,
-            ),
+            cache_key("radiomics", settings, digests[c.case_id], c.series_uid),
             (c, params, labels, structures),
-        )  # fmt: skip
+        )
         for c in cases
     ]
 

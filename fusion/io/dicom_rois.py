@@ -32,6 +32,27 @@ RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
+def _has_dicom_preamble(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(132)[128:132] == b"DICM"
+
+
+def dcmread(path: Path, **kwargs):  # noqa: ANN003, ANN201 - pydicom's Dataset
+    """pydicom.dcmread, fully parsed; a truncated or corrupt file is a FusionError that
+    names the file and gives pydicom's reason."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, **kwargs)
+        for _ in ds.iterall():  # sequences are parsed lazily: parse them now
+            pass
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad files
+        raise FusionError(
+            f"{path}: broken DICOM file (truncated or corrupt): {type(exc).__name__}: {exc}"
+        ) from None
+    return ds
+
+
 def _sop_class(path: Path) -> str | None:
     import pydicom
 
@@ -39,7 +60,11 @@ def _sop_class(path: Path) -> str | None:
         return None
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except Exception:  # noqa: BLE001 - not DICOM: another reader's file
+    except Exception as exc:  # noqa: BLE001 - not DICOM: another reader's file
+        if _has_dicom_preamble(path):
+            raise FusionError(
+                f"{path}: broken DICOM file (truncated or corrupt): {type(exc).__name__}: {exc}"
+            ) from None
         return None
     return str(ds.get("SOPClassUID", "")) or None
 
@@ -82,9 +107,7 @@ def _reference_uids(reference: sitk.Image) -> dict[str, str]:
 
 
 def rtstruct_names(path: Path) -> list[str]:
-    import pydicom
-
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ds = dcmread(path, stop_before_pixels=True)
     return [str(r.ROIName) for r in ds.StructureSetROISequence]
 
 
@@ -99,10 +122,9 @@ def _rtstruct_references(ds) -> tuple[set[str], set[str]]:  # noqa: ANN001 - a p
 
 
 def read_rtstruct(path: Path, reference: sitk.Image, structures: list[str] | None) -> sitk.Image:
-    import pydicom
     from matplotlib.path import Path as Polygon
 
-    ds = pydicom.dcmread(path)
+    ds = dcmread(path)
     available = [str(r.ROIName) for r in ds.StructureSetROISequence]
     if not structures:
         raise FusionError(

@@ -33,8 +33,57 @@ def detect_format(path: Path) -> str:
     )
 
 
+def check_nifti_complete(path: Path, what: str = "image") -> None:
+    """Fail when a NIfTI-1 file holds fewer bytes than its header promises.
+
+    ITK reads a truncated ``.nii.gz`` without complaint and fills the missing slices with
+    zeros (seen: 92 of 107 radiomics features changed), so the decompressed size is
+    checked here: the gzip stream must end properly, and vox_offset plus the voxel data
+    (dims x bitpix) must fit in it. Other formats are left to ITK.
+    """
+    import gzip
+    import struct
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as f:
+            header = f.read(348)
+            total = len(header)
+            while chunk := f.read(1 << 22):
+                total += len(chunk)
+    except (EOFError, OSError) as exc:  # gzip.BadGzipFile is an OSError
+        raise FusionError(
+            f"{path}: cannot read {what}: truncated or corrupt file ({exc})"
+        ) from None
+    if len(header) < 348:
+        raise FusionError(f"{path}: cannot read {what}: truncated file: {len(header)} bytes")
+    for order in "<>":
+        if struct.unpack(order + "i", header[:4])[0] == 348:
+            break
+    else:
+        return  # NIfTI-2 or not NIfTI at all: ITK says what it is
+    dims = struct.unpack(order + "8h", header[40:56])
+    bitpix = struct.unpack(order + "h", header[72:74])[0]
+    offset = int(struct.unpack(order + "f", header[108:112])[0])
+    voxels = 1
+    for n in dims[1 : 1 + max(0, min(dims[0], 7))]:
+        voxels *= max(n, 1)
+    expected = offset + voxels * bitpix // 8
+    if total < expected:
+        raise FusionError(
+            f"{path}: cannot read {what}: truncated file: {total} bytes of data, but its "
+            f"header (dimensions "
+            f"{'x'.join(str(d) for d in dims[1 : 1 + dims[0]])}, {bitpix} bits per voxel) "
+            f"needs {expected}; re-export or re-copy it"
+        )
+
+
 def read_sitk_file(path: Path, what: str = "image") -> sitk.Image:
-    """sitk.ReadImage with ITK's multi-line exception cut to the line that says why."""
+    """sitk.ReadImage with ITK's multi-line exception cut to the line that says why;
+    a truncated NIfTI file is an error, not an image padded with zeros."""
+    check_nifti_complete(path, what)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:

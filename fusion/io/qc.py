@@ -21,13 +21,47 @@ import SimpleITK as sitk
 
 from fusion.cohort import Case
 from fusion.config import QCSpec, Study
-from fusion.engine import CaseCache, Task, cache_key, run_tasks
+from fusion.engine import (
+    CASE_COHORT_EXCLUDES,
+    CaseCache,
+    Task,
+    cache_key,
+    run_tasks,
+    stage_settings,
+)
 from fusion.errors import FusionError
 from fusion.io.images import read_image
+from fusion.io.orientation import obliquity_deg
 from fusion.io.rois import read_roi, roi_names
 
 Severity = Literal["fail", "warn"]
-QC_VERSION = 1  # bump when a check changes, so cached QC results are recomputed
+QC_VERSION = 2  # bump when a check changes, so cached QC results are recomputed
+
+# study fields that cannot change a case's QC result, each with the reason
+QC_KEY_EXCLUDES = {
+    "qc": (),
+    "cohort": CASE_COHORT_EXCLUDES,
+}
+
+
+def qc_settings(study: Study) -> dict:
+    """Everything in the study that can change a case's QC result: the qc and cohort
+    sections, the labels the feature stages use (other labels get a warning) and whether
+    planes are cut for deep features (then the slice axis must be near axial)."""
+    return stage_settings(
+        study, QC_KEY_EXCLUDES, version=QC_VERSION, used_labels=_used_labels(study),
+        cuts_planes=study.deep is not None,
+    )  # fmt: skip
+
+
+def _used_labels(study: Study) -> list[int]:
+    from fusion.features.radiomics import roi_labels
+
+    return sorted({study.cohort.roi_label, *roi_labels(study)})
+
+
+def qc_key(settings: dict, case: Case, digest: tuple[str, str]) -> str:
+    return cache_key("qc", settings, digest, case.series_uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +254,16 @@ def _check_case(case: Case, study: Study) -> QCResult:
             ),
         )
     problems = _intensity_problems(sitk.GetArrayViewFromImage(image), study.cohort.modality, spec)
+    if study.deep is not None and (tilt := obliquity_deg(image)) > spec.max_obliquity_deg:
+        problems.append(
+            Problem(
+                "oblique",
+                "fail",
+                f"the slice axis is {tilt:.1f} degrees from the head-feet axis (more than "
+                f"qc.max_obliquity_deg = {spec.max_obliquity_deg:g}): axial planes for the "
+                "deep features cannot be cut; resample the image to an axial grid",
+            )
+        )
     if case.roi is None:
         problems.append(Problem("no_roi", "fail", "the manifest gives no ROI file"))
         return QCResult(case.case_id, tuple(problems))
@@ -232,6 +276,20 @@ def _check_case(case: Case, study: Study) -> QCResult:
     names = roi_names(roi)
     primary = study.cohort.roi_label
     labels = range(1, len(structures) + 1) if structures else [primary]
+    if not structures:
+        present = {int(v) for v in np.unique(array)} - {0}
+        used = set(_used_labels(study))
+        extra = sorted(present - used)
+        if extra and present & used and np.issubdtype(array.dtype, np.integer):
+            problems.append(
+                Problem(
+                    "extra_labels",
+                    "warn",
+                    f"the ROI holds labels {sorted(present)}; only {_used_labels(study)} "
+                    f"are used and {extra} are ignored (set cohort.roi_label or "
+                    "radiomics.labels to use them)",
+                )
+            )
     n = None
     for label in labels:  # with named structures, each must hold voxels
         found, voxels = _roi_problems(array, label, spec)
@@ -276,12 +334,8 @@ def run_qc(
     scheduler: str | None = None,
 ) -> list[QCResult]:
     """Check every case through the engine (parallel, cached by file content + settings)."""
-    settings = [study.qc.model_dump(), study.cohort.roi_label, study.cohort.modality]
-    tasks = [
-        Task(c.case_id, cache_key("qc", QC_VERSION, digests[c.case_id], c.series_uid, settings),
-             (c, study))
-        for c in cases
-    ]  # fmt: skip
+    settings = qc_settings(study)
+    tasks = [Task(c.case_id, qc_key(settings, c, digests[c.case_id]), (c, study)) for c in cases]
     cache = CaseCache(cache_root, "qc") if cache_root else None
     run = run_tasks(_check_payload, tasks, cache, jobs=jobs, scheduler=scheduler, desc="QC")
     died = {f.case_id: f for f in run.failures}

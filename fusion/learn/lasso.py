@@ -89,12 +89,15 @@ class LassoSelector(SupportSelector):
         ``deviance / (2 n) + lambda * ||beta||_1`` with an unpenalised intercept.
         """
         from glum import GeneralizedLinearRegressor
+        from threadpoolctl import threadpool_limits
 
         model = GeneralizedLinearRegressor(
             family="binomial", l1_ratio=1.0, alpha_search=True, alphas=self.lambdas_,
             gradient_tol=self.tol, max_iter=self.max_iter, fit_intercept=True,
         )  # fmt: skip
-        with warnings.catch_warnings():
+        # one OpenMP thread: these problems are small, and glum's default of one thread per
+        # core made a 0.5 s fit take 15 s on a busy 2-core machine (fusion.threads)
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.filterwarnings("ignore", message=".*converge.*")
             # glum 3 deprecates ``alphas`` for ``alpha``, but its alpha search still
@@ -105,7 +108,9 @@ class LassoSelector(SupportSelector):
         return np.asarray(model.coef_path_), np.asarray(model.intercept_path_)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):  # noqa: ANN001, ANN201 - scikit-learn signature
+    def fit(self, X, y, groups=None):  # noqa: ANN001, ANN201 - scikit-learn signature
+        """``groups`` (e.g. patients) go to a group-aware ``cv`` such as
+        ``StratifiedGroupKFold``, so no group is split across CV folds."""
         X, y = validate_data(self, X, y, dtype=np.float64)
         classes = np.unique(y)
         if len(classes) != 2:
@@ -121,7 +126,7 @@ class LassoSelector(SupportSelector):
         cv = self.cv
         if isinstance(cv, Integral):
             cv = StratifiedKFold(cv, shuffle=True, random_state=self.random_state)
-        splits = list(check_cv(cv, y, classifier=True).split(X, y))
+        splits = list(check_cv(cv, y, classifier=True).split(X, y, groups))
         raw = np.zeros((len(splits), len(self.lambdas_)))
         weights = np.zeros(len(splits))
         for k, (train, test) in enumerate(splits):

@@ -5,12 +5,15 @@ classifier (SVM or logistic regression, hyper-parameters tuned by stratified CV 
 training set). Because every learned step sits inside the Pipeline, nothing is ever
 fitted on a test case; ``tests/test_learn.py`` proves it by perturbing the test set.
 
-Scores for ROC are the SVM's decision function or the logistic probability. Calibrated
-probabilities (for calibration and decision curves) come from Platt scaling fitted on
-the out-of-fold scores of the training set. The Youden threshold is chosen on the
-training scores and applied unchanged to every other set. A model may use the score of
-an earlier model (``<model>-score``): on the training set that input is the earlier
-model's out-of-fold score, so the later model never learns from an in-sample score.
+Scores for ROC are the SVM's decision function or the logistic probability. Training
+cases are scored out of fold (``cv_folds``-fold CV of the whole pipeline), so every
+training-set number is cross-validated; the in-sample ("apparent") score is kept beside
+it. Calibrated probabilities (for calibration and decision curves) come from Platt
+scaling fitted on the out-of-fold scores, and the Youden threshold is chosen on them and
+applied unchanged to every other set. With a patient column every CV (LASSO, tuning,
+out-of-fold scores) keeps a patient's cases in one fold. A model may use the score of an
+earlier model (``<model>-score``): on the training set that input is the earlier model's
+out-of-fold score, so the later model never learns from an in-sample score.
 """
 
 from __future__ import annotations
@@ -26,12 +29,18 @@ from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    cross_val_predict,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from fusion.config import SCORE_SUFFIX, EvaluationSpec, ModelSpec
+from fusion.errors import FusionError
 from fusion.learn.filters import CorrelationFilter
 from fusion.learn.lasso import LassoSelector
 from fusion.stats import youden_threshold
@@ -50,7 +59,7 @@ class ModelFit:
     columns: list[str]
     threshold: float
     platt: tuple[float, float]
-    oof_score: pd.Series
+    oof_score: pd.Series  # out-of-fold score of each training case
     counts: dict[str, int] = field(default_factory=dict)
     selected: pd.DataFrame = field(default_factory=pd.DataFrame)
     best_params: dict[str, Any] = field(default_factory=dict)
@@ -90,12 +99,20 @@ def block_columns(table: pd.DataFrame, features: list[str]) -> list[str]:
     return columns
 
 
+def folds(n_splits: int, seed: int, grouped: bool) -> StratifiedKFold | StratifiedGroupKFold:
+    """The CV splitter of every CV in a model: by patient when patients are known."""
+    if grouped:
+        return StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+    return StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+
+
 def build_pipeline(
     spec: ModelSpec,
     numeric: list[str],
     categorical: dict[str, str],
     evaluation: EvaluationSpec,
     seed: int,
+    grouped: bool = False,
 ) -> Pipeline:
     """The unfitted Pipeline of one model. ``categorical`` maps column -> reference level."""
     steps: list[tuple[str, Any]] = []
@@ -124,10 +141,10 @@ def build_pipeline(
         steps.append(
             ("lasso", LassoSelector(
                 n_lambda=lasso.n_lambda, rule=lasso.rule,
-                cv=StratifiedKFold(lasso.folds, shuffle=True, random_state=seed),
+                cv=folds(lasso.folds, seed, grouped),
             ))
         )  # fmt: skip
-    cv = StratifiedKFold(evaluation.cv_folds, shuffle=True, random_state=seed)
+    cv = folds(evaluation.cv_folds, seed, grouped)
     if spec.classifier == "svm":
         grid = {"C": C_GRID}
         if spec.kernel == "rbf":
@@ -154,6 +171,29 @@ def _categorical(X: pd.DataFrame, references: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _group_params(pipeline: Pipeline, groups: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Fit parameters that hand the patient groups to every CV inside the pipeline."""
+    if groups is None:
+        return {}
+    return {f"{step}__groups": groups for step in ("lasso", "model") if step in
+            pipeline.named_steps}  # fmt: skip
+
+
+def check_class_counts(name: str, y: np.ndarray, spec: ModelSpec, ev: EvaluationSpec) -> None:
+    """Every CV needs each class in each fold: say which setting is too large, and why."""
+    counts = {c: int((y == c).sum()) for c in (0, 1)}
+    needed = [("evaluation.cv_folds", ev.cv_folds)]
+    if spec.lasso:
+        needed.append(("evaluation.lasso.folds", ev.lasso.folds))
+    for setting, k in needed:
+        if min(counts.values()) < k:
+            raise FusionError(
+                f"model {name!r}: {setting} = {k}, but the training set has only "
+                f"{counts[1]} positive and {counts[0]} negative case(s); every fold needs "
+                f"both classes. Lower {setting} to at most {min(counts.values())} or add cases."
+            )
+
+
 def fit_model(
     name: str,
     spec: ModelSpec,
@@ -162,19 +202,31 @@ def fit_model(
     evaluation: EvaluationSpec,
     seed: int,
     references: dict[str, str] | None = None,
+    groups: np.ndarray | None = None,
 ) -> ModelFit:
-    """Fit one model on the training rows ``X``/``y`` (and nothing else)."""
+    """Fit one model on the training rows ``X``/``y`` (and nothing else); ``groups`` (the
+    patient of each row) keeps a patient's cases in one fold of every CV."""
+    check_class_counts(name, y, spec, evaluation)
     columns = list(X.columns)
     categorical = _categorical(X, references or {})
     numeric = [c for c in columns if c not in categorical]
-    pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed)
+    grouped = groups is not None
+    pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped)
     method = "decision_function" if spec.classifier == "svm" else "predict_proba"
-    cv = StratifiedKFold(evaluation.cv_folds, shuffle=True, random_state=seed)
-    oof = cross_val_predict(clone(pipeline), X, y, cv=cv, method=method)
+    params = _group_params(pipeline, groups)
+    cv = folds(evaluation.cv_folds, seed, grouped)
+    try:
+        oof = cross_val_predict(
+            clone(pipeline), X, y, cv=cv, groups=groups, params=params, method=method
+        )
+        pipeline.fit(X, y, **params)
+    except FusionError:
+        raise
+    except Exception as exc:
+        raise FusionError(f"model {name!r}: fitting failed: {type(exc).__name__}: {exc}") from exc
     oof = oof[:, 1] if oof.ndim == 2 else oof
-    pipeline.fit(X, y)
     fit = ModelFit(name, spec, pipeline, columns, 0.0, (0.0, 1.0), pd.Series(oof, index=X.index))
-    fit.threshold = youden_threshold(y, fit.score(X))
+    fit.threshold = youden_threshold(y, oof)  # chosen on out-of-fold scores, not in-sample
     platt = LogisticRegression(C=np.inf).fit(_platt_scale(spec, oof).reshape(-1, 1), y)
     fit.platt = (float(platt.intercept_[0]), float(platt.coef_[0, 0]))
     fit.counts, fit.selected = _selection_summary(pipeline, columns)

@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from fusion.config import Study
 from fusion.errors import FusionError
 from fusion.learn.models import ModelFit, block_columns, fit_model
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class ModelsOutput:
     fits: dict[str, ModelFit]
-    scores: pd.DataFrame  # case_id, set, label, model, score, prob, predicted
+    # case_id, set, label, model, score, estimate, prob, predicted, apparent_score
+    scores: pd.DataFrame
 
 
 def fit_study_models(
-    study: Study, table: pd.DataFrame, labels: pd.Series, sets: pd.Series
+    study: Study,
+    table: pd.DataFrame,
+    labels: pd.Series,
+    sets: pd.Series,
+    groups: pd.Series | None = None,
 ) -> ModelsOutput:
-    """``table`` is indexed by case_id with ``<block>:<feature>`` columns; ``labels`` and
-    ``sets`` are indexed the same way. Only rows in the 'train' set are ever fitted on."""
+    """``table`` is indexed by case_id with ``<block>:<feature>`` columns; ``labels``,
+    ``sets`` and ``groups`` (the patient of each case, or None) are indexed the same way.
+    Only rows in the 'train' set are ever fitted on.
+
+    A training case's ``score`` is its out-of-fold score (``estimate`` says
+    "cross-validated"); its in-sample score is kept as ``apparent_score``."""
     table = table.copy()
     train = (sets == "train").to_numpy()
     y = labels.to_numpy().astype(int)
+    g = None if groups is None else groups.loc[table.index].to_numpy()[train]
     references = {f"clinical:{c.name}": c.reference for c in study.clinical if c.reference}
     fits: dict[str, ModelFit] = {}
     frames = []
-    for name, spec in study.models.items():
+    for i, (name, spec) in enumerate(study.models.items(), start=1):
         columns = block_columns(table, spec.features)
         if not columns:
             raise FusionError(
@@ -36,11 +51,16 @@ def fit_study_models(
                 "did the feature stage run?"
             )
         X = table[columns]
-        fit = fit_model(name, spec, X[train], y[train], study.evaluation, study.seed, references)
-        score = fit.score(X)
-        as_input = pd.Series(score, index=table.index)
-        as_input[train] = fit.oof_score.to_numpy()  # later models see out-of-fold scores
-        table[f"score:{name}"] = as_input
+        started = time.monotonic()
+        log.info("models: fitting %r (%d/%d) on %d training cases, %d features, %d-fold CV",
+                 name, i, len(study.models), int(train.sum()), len(columns),
+                 study.evaluation.cv_folds)  # fmt: skip
+        fit = fit_model(name, spec, X[train], y[train], study.evaluation, study.seed, references, g)
+        log.info("models: %r done in %.1f s", name, time.monotonic() - started)
+        apparent = fit.score(X)
+        score = apparent.copy()
+        score[train] = fit.oof_score.to_numpy()  # training numbers are cross-validated
+        table[f"score:{name}"] = score  # so later models see out-of-fold scores too
         fits[name] = fit
         frames.append(
             pd.DataFrame(
@@ -50,8 +70,10 @@ def fit_study_models(
                     "label": y,
                     "model": name,
                     "score": score,
+                    "estimate": np.where(train, "cross-validated", "held-out"),
                     "prob": fit.probability(score),
                     "predicted": (score >= fit.threshold).astype(int),
+                    "apparent_score": np.where(train, apparent, np.nan),
                 }
             )
         )
@@ -72,6 +94,9 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
              "platt_slope": fit.platt[1],
              "tuned": ", ".join(f"{k}={v}" for k, v in sorted(fit.best_params.items())),
              "lasso_fallback": bool(fit.lasso.fallback_) if fit.lasso is not None else False,
+             "lasso_n_iter": fit.lasso.n_iter_ if fit.lasso is not None else 0,
+             "lasso_converged": fit.lasso.n_iter_ < fit.lasso.max_iter
+             if fit.lasso is not None else True,
              **{f"n_{k}": v for k, v in fit.counts.items()}}
         )  # fmt: skip
         selected.append(fit.selected.assign(model=name))

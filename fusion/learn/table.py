@@ -43,10 +43,15 @@ def clinical_frame(study: Study, cases: list[Case]) -> pd.DataFrame:
 
 
 def feature_table(
-    study: Study, cases: list[Case], blocks: dict[str, pd.DataFrame]
+    study: Study,
+    cases: list[Case],
+    blocks: dict[str, pd.DataFrame],
+    why: dict[str, dict[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The table of the cases that have every block the models need, and the others
-    with the reason (``case_id``, ``reason``)."""
+    with the reason (``case_id``, ``reason``): the stage's own error from ``why``
+    (block -> case -> reason) when it recorded one."""
+    why = why or {}
     needed = {b for spec in study.models.values() for b in spec.features if ":" not in b}
     table = pd.DataFrame(index=pd.Index([c.case_id for c in cases], name="case_id"))
     missing: dict[str, list[str]] = {}
@@ -57,7 +62,8 @@ def feature_table(
         have = set(frame.index) if not frame.empty else set()
         for case_id in table.index:
             if case_id not in have:
-                missing.setdefault(case_id, []).append(f"no {block} features (extraction failed)")
+                reason = why.get(block, {}).get(case_id, f"no {block} features")
+                missing.setdefault(case_id, []).append(reason)
         table = table.join(frame, how="left")
     if "clinical" in needed or study.clinical:
         table = table.join(clinical_frame(study, cases))

@@ -38,22 +38,30 @@ def save(fig: plt.Figure, folder: Path, name: str) -> str:
     return re.sub(r"<metadata>.*?</metadata>", "", svg[svg.index("<svg") :], flags=re.S)
 
 
+def set_title(set_name: str) -> str:
+    """'test set', or 'training set (cross-validated)': say how training numbers were made."""
+    return "training set (cross-validated)" if set_name == "train" else f"{set_name} set"
+
+
 def roc_figure(roc: pd.DataFrame, performance: pd.DataFrame, set_name: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     part = roc[roc.set == set_name]
     perf = performance[performance.set == set_name].set_index("model")
     for i, (model, curve) in enumerate(part.groupby("model", sort=False)):
         auc = perf.loc[model]
-        label = f"{model}: AUC {auc.auc:.3f} ({auc.auc_ci_low:.3f}-{auc.auc_ci_high:.3f})"
+        ci = (f" ({auc.auc_ci_low:.3f}-{auc.auc_ci_high:.3f})"
+              if pd.notna(auc.get("auc_ci_low")) else "")  # fmt: skip
+        label = f"{model}: AUC {auc.auc:.3f}{ci}"
         ax.step(curve.fpr, curve.tpr, where="post", color=COLOURS[i % 10], label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01),
-           title=f"ROC, {set_name} set")  # fmt: skip
+           title=f"ROC, {set_title(set_name)}")  # fmt: skip
     ax.legend(loc="lower right", fontsize=7)
     return fig
 
 
 def dca_figure(nb: pd.DataFrame, set_name: str) -> plt.Figure:
+    """Net benefit over the study's threshold range (evaluation.dca_thresholds)."""
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     part = nb[nb.set == set_name]
     first = part[part.model == part.model.iloc[0]]
@@ -62,31 +70,50 @@ def dca_figure(nb: pd.DataFrame, set_name: str) -> plt.Figure:
     ax.plot(first.threshold, first.treat_all, color="black", linestyle="--", label="treat all")
     ax.plot(first.threshold, first.treat_none, color="grey", linestyle="-", label="treat none")
     top = max(float(first.treat_all.max()), float(part.net_benefit.max()), 0.05)
-    ax.set(xlabel="threshold probability", ylabel="net benefit", xlim=(0, 1),
-           ylim=(-0.05, top * 1.1), title=f"Decision curves, {set_name} set")  # fmt: skip
+    ax.set(xlabel="threshold probability", ylabel="net benefit",
+           xlim=(float(part.threshold.min()), float(part.threshold.max())),
+           ylim=(-0.05, top * 1.1), title=f"Decision curves, {set_title(set_name)}")  # fmt: skip
     ax.legend(fontsize=7)
     return fig
 
 
 def calibration_figure(
-    scores: pd.DataFrame, calibration: pd.DataFrame, set_name: str, bins: int = 10
+    scores: pd.DataFrame,
+    calibration: pd.DataFrame,
+    curves: pd.DataFrame,
+    set_name: str,
+    bins: int = 10,
 ) -> plt.Figure:
+    """Flexible (spline) calibration curve with its 95% band per model, and the grouped
+    observed proportions (quantile groups of predicted risk) as points."""
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
     part = scores[scores.set == set_name]
     cal = calibration[calibration.set == set_name].set_index("model")
+    smooth = curves[curves.set == set_name] if not curves.empty else curves
     for i, (model, frame) in enumerate(part.groupby("model", sort=False)):
-        if model not in cal.index:
-            continue
+        colour = COLOURS[i % 10]
         edges = np.unique(np.quantile(frame.prob, np.linspace(0, 1, bins + 1)))
-        group = np.clip(np.searchsorted(edges, frame.prob, side="right") - 1, 0, len(edges) - 2)
+        group = np.clip(np.searchsorted(edges, frame.prob, side="right") - 1, 0,
+                        max(len(edges) - 2, 0))  # fmt: skip
         binned = frame.assign(g=group).groupby("g").agg(p=("prob", "mean"), o=("label", "mean"))
-        c = cal.loc[model]
-        label = (f"{model}: slope {c.slope:.2f}, intercept {c.intercept:.2f}, "
-                 f"Brier {c.brier:.3f}, HL p {c.hl_p_value:.3f}")  # fmt: skip
-        ax.plot(binned.p, binned.o, marker="o", markersize=3, color=COLOURS[i % 10], label=label)
+        c = cal.loc[model] if model in cal.index else None
+        if c is not None and pd.notna(c.get("slope")) and not c.get("note"):
+            label = (f"{model}: slope {c.slope:.2f}, intercept {c.intercept:.2f}, "
+                     f"Brier {c.brier:.3f}")  # fmt: skip
+        else:
+            label = f"{model}: see note in the table"
+        ax.plot(binned.p, binned.o, linestyle="none", marker="o", markersize=3, color=colour,
+                alpha=0.7)  # fmt: skip
+        curve = smooth[smooth.model == model] if not smooth.empty else smooth
+        if len(curve):
+            ax.plot(curve.predicted, curve.observed, color=colour, label=label)
+            ax.fill_between(curve.predicted, curve.ci_low, curve.ci_high, color=colour,
+                            alpha=0.12, linewidth=0)  # fmt: skip
+        else:
+            ax.plot([], [], color=colour, label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="predicted probability", ylabel="observed proportion", xlim=(0, 1),
-           ylim=(0, 1), title=f"Calibration, {set_name} set (deciles)")  # fmt: skip
+           ylim=(0, 1), title=f"Calibration, {set_title(set_name)}")  # fmt: skip
     ax.legend(fontsize=6, loc="upper left")
     return fig
 

@@ -127,12 +127,19 @@ def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame
         f"Models: {_models_text(model_summary)}."
     )
     text.append(
-        "Statistics. Discrimination: AUC with DeLong 95% CI; models were compared with "
-        "the paired DeLong test. Sensitivity, specificity, accuracy, PPV, NPV and F1 are "
-        "given at the Youden threshold of the training set. Probabilities were calibrated "
-        "by Platt scaling on out-of-fold training scores; calibration is reported as "
-        "slope, intercept, calibration-in-the-large, Brier score and the Hosmer-Lemeshow "
-        "test; clinical utility by decision-curve analysis (net benefit). Clinical "
+        "Statistics. Training-set performance is cross-validated: every training case was "
+        f"scored by the model fitted without its fold ({ev.cv_folds}-fold CV of the whole "
+        "pipeline"
+        + (", folds grouped by patient" if study.cohort.columns.patient else "")
+        + "); in-sample numbers are labelled apparent. Discrimination: AUC with DeLong 95% "
+        "CI; models were compared with the paired DeLong test. Sensitivity, specificity, "
+        "accuracy, PPV, NPV and F1 are given at the Youden threshold of the out-of-fold "
+        "training scores, applied unchanged to every other set. Probabilities were "
+        "calibrated by Platt scaling on the out-of-fold training scores; calibration is "
+        "shown as a flexible curve (logistic regression on a natural cubic spline of "
+        "logit(p), 3 df, with a 95% band) and reported as slope, intercept, "
+        "calibration-in-the-large, Brier score and the Hosmer-Lemeshow test; clinical "
+        "utility by decision-curve analysis (net benefit). Clinical "
         "covariates were analysed by univariable and multivariable logistic regression "
         "(odds ratios, Wald CIs)."
     )
@@ -140,9 +147,21 @@ def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame
 
 
 def report_warnings(
-    cohort: pd.DataFrame, weights: dict[str, Any] | None, summary: pd.DataFrame
+    cohort: pd.DataFrame,
+    weights: dict[str, Any] | None,
+    summary: pd.DataFrame,
+    calibration: pd.DataFrame | None = None,
 ) -> list[str]:
     warnings = []
+    if "lasso_converged" in summary.columns:
+        for row in summary[~summary.lasso_converged.astype(bool)].itertuples():
+            warnings.append(
+                f"LASSO did not converge for model {row.model!r} (the solver stopped at its "
+                "iteration limit); its selected features may not be the optimum."
+            )
+    if calibration is not None and "note" in calibration.columns:
+        for row in calibration[calibration.note.fillna("") != ""].itertuples():
+            warnings.append(f"Model {row.model!r}, {row.set} set: {row.note}.")
     if "lasso_fallback" in summary.columns:
         for model in summary.model[summary.lasso_fallback.astype(bool)]:
             warnings.append(
@@ -170,7 +189,10 @@ def report_warnings(
             )
         counts = part.label.value_counts()
         for label in (0, 1):
-            if counts.get(label, 0) < 10:
+            if counts.get(label, 0) == 0:
+                kind = "positive" if label else "negative"
+                warnings.append(f"The {set_name} set has no {kind} case: AUC undefined.")
+            elif counts.get(label, 0) < 10:
                 warnings.append(
                     f"The {set_name} set has {counts.get(label, 0)} case(s) with outcome "
                     f"{label} (fewer than 10): its AUC and calibration are unstable."
@@ -184,7 +206,8 @@ def build_report(study: Study, folder: Path) -> Path:
     t = {name: _read(tables, name) for name in (
         "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
         "roc_points", "model_summary", "selected_features", "lasso_cv", "table1_train",
-        "table1_test", "clinical_univariable", "clinical_multivariable",
+        "table1_test", "clinical_univariable", "clinical_multivariable", "calibration_curve",
+        "radiomics_nan_features",
     )}  # fmt: skip
     provenance = json.loads((folder / "provenance.json").read_text())
     weights = provenance.get("deep_weights")
@@ -215,29 +238,34 @@ def build_report(study: Study, folder: Path) -> Path:
         })  # fmt: skip
 
     perf = t["performance"]
-    shown_sets = [s for s in sets if s != "train"] or sets
+    roc_sets = [s for s in sets if s in set(t["roc_points"].set)]
     fig_svgs = {
         "roc": [figs.save(figs.roc_figure(t["roc_points"], perf, s), figures, f"roc_{s}")
-                for s in sets],
+                for s in roc_sets],
         "dca": [figs.save(figs.dca_figure(t["net_benefit"], s), figures, f"dca_{s}")
-                for s in shown_sets],
-        "calibration": [figs.save(figs.calibration_figure(t["scores"], t["calibration"], s),
-                                  figures, f"calibration_{s}") for s in shown_sets],
+                for s in sets],
+        "calibration": [figs.save(figs.calibration_figure(
+            t["scores"], t["calibration"], t["calibration_curve"], s), figures,
+            f"calibration_{s}") for s in sets],
     }  # fmt: skip
 
     perf_shown = perf.assign(
-        auc_95ci=[f"{a:.3f} ({lo:.3f}–{hi:.3f})" for a, lo, hi in
-                  zip(perf.auc, perf.auc_ci_low, perf.auc_ci_high, strict=True)]
-    )[["model", "set", "n", "positives", "auc_95ci", "sensitivity", "specificity", "accuracy",
-       "ppv", "npv", "f1"]]  # fmt: skip
+        auc_95ci=[_auc_text(r) for r in perf.to_dict("records")],
+        auc_apparent=perf.get("auc_apparent", np.nan),
+        note=_text(perf, "note"),
+    )[["model", "set", "estimate", "n", "positives", "auc_95ci", "auc_apparent",
+       "sensitivity", "specificity", "accuracy", "ppv", "npv", "f1", "note"]]  # fmt: skip
     counts = t["model_summary"][
         ["model", "features", "classifier", "tuned"]
         + [c for c in t["model_summary"].columns if c.startswith("n_")]
     ]
     excluded_rows = cohort[~cohort.included][["case_id", "set", "label", "reason"]]
+    qc = t["qc"]
+    qc_warned = qc[qc.status == "warn"][["case_id", "problems"]] if not qc.empty else qc
+    missing = _missing_features(t["radiomics_nan_features"], cohort)
     context = {
         "study": study,
-        "warnings": report_warnings(cohort, weights, t["model_summary"]),
+        "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"]),
         "methods": methods_text(study, cohort, t["model_summary"]),
         "tripod": TRIPOD,
         "tables": {
@@ -250,8 +278,14 @@ def build_report(study: Study, folder: Path) -> Path:
             ],
             "counts": html_table(counts),
             "performance": html_table(perf_shown),
-            "delong": html_table(t["delong"].drop(columns=["note"], errors="ignore")),
-            "calibration": html_table(t["calibration"]),
+            "delong": html_table(t["delong"].assign(note=_text(t["delong"], "note"))),
+            "calibration": html_table(
+                t["calibration"].assign(
+                    note=_text(t["calibration"], "note"), hl_note=_text(t["calibration"], "hl_note")
+                )
+            ),
+            "qc_warnings": html_table(qc_warned) if len(qc_warned) else "",
+            "missing_features": html_table(missing) if len(missing) else "",
             "univariable": html_table(t["clinical_univariable"])
             if not t["clinical_univariable"].empty
             else "",
@@ -270,6 +304,36 @@ def build_report(study: Study, folder: Path) -> Path:
     html = env.get_template("report.html.j2").render(**context)
     write_text_atomic(html, folder / "index.html")
     return folder / "index.html"
+
+
+def _text(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A notes column as text: read back from CSV, an all-empty one is float NaN."""
+    if column not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame[column].astype(object).where(frame[column].notna(), "")
+
+
+def _auc_text(row: dict[str, Any]) -> str:
+    """'0.736 (0.582–0.889)', the AUC alone when its CI is undefined, or '–'."""
+    auc, lo, hi = row.get("auc"), row.get("auc_ci_low"), row.get("auc_ci_high")
+    if auc is None or pd.isna(auc):
+        return "–"
+    return f"{auc:.3f}" if lo is None or pd.isna(lo) else f"{auc:.3f} ({lo:.3f}–{hi:.3f})"
+
+
+def _missing_features(nan_features: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
+    """Radiomics features PyRadiomics returned as NaN for included cases: each is imputed
+    with the training-set median inside the model pipeline."""
+    if nan_features.empty:
+        return nan_features
+    included = set(cohort.case_id[cohort.included].astype(str))
+    part = nan_features[nan_features.case_id.astype(str).isin(included)]
+    return (
+        part.groupby("feature")
+        .case_id.agg(cases="count", case_ids=lambda c: ", ".join(map(str, list(c)[:8])))
+        .reset_index()
+        .assign(handling="imputed (training-set median)")
+    )
 
 
 def _crop_gallery(cohort: pd.DataFrame, folder: Path, per_class: int = 3) -> list[dict]:

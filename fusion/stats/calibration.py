@@ -24,6 +24,17 @@ class Calibration:
 
 
 @dataclass(frozen=True, slots=True)
+class CalibrationCurve:
+    """Observed risk as a smooth function of predicted risk, with a pointwise CI."""
+
+    predicted: np.ndarray
+    observed: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    df: int
+
+
+@dataclass(frozen=True, slots=True)
 class HosmerLemeshow:
     statistic: float
     df: int
@@ -44,6 +55,11 @@ def calibration(y: ArrayLike, prob: ArrayLike) -> Calibration:
     y = as_outcome(y)
     p = as_probabilities(prob, len(y))
     both_classes(y, "calibration")
+    if len(np.unique(p)) < 2:
+        raise ValueError(
+            f"calibration needs probabilities that vary; all {len(p)} are {p[0]:.4g} "
+            "(a degenerate model: constant scores)"
+        )
     lp = _logit(p)
     fit = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit()
     citl = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=lp).fit()
@@ -52,6 +68,60 @@ def calibration(y: ArrayLike, prob: ArrayLike) -> Calibration:
         slope=float(fit.params[1]),
         citl=float(citl.params[0]),
         brier=float(np.mean((p - y) ** 2)),
+    )
+
+
+def near_constant(prob: ArrayLike, tolerance: float = 0.02) -> str | None:
+    """A note when probabilities barely vary: their calibration slope and intercept then
+    describe noise (a slope of thousands), not the model; None otherwise."""
+    p = np.asarray(prob, dtype=float)
+    if p.max() - p.min() < tolerance:
+        return (
+            f"probabilities are nearly constant ({p.min():.3f} to {p.max():.3f}): the model "
+            "does not separate the cases, and its calibration slope and intercept are not "
+            "interpretable"
+        )
+    return None
+
+
+def calibration_curve(
+    y: ArrayLike,
+    prob: ArrayLike,
+    df: int = 3,
+    conf_level: float = 0.95,
+    grid: int = 50,
+) -> CalibrationCurve:
+    """Flexible calibration curve: logistic regression of the outcome on a natural cubic
+    spline of logit(p) with ``df`` degrees of freedom (patsy's ``cr``, knots at quantiles;
+    the restricted cubic spline of R's rms/CalibrationCurves), evaluated on a grid over the
+    observed range of p, with a Wald band on the logit scale. With ``df = 1`` it is the
+    logistic recalibration line of :func:`calibration`."""
+    import patsy
+    import statsmodels.api as sm
+
+    y = as_outcome(y)
+    p = as_probabilities(prob, len(y))
+    both_classes(y, "a calibration curve")
+    if near_constant(p):
+        raise ValueError(near_constant(p))
+    lp = _logit(p)
+    formula = "x" if df == 1 else f"cr(x, df={df}, constraints='center')"
+    design = patsy.dmatrix(formula, {"x": lp}, return_type="dataframe")
+    if np.linalg.matrix_rank(design.to_numpy()) < design.shape[1]:
+        raise ValueError(
+            f"too few distinct probabilities ({len(np.unique(p))}) for a {df}-df spline "
+            "calibration curve"
+        )
+    fit = sm.GLM(y, design, family=sm.families.Binomial()).fit()
+    at = np.linspace(p.min(), p.max(), grid)
+    new = patsy.build_design_matrices([design.design_info], {"x": _logit(at)})[0]
+    frame = fit.get_prediction(np.asarray(new)).summary_frame(alpha=1 - conf_level)
+    return CalibrationCurve(
+        at,
+        frame["mean"].to_numpy(),
+        frame["mean_ci_lower"].to_numpy(),
+        frame["mean_ci_upper"].to_numpy(),
+        df,
     )
 
 

@@ -94,11 +94,34 @@ def _z(conf_level: float) -> float:
     return float(stats.norm.ppf(1 - (1 - conf_level) / 2))
 
 
-def roc_auc(y: ArrayLike, score: ArrayLike, conf_level: float = 0.95) -> AUC:
-    """AUC with its DeLong standard error and CI (clipped to [0, 1]), as pROC's ci.auc."""
+def auc_value(y: ArrayLike, score: ArrayLike) -> float:
+    """The AUC alone (Mann-Whitney, ties one half): defined with one case per class."""
     y = as_outcome(y)
     s = as_scores(score, len(y))
     both_classes(y, "an AUC")
+    return _auc(s[y == 1], s[y == 0])
+
+
+def _two_per_class(y: np.ndarray, what: str) -> None:
+    """DeLong's variance uses the spread of placement values within each class."""
+    m, n = int(y.sum()), int(len(y) - y.sum())
+    if min(m, n) < 2:
+        raise ValueError(
+            f"{what} needs at least two positive and two negative cases (DeLong's variance "
+            f"is the spread of each class's placement values); got {m} positive and "
+            f"{n} negative"
+        )
+
+
+def roc_auc(y: ArrayLike, score: ArrayLike, conf_level: float = 0.95) -> AUC:
+    """AUC with its DeLong standard error and CI (clipped to [0, 1]), as pROC's ci.auc.
+
+    With a single positive or negative case the standard error is undefined: a
+    ValueError says so (use :func:`auc_value` for the AUC alone)."""
+    y = as_outcome(y)
+    s = as_scores(score, len(y))
+    both_classes(y, "an AUC")
+    _two_per_class(y, "a DeLong CI of the AUC")
     aucs, v10, v01 = _placements(y, s[None, :])
     se = float(np.sqrt(_delong_cov(v10, v01)[0, 0]))
     z = _z(conf_level)
@@ -120,6 +143,7 @@ def delong_test(
     y = as_outcome(y)
     a, b = as_scores(score_a, len(y), "score_a"), as_scores(score_b, len(y), "score_b")
     both_classes(y, "a DeLong test")
+    _two_per_class(y, "a DeLong test")
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"alternative must be two-sided, greater or less, got {alternative!r}")
     aucs, v10, v01 = _placements(y, np.vstack([a, b]))
@@ -152,10 +176,17 @@ def delong_test_unpaired(
     sa, sb = as_scores(score_a, len(ya), "score_a"), as_scores(score_b, len(yb), "score_b")
     both_classes(ya, "a DeLong test (sample a)")
     both_classes(yb, "a DeLong test (sample b)")
+    _two_per_class(ya, "a DeLong test (sample a)")
+    _two_per_class(yb, "a DeLong test (sample b)")
     auc_a, v10a, v01a = _placements(ya, sa[None, :])
     auc_b, v10b, v01b = _placements(yb, sb[None, :])
     var_a = float(_delong_cov(v10a, v01a)[0, 0])
     var_b = float(_delong_cov(v10b, v01b)[0, 0])
+    if var_a + var_b <= 0:
+        raise ValueError(
+            "both AUCs have zero DeLong variance (each sample's scores separate its classes "
+            "perfectly, or are constant); there is nothing to test"
+        )
     t = float((auc_a[0] - auc_b[0]) / np.sqrt(var_a + var_b))
     df = (var_a + var_b) ** 2 / (var_a**2 / (len(ya) - 1) + var_b**2 / (len(yb) - 1))
     p = float(2 * stats.t.sf(abs(t), df))
