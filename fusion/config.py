@@ -145,6 +145,12 @@ class EvaluationSpec(_Strict):
     bootstrap: int = Field(default=2000, ge=0)
     lasso: LassoSpec = LassoSpec()
     dca_thresholds: tuple[float, float, float] = (0.01, 0.99, 0.01)
+    nested_cv: bool = Field(
+        default=True,
+        description="Nest the CV of a model that uses another model's score, so its "
+        "out-of-fold scores never see their own fold's labels (costs cv_folds refits of "
+        "the upstream models).",
+    )
 
 
 class Study(_Strict):
@@ -224,7 +230,8 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
             lines.append(f"  - {where}: required key is missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {where}: {msg} (got {e.get('input')!r})")
+            got = f" (got {e.get('input')!r})" if loc else ""  # not the whole study
+            lines.append(f"  - {where}: {msg}{got}")
     return "\n".join(lines)
 
 

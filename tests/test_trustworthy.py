@@ -500,3 +500,39 @@ def test_a_set_without_positives_says_auc_undefined() -> None:
     warnings = report_warnings(cohort, None, pd.DataFrame({"model": []}))
     assert "The test set has no positive case: AUC undefined." in warnings
     assert not any("unstable" in w and "0 case(s) with outcome 1" in w for w in warnings)
+
+
+# ------------------------------------------------------------------ 3. stacked models
+
+
+def test_stacked_model_cv_is_nested(monkeypatch) -> None:
+    """``combined`` uses ``fused``'s score. In its cross-validation, every fit made for
+    outer fold k (fused and combined alike) sees none of fold k's cases, so no fold's
+    labels reach its own out-of-fold scores, not even through fused's scores."""
+    import fusion.learn.study as study_module
+    from fusion.learn.models import folds
+    from fusion.learn.study import Stacking
+    from tests.test_learn import study as learn_study
+    from tests.test_learn import synthetic
+
+    table, labels, sets = synthetic()
+    train = table.index[sets == "train"]
+    seen: list[set[str]] = []
+    real = study_module.fit_model
+
+    def recording(name, spec, X, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen.append(set(X.index))
+        return real(name, spec, X, *args, **kwargs)
+
+    monkeypatch.setattr(study_module, "fit_model", recording)
+    spec = learn_study()
+    stacking = Stacking(spec, table, labels.to_numpy(), None, {})
+    rows = np.flatnonzero((sets == "train").to_numpy())
+    oof = stacking.nested_oof("combined", rows)
+    splits = list(folds(3, spec.seed, False).split(rows, labels.to_numpy()[rows]))
+    assert len(seen) == 2 * len(splits)  # per outer fold: fused, then combined
+    for k, (_, va) in enumerate(splits):
+        held_out = set(train[va])
+        for fitted_on in seen[2 * k : 2 * k + 2]:
+            assert not fitted_on & held_out
+    assert np.isfinite(oof).all() and auc_value(labels[train], oof) > 0.6

@@ -74,6 +74,15 @@ class ModelFit:
             return model.decision_function(X[self.columns])
         return model.predict_proba(X[self.columns])[:, 1]
 
+    def use_out_of_fold(self, oof: pd.Series, y: np.ndarray) -> None:
+        """Adopt out-of-fold training scores: the Youden threshold and the Platt scaling
+        are chosen on them, never on in-sample scores."""
+        self.oof_score = oof
+        self.threshold = youden_threshold(y, oof.to_numpy())
+        x = _platt_scale(self.spec, oof.to_numpy()).reshape(-1, 1)
+        platt = LogisticRegression(C=np.inf).fit(x, y)
+        self.platt = (float(platt.intercept_[0]), float(platt.coef_[0, 0]))
+
     def probability(self, score: np.ndarray) -> np.ndarray:
         a, b = self.platt
         return expit(a + b * _platt_scale(self.spec, np.asarray(score)))
@@ -203,9 +212,15 @@ def fit_model(
     seed: int,
     references: dict[str, str] | None = None,
     groups: np.ndarray | None = None,
+    out_of_fold: bool = True,
 ) -> ModelFit:
     """Fit one model on the training rows ``X``/``y`` (and nothing else); ``groups`` (the
-    patient of each row) keeps a patient's cases in one fold of every CV."""
+    patient of each row) keeps a patient's cases in one fold of every CV.
+
+    With ``out_of_fold`` (the default) the whole pipeline is also cross-validated on the
+    rows: the out-of-fold scores, and the threshold and Platt scaling chosen on them, are
+    set by :meth:`ModelFit.use_out_of_fold`; without it (a model fitted inside another
+    model's CV fold) only the fitted pipeline is made."""
     check_class_counts(name, y, spec, evaluation)
     columns = list(X.columns)
     categorical = _categorical(X, references or {})
@@ -216,19 +231,18 @@ def fit_model(
     params = _group_params(pipeline, groups)
     cv = folds(evaluation.cv_folds, seed, grouped)
     try:
-        oof = cross_val_predict(
-            clone(pipeline), X, y, cv=cv, groups=groups, params=params, method=method
-        )
+        if out_of_fold:
+            oof = cross_val_predict(
+                clone(pipeline), X, y, cv=cv, groups=groups, params=params, method=method
+            )
         pipeline.fit(X, y, **params)
     except FusionError:
         raise
     except Exception as exc:
         raise FusionError(f"model {name!r}: fitting failed: {type(exc).__name__}: {exc}") from exc
-    oof = oof[:, 1] if oof.ndim == 2 else oof
-    fit = ModelFit(name, spec, pipeline, columns, 0.0, (0.0, 1.0), pd.Series(oof, index=X.index))
-    fit.threshold = youden_threshold(y, oof)  # chosen on out-of-fold scores, not in-sample
-    platt = LogisticRegression(C=np.inf).fit(_platt_scale(spec, oof).reshape(-1, 1), y)
-    fit.platt = (float(platt.intercept_[0]), float(platt.coef_[0, 0]))
+    fit = ModelFit(name, spec, pipeline, columns, 0.0, (0.0, 1.0), pd.Series(dtype=float))
+    if out_of_fold:
+        fit.use_out_of_fold(pd.Series(oof[:, 1] if oof.ndim == 2 else oof, index=X.index), y)
     fit.counts, fit.selected = _selection_summary(pipeline, columns)
     fit.best_params = dict(pipeline.named_steps["model"].best_params_)
     return fit

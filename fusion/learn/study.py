@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fusion.config import Study
+from fusion.config import SCORE_SUFFIX, Study
 from fusion.errors import FusionError
-from fusion.learn.models import ModelFit, block_columns, fit_model
+from fusion.learn.models import ModelFit, block_columns, fit_model, folds
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,70 @@ class ModelsOutput:
     fits: dict[str, ModelFit]
     # case_id, set, label, model, score, estimate, prob, predicted, apparent_score
     scores: pd.DataFrame
+
+
+def upstream(study: Study, name: str) -> list[str]:
+    """The earlier models whose scores model ``name`` uses (``<model>-score`` inputs)."""
+    features = study.models[name].features
+    return [f.removesuffix(SCORE_SUFFIX) for f in features if f.endswith(SCORE_SUFFIX)]
+
+
+@dataclass(slots=True)
+class Stacking:
+    """Cross-validation of a model built on other models' scores, nested so that no
+    fold's labels reach its own predictions.
+
+    The stacked model's training input is the upstream model's out-of-fold score; but
+    each of those scores came from an upstream fit that saw the other folds' labels, so a
+    plain CV of the stacked model would let its validation fold's labels in through its
+    training rows. Here every outer fold refits the upstream models on the outer training
+    rows alone (with their own out-of-fold scores inside them) before the stacked model,
+    then scores the outer validation rows through that chain.
+    """
+
+    study: Study
+    table: pd.DataFrame  # the feature blocks, without score columns
+    y: np.ndarray
+    groups: np.ndarray | None
+    references: dict[str, str]
+
+    def chain(self, name: str, rows: np.ndarray, out_of_fold: bool):  # noqa: ANN201
+        """Fit ``name`` and the models it builds on, on ``rows`` only. Returns its
+        out-of-fold scores on ``rows`` (or None) and a function scoring other rows."""
+        spec, ev = self.study.models[name], self.study.evaluation
+        scorers = {}
+        X = self.table.iloc[rows].copy()
+        for up in upstream(self.study, name):
+            X[f"score:{up}"], scorers[up] = self.chain(up, rows, out_of_fold=True)
+        columns = block_columns(X, spec.features)
+        groups = None if self.groups is None else self.groups[rows]
+        own_oof = out_of_fold and not scorers  # a stacked model's comes from nested_oof
+        fit = fit_model(name, spec, X[columns], self.y[rows], ev, self.study.seed,
+                        self.references, groups, out_of_fold=own_oof)  # fmt: skip
+
+        def score(other: np.ndarray) -> np.ndarray:
+            Xo = self.table.iloc[other].copy()
+            for up, scorer in scorers.items():
+                Xo[f"score:{up}"] = scorer(other)
+            return fit.score(Xo)
+
+        if not out_of_fold:
+            return None, score
+        oof = self.nested_oof(name, rows) if scorers else fit.oof_score.to_numpy()
+        return oof, score
+
+    def nested_oof(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Out-of-fold scores of a stacked model, each fold scored by a chain fitted
+        without it."""
+        ev = self.study.evaluation
+        splitter = folds(ev.cv_folds, self.study.seed, self.groups is not None)
+        groups = None if self.groups is None else self.groups[rows]
+        out = np.empty(len(rows))
+        for k, (tr, va) in enumerate(splitter.split(rows, self.y[rows], groups), start=1):
+            log.info("models: %r nested CV, outer fold %d/%d", name, k, ev.cv_folds)
+            _, score = self.chain(name, rows[tr], out_of_fold=False)
+            out[va] = score(rows[va])
+        return out
 
 
 def fit_study_models(
@@ -39,10 +103,13 @@ def fit_study_models(
     table = table.copy()
     train = (sets == "train").to_numpy()
     y = labels.to_numpy().astype(int)
-    g = None if groups is None else groups.loc[table.index].to_numpy()[train]
+    g_all = None if groups is None else groups.loc[table.index].to_numpy()
+    g = None if g_all is None else g_all[train]
     references = {f"clinical:{c.name}": c.reference for c in study.clinical if c.reference}
     fits: dict[str, ModelFit] = {}
     frames = []
+    stacking = Stacking(study, table.copy(), y, g_all, references)
+    train_rows = np.flatnonzero(train)
     for i, (name, spec) in enumerate(study.models.items(), start=1):
         columns = block_columns(table, spec.features)
         if not columns:
@@ -55,7 +122,12 @@ def fit_study_models(
         log.info("models: fitting %r (%d/%d) on %d training cases, %d features, %d-fold CV",
                  name, i, len(study.models), int(train.sum()), len(columns),
                  study.evaluation.cv_folds)  # fmt: skip
-        fit = fit_model(name, spec, X[train], y[train], study.evaluation, study.seed, references, g)
+        nested = study.evaluation.nested_cv and bool(upstream(study, name))
+        fit = fit_model(name, spec, X[train], y[train], study.evaluation, study.seed,
+                        references, g, out_of_fold=not nested)  # fmt: skip
+        if nested:
+            oof = stacking.nested_oof(name, train_rows)
+            fit.use_out_of_fold(pd.Series(oof, index=X.index[train]), y[train])
         log.info("models: %r done in %.1f s", name, time.monotonic() - started)
         apparent = fit.score(X)
         score = apparent.copy()

@@ -160,7 +160,8 @@ def report_warnings(
                 "iteration limit); its selected features may not be the optimum."
             )
     if calibration is not None and "note" in calibration.columns:
-        for row in calibration[calibration.note.fillna("") != ""].itertuples():
+        noted = calibration[(calibration.note.fillna("") != "") & (calibration.set != "train")]
+        for row in noted.itertuples():  # training-set notes are in the table, not alarms
             warnings.append(f"Model {row.model!r}, {row.set} set: {row.note}.")
     if "lasso_fallback" in summary.columns:
         for model in summary.model[summary.lasso_fallback.astype(bool)]:

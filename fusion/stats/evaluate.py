@@ -29,6 +29,11 @@ from fusion.stats.metrics import threshold_metrics
 from fusion.stats.roc import auc_value, bootstrap_auc_ci, delong_test, roc_auc, roc_points
 
 ESTIMATE = {"train": "cross-validated (training set)"}
+# the probabilities are Platt-scaled on the out-of-fold training scores themselves
+TRAINING_CALIBRATION = {
+    "train": "Platt scaling was fitted on these out-of-fold scores, so slope 1 and "
+    "intercept 0 hold by construction; judge calibration on the held-out sets"
+}
 
 
 def estimate_of(set_name: str) -> str:
@@ -125,7 +130,7 @@ def calibration_table(scores: pd.DataFrame, groups: int = 10) -> pd.DataFrame:
         y, p = frame.label.to_numpy(), frame.prob.to_numpy()
         row = {"model": model, "set": set_name, "estimate": estimate_of(set_name),
                "brier": float(np.mean((p - y) ** 2))}  # fmt: skip
-        note = class_note(y) or near_constant(p)
+        note = class_note(y) or near_constant(p) or TRAINING_CALIBRATION.get(set_name)
         if class_note(y) is None:
             try:
                 c = calibration(y, p)
