@@ -97,7 +97,9 @@ def calibration_figure(
                         max(len(edges) - 2, 0))  # fmt: skip
         binned = frame.assign(g=group).groupby("g").agg(p=("prob", "mean"), o=("label", "mean"))
         c = cal.loc[model] if model in cal.index else None
-        if c is not None and pd.notna(c.get("slope")) and not c.get("note"):
+        note = c.get("note") if c is not None else None
+        has_note = isinstance(note, str) and note != ""  # empty notes read back as NaN
+        if c is not None and pd.notna(c.get("slope")) and not has_note:
             label = (f"{model}: slope {c.slope:.2f}, intercept {c.intercept:.2f}, "
                      f"Brier {c.brier:.3f}")  # fmt: skip
         else:
