@@ -115,6 +115,8 @@ def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutpu
         checked.digests,
         options.cache,
         strips_dir=folder / "figures" / "crops",
+        jobs=options.jobs,
+        scheduler=options.scheduler,
     )
     tables = tables_dir(study, options)
     write_csv_atomic(output.features, tables / "deep_features.csv")

@@ -121,13 +121,14 @@ def test_radiomics_key_covers_every_field_and_the_parameter_content(study: Study
 
 def test_deep_key_covers_every_field_device_and_precision(study: Study) -> None:
     def settings(s: Study) -> dict:
-        return deep_settings(s, "cpu", "w1")
+        return deep_settings(s, "cpu", "w1", 20)
 
     assert _check_every_field(study, settings, DEEP_KEY_EXCLUDES) == []
-    cpu = deep_settings(study, "cpu", "w1")
+    cpu = deep_settings(study, "cpu", "w1", 20)
     assert cpu["precision"] == "float32"
-    assert deep_settings(study, "cuda:0", "w1") != cpu  # device (and its precision) count
-    assert deep_settings(study, "cpu", "w2") != cpu  # so do the weights
+    assert deep_settings(study, "cuda:0", "w1", 20) != cpu  # device (and its precision)
+    assert deep_settings(study, "cpu", "w2", 20) != cpu  # the weights
+    assert deep_settings(study, "cpu", "w1", 5) != cpu  # planes per forward pass
 
 
 @pytest.mark.parametrize("sections", [MODELS_KEY_SECTIONS, STATISTICS_KEY_SECTIONS])

@@ -212,3 +212,31 @@ def test_unreadable_case_is_a_failure_of_that_case_only(make_study, tmp_path: Pa
     assert out.features.case_id.tolist() == ["c0"]
     assert [f.case_id for f in out.failures] == ["c1"]
     assert "cannot read ROI" in out.failures[0].message
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_local_features(make_study, tmp_path: Path) -> None:
+    """With a scheduler each case is a task on the cluster (one model per worker); the
+    features equal the local ones up to float rounding of a different batch size, and a
+    broken case is a failure of that case only."""
+    from distributed import LocalCluster
+
+    from fusion.features.deep import run_deep
+
+    path = _study(make_study, tmp_path, 3)
+    local = run(path, tmp_path, cache=False)
+    study = load_study(path)
+    options = RunOptions(reports=tmp_path / "dask", cache=tmp_path / "dask-cache")
+    checked = qc_stage(study, options)
+    (tmp_path / "cohort" / "r2.nrrd").write_bytes(b"garbage")  # broken after QC
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        remote = run_deep(study, checked.cases, checked.digests, tmp_path / "dask-cache",
+                          tmp_path / "strips", scheduler=cluster.scheduler_address)  # fmt: skip
+    assert remote.computed == 2 and [f.case_id for f in remote.failures] == ["c2"]
+    assert "Traceback" in remote.failures[0].traceback
+    a = local.features.set_index("case_id").loc[["c0", "c1"]].to_numpy()
+    b = remote.features.set_index("case_id").loc[["c0", "c1"]].to_numpy()
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "strips").iterdir()) == ["c0.png", "c1.png"]

@@ -19,6 +19,7 @@ channels-last. Results are cached per case like the radiomics stage.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -201,34 +202,41 @@ class CropDataset:
         return len(self.cases)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        import SimpleITK as sitk
-
-        from fusion.io.images import read_image
-        from fusion.io.orientation import canonical
-        from fusion.io.rois import read_roi
-
         case = self.cases[i]
         try:
-            source = read_image(case.image, case.series_uid)
-            # one orientation for every case (LPS: axis 0 runs feet to head), so RAS and
-            # LPS storage or permuted axes give the same planes and the same features
-            image = canonical(source)
-            roi = canonical(read_roi(case.roi, source, self.structures))
-            crops, geometry = multiplane_crops(
-                sitk.GetArrayViewFromImage(image),
-                sitk.GetArrayViewFromImage(roi) == self.label,
-                image.GetSpacing(),
-                offsets_mm=self.spec.offsets_mm,
-                margin_mm=self.spec.margin_mm,
-                size=self.spec.size,
-                windows=self.windows,
-                mask_outside_roi=self.spec.mask_outside_roi,
-                mask_dilation_mm=self.spec.mask_dilation_mm,
-            )
+            crops, geometry = prepare_case(case, self.spec, self.label, self.structures)
         except Exception as exc:  # noqa: BLE001 - recorded against the case
             error = (type(exc).__name__, str(exc), traceback.format_exc())
             return {"case_id": case.case_id, "error": error}
         return {"case_id": case.case_id, "crops": crops, "geometry": geometry}
+
+
+def prepare_case(
+    case: Case, spec: DeepSpec, label: int, structures: list[str] | None
+) -> tuple[np.ndarray, Any]:
+    """Read a case and cut its windowed multi-plane crops; raises on a broken case."""
+    import SimpleITK as sitk
+
+    from fusion.io.images import read_image
+    from fusion.io.orientation import canonical
+    from fusion.io.rois import read_roi
+
+    source = read_image(case.image, case.series_uid)
+    # one orientation for every case (LPS: axis 0 runs feet to head), so RAS and LPS
+    # storage or permuted axes give the same planes and the same features
+    image = canonical(source)
+    roi = canonical(read_roi(case.roi, source, structures))
+    return multiplane_crops(
+        sitk.GetArrayViewFromImage(image),
+        sitk.GetArrayViewFromImage(roi) == label,
+        image.GetSpacing(),
+        offsets_mm=spec.offsets_mm,
+        margin_mm=spec.margin_mm,
+        size=spec.size,
+        windows=resolve_windows(spec.window),
+        mask_outside_roi=spec.mask_outside_roi,
+        mask_dilation_mm=spec.mask_dilation_mm,
+    )
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,15 +252,16 @@ def precision(device: str) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
-def deep_settings(study: Study, device: str, weights_id: str) -> dict[str, Any]:
+def deep_settings(study: Study, device: str, weights_id: str, forward_batch: int) -> dict[str, Any]:
     """Everything that can change a case's features: study fields, the resolved device
-    and precision, the weights and the library versions."""
+    and precision, the planes per forward pass (kernels may round differently by batch
+    size), the weights and the library versions."""
     import torch
     import torchvision
 
     return stage_settings(
         study, DEEP_KEY_EXCLUDES, device=device, precision=precision(device),
-        weights=weights_id,
+        weights=weights_id, forward_batch=forward_batch,
         versions=[DEEP_CACHE_VERSION, torch.__version__, torchvision.__version__],
     )  # fmt: skip
 
@@ -272,10 +281,15 @@ def run_deep(
     digests: dict[str, tuple[str, str]],
     cache_root: Path | None,
     strips_dir: Path | None = None,
+    *,
+    jobs: int | None = None,
+    scheduler: str | None = None,
 ) -> DeepOutput:
-    """Features for every case (cached ones read back); QC strips under ``strips_dir``."""
-    import torch
+    """Features for every case (cached ones read back); QC strips under ``strips_dir``.
 
+    On one machine, DataLoader workers prepare crops while one model runs batches of
+    several cases (best for a GPU). With a Dask ``scheduler``, each case is a task on the
+    cluster, like the other per-case stages; each worker loads the model once."""
     spec = study.deep
     if spec is None:
         raise ConfigError(f"{study.source}: the study has no deep section")
@@ -284,7 +298,9 @@ def run_deep(
     weights = load_weights(spec, base)
     device = pick_device(spec.device)
     weights_id = weights.sha256 or f"{weights.source}:seed{study.seed}"
-    settings = deep_settings(study, device, weights_id)
+    planes = len(spec.offsets_mm)
+    batch = planes if scheduler else max(1, spec.batch_size // planes) * planes
+    settings = deep_settings(study, device, weights_id, batch)
     cache = CaseCache(cache_root, "deep") if cache_root else None
     keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid) for c in cases}
     output = DeepOutput(pd.DataFrame(), pd.DataFrame(), [], weights, device,
@@ -301,25 +317,21 @@ def run_deep(
         output.cached += 1
         if strips_dir is not None and cache is not None:
             _copy_strip(cache.path(keys[case.case_id]).with_suffix(".png"), strips_dir, case)
-    if todo:
-        model = build_model(spec, weights, study.seed).to(device)
-        if device.startswith("cuda"):
-            model = model.to(memory_format=torch.channels_last)
-        dataset = CropDataset(todo, spec, study.cohort.roi_label, study.cohort.structures)
-        for item, per_plane in _embed(model, dataset, spec, device):
-            case_id = item["case_id"]
-            if "error" in item:
-                output.failures.append(Failure(case_id, *item["error"]))
-                continue
-            vec = aggregate(per_plane, spec.aggregate).astype(float).tolist()
-            geo = _geometry_row(item["geometry"])
-            vectors[case_id], geometry[case_id] = vec, geo
-            output.computed += 1
-            strip_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
-            if cache is not None:
-                cache.put(keys[case_id], {"features": vec, "geometry": geo})
-            if strips_dir is not None or strip_png is not None:
-                _write_strip(item["crops"], strip_png, strips_dir, case_id)
+    computed = (
+        _on_cluster(study, todo, device, scheduler, jobs) if scheduler
+        else _locally(study, weights, todo, device)
+    )  # fmt: skip
+    for case_id, result in computed:
+        if isinstance(result, Failure):
+            output.failures.append(result)
+            continue
+        vectors[case_id], geometry[case_id] = result["features"], result["geometry"]
+        output.computed += 1
+        if cache is not None:
+            cache.put(keys[case_id], {"features": result["features"],
+                                      "geometry": result["geometry"]})  # fmt: skip
+        strip_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
+        _write_strip(result["strip"], strip_png, strips_dir, case_id)
     done = [c.case_id for c in cases if c.case_id in vectors]
     width = len(vectors[done[0]]) if done else 0
     output.features = pd.DataFrame(
@@ -330,6 +342,60 @@ def run_deep(
         [{"case_id": c.case_id, **geometry[c.case_id]} for c in cases if c.case_id in geometry]
     )
     return output
+
+
+def _result(per_plane: np.ndarray, crops: np.ndarray, g: Any, how: str) -> dict[str, Any]:
+    from fusion.features.crops import crop_strip
+
+    vector = aggregate(per_plane, how).astype(float).tolist()
+    return {"features": vector, "geometry": _geometry_row(g), "strip": crop_strip(crops)}
+
+
+def _locally(study: Study, weights: Weights, cases: list[Case], device: str):  # noqa: ANN202
+    """(case_id, result or Failure) for each case, batched through one model."""
+    import torch
+
+    if not cases:
+        return
+    spec = study.deep
+    model = build_model(spec, weights, study.seed).to(device)
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    dataset = CropDataset(cases, spec, study.cohort.roi_label, study.cohort.structures)
+    for item, per_plane in _embed(model, dataset, spec, device):
+        if "error" in item:
+            yield item["case_id"], Failure(item["case_id"], *item["error"])
+        else:
+            yield item["case_id"], _result(per_plane, item["crops"], item["geometry"],
+                                           spec.aggregate)  # fmt: skip
+
+
+def _on_cluster(study: Study, cases: list[Case], device: str, scheduler: str, jobs: int | None):  # noqa: ANN202
+    """(case_id, result or Failure) for each case, one engine task per case."""
+    from fusion.engine import Task, run_tasks
+
+    tasks = [Task(c.case_id, "", (c, study, device)) for c in cases]
+    run = run_tasks(embed_case, tasks, None, jobs=jobs, scheduler=scheduler, desc="deep features")
+    yield from run.results.items()
+    yield from ((f.case_id, f) for f in run.failures)
+
+
+def embed_case(payload: tuple[Case, Study, str]) -> dict[str, Any]:
+    """Worker task: one case's crops through the worker's model; raises on a broken case."""
+    case, study, device = payload
+    spec = study.deep
+    crops, geometry = prepare_case(case, spec, study.cohort.roi_label, study.cohort.structures)
+    model = _worker_model(spec.model_dump_json(), str(study.source), study.seed, device)
+    return _result(forward(model, crops, device), crops, geometry, spec.aggregate)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_model(spec_json: str, source: str, seed: int, device: str):  # noqa: ANN202
+    """The model, loaded once per worker process and kept for its next cases (the one
+    piece of per-process state: loading ResNet50 costs more than a case)."""
+    spec = DeepSpec.model_validate_json(spec_json)
+    base = Path(source).parent if source != "None" else None
+    return build_model(spec, load_weights(spec, base), seed).to(device)
 
 
 def _geometry_row(g: Any) -> dict[str, Any]:
@@ -343,7 +409,6 @@ def _geometry_row(g: Any) -> dict[str, Any]:
 
 def _embed(model, dataset: CropDataset, spec: DeepSpec, device: str):  # noqa: ANN001, ANN202
     """Yield (item, per-plane features) in dataset order; batches of planes, workers ahead."""
-    import torch
     from torch.utils.data import DataLoader
 
     planes = len(spec.offsets_mm)
@@ -357,43 +422,44 @@ def _embed(model, dataset: CropDataset, spec: DeepSpec, device: str):  # noqa: A
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    cuda = device.startswith("cuda")
-    dtype = getattr(torch, precision(device))
     progress = Progress(len(dataset), "deep features")
     try:
-        with torch.inference_mode():
-            for items in loader:
-                good = [it for it in items if "crops" in it]
-                results: dict[str, np.ndarray] = {}
-                if good:
-                    batch = torch.from_numpy(
-                        imagenet_normalise(np.concatenate([it["crops"] for it in good]))
-                    )
-                    batch = batch.to(device, non_blocking=True)
-                    if cuda:
-                        batch = batch.to(memory_format=torch.channels_last)
-                        with torch.autocast("cuda", dtype=dtype):
-                            out = model(batch)
-                    else:
-                        out = model(batch)
-                    out = out["out"] if isinstance(out, dict) else out
-                    if out.ndim == 4:  # a convolutional layer: global average pooling
-                        out = out.mean(dim=(2, 3))
-                    feats = out.reshape(len(good), planes, -1).float().cpu().numpy()
-                    results = {it["case_id"]: f for it, f in zip(good, feats, strict=True)}
-                for it in items:
-                    progress.update()
-                    yield it, results.get(it["case_id"])
+        for items in loader:
+            good = [it for it in items if "crops" in it]
+            results: dict[str, np.ndarray] = {}
+            if good:
+                feats = forward(model, np.concatenate([it["crops"] for it in good]), device)
+                feats = feats.reshape(len(good), planes, -1)
+                results = {it["case_id"]: f for it, f in zip(good, feats, strict=True)}
+            for it in items:
+                progress.update()
+                yield it, results.get(it["case_id"])
     finally:
         progress.close()
 
 
-def _write_strip(crops: np.ndarray, cached: Path | None, folder: Path | None, case_id: str) -> None:
+def forward(model, crops: np.ndarray, device: str) -> np.ndarray:  # noqa: ANN001
+    """Pooled features of a batch of crops (n, 3, H, W) in [0, 1]: (n, features)."""
+    import torch
+
+    with torch.inference_mode():
+        batch = torch.from_numpy(imagenet_normalise(crops)).to(device, non_blocking=True)
+        if device.startswith("cuda"):
+            batch = batch.to(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=getattr(torch, precision(device))):
+                out = model(batch)
+        else:
+            out = model(batch)
+        out = out["out"] if isinstance(out, dict) else out
+        if out.ndim == 4:  # a convolutional layer: global average pooling
+            out = out.mean(dim=(2, 3))
+        return out.float().cpu().numpy()
+
+
+def _write_strip(strip: np.ndarray, cached: Path | None, folder: Path | None, case_id: str) -> None:
     from PIL import Image
 
-    from fusion.features.crops import crop_strip
-
-    image = Image.fromarray(crop_strip(crops))
+    image = Image.fromarray(strip)
     for target in (cached, folder / f"{case_id}.png" if folder else None):
         if target is not None:
             with atomic_path(target) as tmp:
