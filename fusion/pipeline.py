@@ -270,8 +270,12 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
         "calibration": evaluate.calibration_table(scores),
         "calibration_curve": evaluate.calibration_curve_table(scores, level),
         "net_benefit": evaluate.net_benefit_table(
-            scores, np.round(np.arange(lo, hi + 1e-9, step), 6)
-        ),
+            scores,
+            np.round(np.arange(lo, hi + 1e-9, step), 6),
+            study.evaluation.bootstrap,
+            study.seed,
+            level,
+        ),  # fmt: skip
         "roc_points": evaluate.roc_table(scores),
     }
     cohort = _read_table(tables, "cohort", "models").set_index("case_id")

@@ -536,3 +536,24 @@ def test_stacked_model_cv_is_nested(monkeypatch) -> None:
         for fitted_on in seen[2 * k : 2 * k + 2]:
             assert not fitted_on & held_out
     assert np.isfinite(oof).all() and auc_value(labels[train], oof) > 0.6
+
+
+def test_decision_curve_bootstrap_band() -> None:
+    from fusion.stats import net_benefit
+    from fusion.stats.dca import net_benefit_ci
+
+    rng = np.random.default_rng(5)
+    risk = rng.uniform(0.05, 0.95, 300)
+    y = (rng.uniform(size=300) < risk).astype(int)
+    thresholds = np.arange(0.05, 0.95, 0.05)
+    point = net_benefit(y, risk, thresholds).model.to_numpy()
+    band = net_benefit_ci(y, risk, thresholds, n_boot=400, seed=1)
+    assert ((band.ci_low <= point + 1e-12) & (point <= band.ci_high + 1e-12)).all()
+    assert (band.ci_high - band.ci_low).between(0.01, 0.2).all()
+    again = net_benefit_ci(y, risk, thresholds, n_boot=400, seed=1)
+    assert band.equals(again)  # seeded
+    # the band is that of the recomputed statistic: one resample by hand
+    counts = np.bincount(np.random.default_rng(1).integers(0, 300, 300), minlength=300)
+    resampled = net_benefit(np.repeat(y, counts), np.repeat(risk, counts), thresholds)
+    first = net_benefit_ci(y, risk, thresholds, n_boot=1, seed=1)
+    assert np.allclose(first.ci_low, resampled.model)

@@ -67,6 +67,9 @@ def dca_figure(nb: pd.DataFrame, set_name: str) -> plt.Figure:
     first = part[part.model == part.model.iloc[0]]
     for i, (model, curve) in enumerate(part.groupby("model", sort=False)):
         ax.plot(curve.threshold, curve.net_benefit, color=COLOURS[i % 10], label=model)
+        if "nb_ci_low" in curve.columns:  # bootstrap band
+            ax.fill_between(curve.threshold, curve.nb_ci_low, curve.nb_ci_high,
+                            color=COLOURS[i % 10], alpha=0.08, linewidth=0)  # fmt: skip
     ax.plot(first.threshold, first.treat_all, color="black", linestyle="--", label="treat all")
     ax.plot(first.threshold, first.treat_none, color="grey", linestyle="-", label="treat none")
     top = max(float(first.treat_all.max()), float(part.net_benefit.max()), 0.05)

@@ -35,3 +35,37 @@ def net_benefit(y: ArrayLike, risk: ArrayLike, thresholds: ArrayLike) -> pd.Data
             "treat_none": np.zeros_like(pt),
         }
     )
+
+
+def net_benefit_ci(
+    y: ArrayLike,
+    risk: ArrayLike,
+    thresholds: ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+    conf_level: float = 0.95,
+) -> pd.DataFrame:
+    """Percentile bootstrap band of a model's net benefit at each threshold.
+
+    Cases are resampled with replacement (the whole case: outcome and risk together) and
+    the net benefit recomputed on each resample, as for a bootstrap CI of any statistic
+    of the sample. Columns: threshold, ci_low, ci_high.
+    """
+    y = as_outcome(y)
+    r = as_probabilities(risk, len(y), "risk")
+    pt = np.asarray(thresholds, dtype=float).reshape(-1)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    n = len(y)
+    odds = pt / (1 - pt)
+    rng = np.random.default_rng(seed)
+    called = r[None, :] >= pt[:, None]  # thresholds x cases
+    values = np.empty((n_boot, len(pt)))
+    for b in range(n_boot):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)  # times each case drawn
+        tp = called @ (counts * y)
+        fp = called @ (counts * (1 - y))
+        values[b] = tp / n - fp / n * odds
+    alpha = (1 - conf_level) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha], axis=0)
+    return pd.DataFrame({"threshold": pt, "ci_low": low, "ci_high": high})

@@ -24,7 +24,7 @@ from fusion.stats.calibration import (
     hosmer_lemeshow,
     near_constant,
 )
-from fusion.stats.dca import net_benefit
+from fusion.stats.dca import net_benefit, net_benefit_ci
 from fusion.stats.metrics import threshold_metrics
 from fusion.stats.roc import auc_value, bootstrap_auc_ci, delong_test, roc_auc, roc_points
 
@@ -163,16 +163,26 @@ def calibration_curve_table(scores: pd.DataFrame, conf_level: float = 0.95) -> p
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def net_benefit_table(scores: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
-    """Per model and set: net benefit over the threshold grid (long format)."""
+def net_benefit_table(
+    scores: pd.DataFrame,
+    thresholds: np.ndarray,
+    n_boot: int = 0,
+    seed: int = 0,
+    conf_level: float = 0.95,
+) -> pd.DataFrame:
+    """Per model and set: net benefit over the threshold grid (long format), with a
+    percentile bootstrap band (``nb_ci_low``, ``nb_ci_high``) when ``n_boot`` > 0."""
     frames = []
     for set_name, model, frame in _groups(scores):
         nb = net_benefit(frame.label, frame.prob, thresholds)
+        if n_boot:
+            band = net_benefit_ci(frame.label, frame.prob, thresholds, n_boot, seed, conf_level)
+            nb = nb.assign(nb_ci_low=band.ci_low.to_numpy(), nb_ci_high=band.ci_high.to_numpy())
         frames.append(nb.assign(model_name=model, set=set_name))
     out = pd.concat(frames, ignore_index=True)
-    return out.rename(columns={"model": "net_benefit", "model_name": "model"})[
-        ["set", "model", "threshold", "net_benefit", "treat_all", "treat_none"]
-    ]
+    columns = ["set", "model", "threshold", "net_benefit", "treat_all", "treat_none"]
+    columns += ["nb_ci_low", "nb_ci_high"] if n_boot else []
+    return out.rename(columns={"model": "net_benefit", "model_name": "model"})[columns]
 
 
 def roc_table(scores: pd.DataFrame) -> pd.DataFrame:
