@@ -258,3 +258,66 @@ def test_invalid_parameter_file_is_a_config_error_before_any_case(make_study, tm
     study = {"radiomics": {"params": "cohort/" + write_params(tmp_path / "cohort", bad)}}
     with pytest.raises(ConfigError, match=r"params.yaml: invalid PyRadiomics parameter file"):
         run_stage(make_study(rows, study), tmp_path)
+
+
+FILTER_PARAMS = {
+    "imageType": {"Original": {}, "LoG": {"sigma": [1.0, 2.0]}, "Wavelet": {}},
+    "featureClass": {"firstorder": None, "glcm": None, "shape": None},
+    "setting": {"binWidth": 25, "label": 1},
+}
+
+
+def _compare_with_execute(image, roi, labels, params) -> None:  # noqa: ANN001
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    from fusion.features.radiomics import execute_labels, shares_filters
+
+    extractor = RadiomicsFeatureExtractor(params)
+    assert shares_filters(extractor, labels)
+    shared = execute_labels(extractor, image, roi, labels)
+    for label in labels:
+        alone = RadiomicsFeatureExtractor(params).execute(image, roi, label=label)
+        assert list(shared[label]) == list(alone)  # same features, same order
+        for key, value in alone.items():
+            if key.startswith("diagnostics_"):
+                assert str(shared[label][key]) == str(value), key
+            else:
+                assert float(shared[label][key]) == pytest.approx(float(value), rel=1e-6,
+                                                                  abs=1e-9), key  # fmt: skip
+
+
+def test_several_labels_share_each_filter_and_match_execute() -> None:
+    """LoG and wavelet computed once for three ROIs give PyRadiomics' per-ROI features."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    image = sitk.GetImageFromArray(rng.normal(40, 15, (16, 40, 40)).astype(np.float32))
+    roi_array = np.zeros((16, 40, 40), np.uint8)
+    roi_array[4:10, 8:20, 8:20] = 1
+    roi_array[5:12, 22:34, 10:22] = 2
+    roi_array[3:8, 10:30, 26:36] = 3
+    roi = sitk.GetImageFromArray(roi_array)
+    for im in (image, roi):
+        im.SetSpacing((0.8, 0.8, 2.0))
+    _compare_with_execute(image, roi, (1, 2, 3), FILTER_PARAMS)
+
+
+def test_shared_filters_on_pyradiomics_prostate_phantom() -> None:
+    import SimpleITK as sitk
+
+    folder = needs_shared("pyradiomics")
+    image = sitk.ReadImage(str(folder / "prostate_phantom_subvolume.nrrd"))
+    roi = sitk.ReadImage(str(folder / "prostate_phantom_subvolume-label.nrrd"))
+    _compare_with_execute(image, roi, (1, 7, 8, 9), FILTER_PARAMS)
+
+
+def test_filters_are_not_shared_when_the_image_is_cropped_per_roi() -> None:
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    from fusion.features.radiomics import shares_filters
+
+    resampled = {**FILTER_PARAMS, "setting": {"resampledPixelSpacing": [1, 1, 1]}}
+    assert not shares_filters(RadiomicsFeatureExtractor(resampled), (1, 2))
+    lbp = {**FILTER_PARAMS, "imageType": {"LBP3D": {}}}
+    assert not shares_filters(RadiomicsFeatureExtractor(lbp), (1, 2))
+    assert not shares_filters(RadiomicsFeatureExtractor(FILTER_PARAMS), (1,))

@@ -153,8 +153,7 @@ def extract_case(
     names = roi_names(roi)
     extractor = RadiomicsFeatureExtractor(params)
     rois = []
-    for label in labels:
-        result = extractor.execute(image, roi, label=label)
+    for label, result in execute_labels(extractor, image, roi, labels).items():
         features = {
             k: float(np.asarray(v)) for k, v in result.items() if not k.startswith("diagnostics_")
         }
@@ -166,6 +165,91 @@ def extract_case(
         name = names.get(label, f"label{label}")
         rois.append({"roi": name, "features": features, "diagnostics": diagnostics})
     return {"rois": rois}
+
+
+# filters whose output depends on the mask, not only on the image: never shared
+MASK_DEPENDENT_IMAGE_TYPES = {"LBP3D"}  # LBP3D is computed inside the mask only
+
+
+def shares_filters(extractor: Any, labels: tuple[int, ...]) -> bool:
+    """Whether several labels can share each filtered image: the image must not be
+    resampled or pre-cropped per ROI (both crop to the ROI's bounding box first) and no
+    enabled filter may look at the mask."""
+    s = extractor.settings
+    return (
+        len(labels) > 1
+        and not s.get("resampledPixelSpacing")
+        and not s.get("preCrop")
+        and not MASK_DEPENDENT_IMAGE_TYPES & set(extractor.enabledImagetypes)
+    )
+
+
+def execute_labels(
+    extractor: Any, image: Any, roi: Any, labels: tuple[int, ...]
+) -> dict[int, dict[str, Any]]:
+    """PyRadiomics' ``execute`` for several labels of one mask, each filter run once.
+
+    ``RadiomicsFeatureExtractor.execute`` (3.0.1) loads and checks the image and mask,
+    computes shape, then runs every enabled filter (LoG, wavelet...) on the whole image
+    and crops its output to the ROI. Called once per label it recomputes every filter for
+    every ROI. When :func:`shares_filters` holds, the filtered image does not depend on
+    the label, so this runs execute's steps per label up to shape, then each filter once
+    and every label's feature classes on its output. Features and diagnostics equal
+    per-label ``execute`` (``tests/test_radiomics.py`` checks to 1e-6 with LoG and
+    wavelet); otherwise this simply calls ``execute`` per label.
+    """
+    from itertools import chain
+
+    from radiomics import featureextractor, generalinfo, imageoperations
+
+    if not shares_filters(extractor, labels):
+        return {label: extractor.execute(image, roi, label=label) for label in labels}
+    if featureextractor.geometryTolerance != extractor.settings.get("geometryTolerance"):
+        extractor._setTolerance()  # as execute does: another extractor may have changed it
+    prepared = {}
+    for label in labels:  # execute's steps 1-5, per label
+        settings = {**extractor.settings, "label": label}
+        info = None
+        if settings.get("additionalInfo", False):
+            info = generalinfo.GeneralInfo()
+            info.addGeneralSettings(settings)
+            info.addEnabledImageTypes(extractor.enabledImagetypes)
+        loaded, mask = extractor.loadImage(image, roi, info, **settings)
+        box, corrected = imageoperations.checkMask(loaded, mask, **settings)
+        if corrected is not None:
+            if info is not None:
+                info.addMaskElements(loaded, corrected, label, "corrected")
+            mask = corrected
+        resegmented = None
+        if settings.get("resegmentRange") is not None:
+            resegmented = imageoperations.resegmentMask(loaded, mask, **settings)
+            box, _ = imageoperations.checkMask(loaded, resegmented, **settings)
+            if info is not None:
+                info.addMaskElements(loaded, resegmented, label, "resegmented")
+        vector: dict[str, Any] = {}
+        if info is not None:
+            vector.update(info.getGeneralInfo())
+        shape_on_resegmented = settings.get("resegmentShape", False)
+        if shape_on_resegmented and resegmented is not None:
+            mask = resegmented
+        vector.update(extractor.computeShape(loaded, mask, box, **settings))
+        if not shape_on_resegmented and resegmented is not None:
+            mask = resegmented
+        prepared[label] = (loaded, mask, box, vector)
+    loaded, first_mask = prepared[labels[0]][:2]  # the same image for every label
+    generators = chain.from_iterable(
+        getattr(imageoperations, f"get{kind}Image")(
+            loaded, first_mask, **{**extractor.settings, "label": labels[0], **custom}
+        )
+        for kind, custom in extractor.enabledImagetypes.items()
+    )
+    for filtered, name, kwargs in generators:  # each filtered image once, all labels
+        for label, (_, mask, box, vector) in prepared.items():
+            cropped, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, box)
+            vector.update(
+                extractor.computeFeatures(cropped, cropped_mask, name, **{**kwargs, "label": label})
+            )
+    return {label: prepared[label][3] for label in labels}
 
 
 def radiomics_tasks(
