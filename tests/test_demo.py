@@ -22,6 +22,7 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     generate_demo_cohort(tmp_path / "a", n=3, seed=11, jobs=1)
     generate_demo_cohort(tmp_path / "b", n=3, seed=11, jobs=2)  # parallel or not
@@ -49,6 +50,7 @@ def test_volumes_look_like_head_ct_with_a_hematoma(tmp_path: Path) -> None:
     assert volume_ml == pytest.approx(truth.volume_ml[0], rel=0.5)
 
 
+@pytest.mark.slow
 def test_split_is_stratified_8_to_2(tmp_path: Path) -> None:
     generate_demo_cohort(tmp_path, n=20, seed=5, jobs=2)
     manifest = pd.read_csv(tmp_path / "manifest.csv")

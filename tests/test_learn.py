@@ -107,6 +107,7 @@ def fitted():  # noqa: ANN201
     return fit_study_models(study(), *synthetic())
 
 
+@pytest.mark.slow
 def test_perturbing_the_test_set_changes_no_fitted_parameter(fitted) -> None:
     table, y, sets = synthetic()
     s = study()
@@ -127,6 +128,7 @@ def test_perturbing_the_test_set_changes_no_fitted_parameter(fitted) -> None:
     assert not np.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_same_seed_same_features_and_scores(fitted) -> None:
     a, b = fitted, fit_study_models(study(), *synthetic())
     assert a.scores.equals(b.scores)
@@ -134,6 +136,7 @@ def test_same_seed_same_features_and_scores(fitted) -> None:
         assert a.fits[name].selected.equals(b.fits[name].selected)
 
 
+@pytest.mark.slow
 def test_selection_counts_and_selected_features(fitted) -> None:
     out = fitted
     sets = synthetic()[2]

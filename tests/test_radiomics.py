@@ -143,6 +143,7 @@ def test_reproduces_pyradiomics_baselines(make_study, tmp_path: Path) -> None:
     assert "Versions_PyRadiomics" in out.diagnostics.columns
 
 
+@pytest.mark.slow
 def test_cache_hit_miss_and_invalidation(make_study, tmp_path: Path) -> None:
     rows = synthetic_rows(tmp_path, 3)
     study = {"radiomics": {"params": "cohort/" + write_params(tmp_path / "cohort", FAST_PARAMS)}}
@@ -170,6 +171,7 @@ def test_cache_hit_miss_and_invalidation(make_study, tmp_path: Path) -> None:
     assert (fourth.run.computed, fourth.run.cached) == (3, 0)
 
 
+@pytest.mark.slow
 def test_failing_case_is_recorded_and_others_finish(make_study, tmp_path: Path, capsys) -> None:
     rows = synthetic_rows(tmp_path, 3)
     single = np.zeros((12, 32, 32), np.uint8)
@@ -302,6 +304,7 @@ def test_several_labels_share_each_filter_and_match_execute() -> None:
     _compare_with_execute(image, roi, (1, 2, 3), FILTER_PARAMS)
 
 
+@pytest.mark.slow
 def test_shared_filters_on_pyradiomics_prostate_phantom() -> None:
     import SimpleITK as sitk
 

@@ -62,6 +62,7 @@ def _duplicated_patients(n_patients: int = 50, seed: int = 0) -> tuple:
     return X, y, np.repeat(np.arange(n_patients), 2)
 
 
+@pytest.mark.slow
 def test_every_cv_groups_by_patient() -> None:
     """Out-of-fold scores of noise look excellent when a patient's twin scan sits in the
     training folds; grouped by patient they are what they are: chance."""
@@ -248,6 +249,7 @@ def test_failed_hosmer_lemeshow_and_delong_keep_their_reason() -> None:
     assert "rank the cases identically" in delong_table(scores).note[0]
 
 
+@pytest.mark.slow
 def test_model_errors_name_the_model_and_lasso_convergence_is_reported() -> None:
     from fusion.config import EvaluationSpec
     from fusion.learn.models import fit_model
@@ -471,6 +473,7 @@ def test_a_failed_run_moves_the_previous_report_aside(make_study, tmp_path) -> N
     assert "failed at stage 'models'" in (folder / "FAILED.txt").read_text()
 
 
+@pytest.mark.slow
 def test_model_fitting_logs_progress_and_small_classes_name_the_setting(caplog) -> None:
     from fusion.config import EvaluationSpec
     from fusion.learn.models import fit_model
