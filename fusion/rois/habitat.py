@@ -1,0 +1,184 @@
+"""Habitats: sub-regions of a ROI from voxel-wise intensity and local texture.
+
+Each ROI voxel is described by its intensity and by the mean and standard deviation of
+the intensities in a neighbourhood of ``neighbourhood_mm`` (a box of that half-width on
+each axis, in voxels rounded from mm, so anisotropic spacing is honoured). Two modes, as
+the habitat literature uses them:
+
+- ``per_case``: k-means into ``k`` clusters within each ROI (features standardised
+  within the case);
+- ``cohort`` (two-step): each case's voxels are first grouped into ``supervoxels``
+  (k-means within the case), then one population k-means of the supervoxels'
+  mean features is fitted on the **training cases only** (:func:`fit_population`) and
+  applied unchanged to every case (:meth:`Population.assign`), so no test image and no
+  label shapes the habitat definition.
+
+Labels are ordered by the cluster's mean intensity, ascending (habitat1 is the darkest),
+so that a label means the same sub-region in every case. Which habitat lies at the
+ROI's boundary is reported (:func:`boundary_shares`: the share of each habitat's voxels
+that touch the outside of the ROI). Everything is seeded, and k-means sees the feature
+rows sorted by value, so the result does not depend on the order of the voxels (a
+flipped image gives the flipped habitats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from fusion.rois import LabelMap, label_image, register
+
+FEATURES = ("intensity", "local_mean", "local_sd")
+
+
+def voxel_features(image: sitk.Image, inside: np.ndarray, neighbourhood_mm: float) -> np.ndarray:
+    """(voxels in raster order, 3): intensity, local mean and local SD."""
+    hu = sitk.GetArrayFromImage(image).astype(np.float64)
+    spacing_zyx = image.GetSpacing()[::-1]
+    size = [2 * max(0, int(round(neighbourhood_mm / sp))) + 1 for sp in spacing_zyx]
+    mean = ndimage.uniform_filter(hu, size=size, mode="nearest")
+    square = ndimage.uniform_filter(hu**2, size=size, mode="nearest")
+    sd = np.sqrt(np.clip(square - mean**2, 0, None))
+    return np.column_stack([hu[inside], mean[inside], sd[inside]])
+
+
+def _standardise(x: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return (x - centre) / np.where(scale > 0, scale, 1.0)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded k-means on the rows sorted by value, so that the partition depends on the
+    set of feature rows only, not on the order the voxels were listed in."""
+    from sklearn.cluster import KMeans
+
+    order = np.lexsort(x.T[::-1])
+    model = KMeans(k, n_init=10, random_state=seed).fit(x[order])
+    labels = np.empty(len(x), dtype=int)
+    labels[order] = model.labels_
+    return labels, model.cluster_centers_
+
+
+def _by_intensity(assignment: np.ndarray, intensity: np.ndarray, k: int) -> np.ndarray:
+    """Relabel clusters 1..k in ascending order of their mean intensity."""
+    means = [intensity[assignment == c].mean() if (assignment == c).any() else np.inf
+             for c in range(k)]  # fmt: skip
+    rank = np.empty(k, dtype=int)
+    rank[np.argsort(means, kind="stable")] = np.arange(1, k + 1)
+    return rank[assignment]
+
+
+def boundary_shares(labels: np.ndarray, inside: np.ndarray) -> dict[int, float]:
+    """Per habitat: the share of its voxels with a face-neighbour outside the ROI."""
+    edge = inside & ~ndimage.binary_erosion(inside, border_value=0)
+    return {int(h): float(edge[labels == h].mean()) for h in np.unique(labels[inside])}
+
+
+def _names(k: int) -> dict[int, str]:
+    return {h: f"habitat{h}" for h in range(1, k + 1)}
+
+
+def _too_small(inside: np.ndarray, k: int, min_voxels: int) -> str | None:
+    n = int(inside.sum())
+    if n < k * min_voxels:
+        return (
+            f"habitats: the ROI has {n} voxels, fewer than k x min_voxels = {k} x "
+            f"{min_voxels}; no sub-regions for this case (the whole ROI is kept)"
+        )
+    return None
+
+
+def _result(labels: np.ndarray, inside: np.ndarray, roi: sitk.Image, k: int) -> LabelMap:
+    volume = np.zeros(inside.shape, dtype=np.uint8)
+    volume[inside] = labels
+    shares = boundary_shares(volume, inside)
+    boundary = max(shares, key=shares.get)
+    note = (
+        f"habitat{boundary} lies at the ROI boundary ({shares[boundary]:.0%} of its voxels "
+        "touch it)"
+    )
+    return LabelMap(label_image(volume, roi), _names(k), (note,))
+
+
+@register("habitat")
+@dataclass(frozen=True, slots=True)
+class Habitats:
+    """Per-case habitats (k-means within each ROI)."""
+
+    k: int = 3
+    neighbourhood_mm: float = 3.0
+    min_voxels: int = 20
+    seed: int = 0
+    label: int = 1
+    name: str = "habitat"
+
+    def __call__(self, image: sitk.Image, roi: sitk.Image) -> LabelMap:
+        inside = sitk.GetArrayFromImage(roi) == self.label
+        if note := _too_small(inside, self.k, self.min_voxels):
+            return LabelMap(label_image(np.zeros(inside.shape), roi), {}, (note,))
+        x = voxel_features(image, inside, self.neighbourhood_mm)
+        z = _standardise(x, x.mean(axis=0), x.std(axis=0))
+        assignment, _ = _kmeans(z, self.k, self.seed)
+        return _result(_by_intensity(assignment, x[:, 0], self.k), inside, roi, self.k)
+
+
+@dataclass(frozen=True, slots=True)
+class Supervoxels:
+    """One case's first step: each ROI voxel's supervoxel and the supervoxel means."""
+
+    assignment: np.ndarray  # supervoxel of each ROI voxel (raster order)
+    means: np.ndarray  # (supervoxels, 3) mean voxel features
+
+
+def supervoxels(
+    image: sitk.Image, inside: np.ndarray, n: int, neighbourhood_mm: float, seed: int
+) -> Supervoxels:
+    """Step 1, per case: k-means of the voxel features into ``n`` supervoxels."""
+    x = voxel_features(image, inside, neighbourhood_mm)
+    n = min(n, len(x))
+    z = _standardise(x, x.mean(axis=0), x.std(axis=0))
+    assignment, _ = _kmeans(z, n, seed)
+    means = np.array([x[assignment == s].mean(axis=0) for s in range(n)])
+    return Supervoxels(assignment, means)
+
+
+@dataclass(frozen=True, slots=True)
+class Population:
+    """Step 2: the population clustering of supervoxel means, fitted on training cases."""
+
+    centre: np.ndarray  # standardisation of supervoxel features (training cases)
+    scale: np.ndarray
+    centroids: np.ndarray  # (k, 3), ordered by mean intensity (habitat1 first)
+
+    @property
+    def k(self) -> int:
+        return len(self.centroids)
+
+    def assign(self, case: Supervoxels, inside: np.ndarray, roi: sitk.Image) -> LabelMap:
+        """Label every voxel of a case (training or not) by its supervoxel's nearest
+        population centroid; the population is not changed."""
+        z = _standardise(case.means, self.centre, self.scale)
+        nearest = np.argmin(((z[:, None, :] - self.centroids[None]) ** 2).sum(axis=2), axis=1)
+        return _result(nearest[case.assignment] + 1, inside, roi, self.k)
+
+
+def fit_population(training: list[Supervoxels], k: int, seed: int) -> Population:
+    """Fit the population k-means on the supervoxels of the training cases only."""
+    means = np.vstack([case.means for case in training])
+    centre, scale = means.mean(axis=0), means.std(axis=0)
+    z = _standardise(means, centre, scale)
+    assignment, centroids = _kmeans(z, k, seed)
+    order = np.argsort([means[assignment == c, 0].mean() for c in range(k)], kind="stable")
+    return Population(centre, np.where(scale > 0, scale, 1.0), centroids[order])
+
+
+def choose_k(training: list[Supervoxels], ks: range, seed: int) -> int:
+    """The k with the best silhouette of the population clustering (training cases)."""
+    from sklearn.metrics import silhouette_score
+
+    means = np.vstack([case.means for case in training])
+    z = _standardise(means, means.mean(axis=0), means.std(axis=0))
+    scores = {k: silhouette_score(z, _kmeans(z, k, seed)[0], random_state=seed) for k in ks}
+    return max(scores, key=scores.get)
