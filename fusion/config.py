@@ -130,6 +130,36 @@ class LassoSpec(_Strict):
     n_lambda: int = Field(default=100, ge=2)
 
 
+class RoiSpec(_Strict):
+    """A generated ROI: a generator from ``fusion.rois`` applied to each case's drawn ROI
+    (label ``cohort.roi_label``). ``settings`` go to the generator unchanged; a habitat
+    ROI in ``cohort`` mode is defined on the training cases only."""
+
+    generator: str
+    mode: Literal["per_case", "cohort"] = "per_case"
+    supervoxels: int = Field(default=30, ge=2)  # cohort mode: step 1 per case
+    k_candidates: list[int] = Field(
+        default=[],
+        description="cohort mode: choose k among these by the silhouette of the population "
+        "clustering on the training cases (empty: settings.k)",
+    )
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_generator(self) -> RoiSpec:
+        from fusion.rois import make_generator
+
+        try:  # an unknown generator or setting is named now, not at the first case
+            make_generator(self.generator, **self.settings)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if self.mode == "cohort" and self.generator != "habitat":
+            raise ValueError(f"mode 'cohort' is for the habitat generator, not {self.generator!r}")
+        if self.k_candidates and (self.mode != "cohort" or min(self.k_candidates) < 2):
+            raise ValueError("k_candidates (each >= 2) need mode: cohort")
+        return self
+
+
 class ModelSpec(_Strict):
     features: list[str] = Field(min_length=1)
     classifier: Literal["svm", "logistic"] = "svm"
@@ -162,6 +192,7 @@ class Study(_Strict):
     qc: QCSpec = QCSpec()
     radiomics: RadiomicsSpec | None = None
     deep: DeepSpec | None = None
+    rois: dict[str, RoiSpec] = {}
     models: dict[str, ModelSpec] = {}
     evaluation: EvaluationSpec = EvaluationSpec()
 
@@ -179,6 +210,8 @@ class Study(_Strict):
         for model, spec in self.models.items():
             allowed = [*FEATURE_BLOCKS, *(f"{m}{SCORE_SUFFIX}" for m in declared)]
             for feature in spec.features:
+                if feature.startswith("radiomics:"):  # one ROI's features: radiomics:<roi>
+                    continue
                 if feature not in allowed:
                     raise ValueError(
                         f"model {model!r} uses unknown features {feature!r}; allowed: "

@@ -10,18 +10,23 @@ should find). Per case, independently, from ``numpy.random.default_rng([seed, i]
 
 - heterogeneity ``h ~ U(0, 1)``: the SD of the hematoma's internal texture is
   ``3 + 12 h`` HU;
+- boundary ``b ~ U(0, 1)``: in the hematoma's outer 3 mm shell (the sub-region at the
+  border between hematoma and brain, as in the habitat study) the texture SD is
+  ``3 + 14 b`` HU and the mean ``6 b`` HU lower, on a finer-grained field: signal that
+  a boundary habitat isolates and the whole ROI dilutes;
 - irregularity ``s ~ U(0, 1)``: the amplitude of the random-field perturbation of the
   outline is ``0.08 + 0.5 s`` of the radius;
 - volume ``log(v / ml) ~ N(log 15, 0.7)``, clipped to [2, 90] ml;
 - clinical covariates: age ~ N(64, 11) years, sex (62 % male), onset-to-CT time
   ~ U(0.5, 6) h, GCS, glucose ~ N(7.5, 2) mmol/L, systolic BP ~ N(165, 25) mmHg;
-- ``logit P(expansion) = -0.9 + 1.1 z(h) + 0.8 z(s) + 0.6 z(log v)
+- ``logit P(expansion) = -0.9 + 1.1 z(h) + 0.9 z(b) + 0.8 z(s) + 0.6 z(log v)
   - 0.35 z(onset) + 0.2 z(SBP) + 0.15 z(glucose)``, with ``z`` the standardisation
   under the sampling distribution; ``expansion ~ Bernoulli``.
 
-Texture heterogeneity, shape irregularity and volume carry the signal; the clinical
-covariates carry a weak one. The latent values are written to ``truth.csv`` beside the
-manifest. The split is stratified by outcome, 20 % test, drawn from ``default_rng(seed)``.
+Texture heterogeneity (of the whole hematoma and of its boundary shell), shape
+irregularity and volume carry the signal; the clinical covariates carry a weak one. The
+latent values are written to ``truth.csv`` beside the manifest. The split is stratified
+by outcome, 20 % test, drawn from ``default_rng(seed)``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ SPACING_MM = (1.0, 1.0, 5.0)
 LOGIT_INTERCEPT = -0.9
 COEFFICIENTS = {
     "heterogeneity": 1.1,
+    "boundary": 0.9,
     "irregularity": 0.8,
     "log_volume": 0.6,
     "onset_to_ct_h": -0.35,
@@ -58,6 +64,7 @@ class DemoCase:
 
     case_id: str
     heterogeneity: float
+    boundary: float
     irregularity: float
     volume_ml: float
     age: float
@@ -78,8 +85,10 @@ def _draw_case(case_id: str, rng: np.random.Generator) -> DemoCase:
     gcs = int(np.clip(np.round(15 - rng.gamma(1.5, 1.6) - volume / 30), 3, 15))
     glucose = float(np.clip(rng.normal(7.5, 2.0), 3.5, 20))
     sbp = float(np.clip(rng.normal(165, 25), 95, 250))
+    b = rng.uniform()
     z = {
         "heterogeneity": (h - 0.5) / _UNIFORM_SD,
+        "boundary": (b - 0.5) / _UNIFORM_SD,
         "irregularity": (s - 0.5) / _UNIFORM_SD,
         "log_volume": (np.log(volume) - np.log(15.0)) / 0.7,
         "onset_to_ct_h": (onset - 3.25) / (5.5 * _UNIFORM_SD),
@@ -89,7 +98,7 @@ def _draw_case(case_id: str, rng: np.random.Generator) -> DemoCase:
     logit = LOGIT_INTERCEPT + sum(COEFFICIENTS[k] * z[k] for k in COEFFICIENTS)
     expansion = int(rng.uniform() < 1 / (1 + np.exp(-logit)))
     return DemoCase(
-        case_id, round(h, 4), round(s, 4), round(volume, 3), round(age, 1), sex,
+        case_id, round(h, 4), round(b, 4), round(s, 4), round(volume, 3), round(age, 1), sex,
         round(onset, 2), gcs, round(glucose, 2), round(sbp, 1), expansion,
     )  # fmt: skip
 
@@ -140,6 +149,11 @@ def _render(case: DemoCase, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     mean_hu = rng.uniform(58, 75)
     hu_sd = 3 + 12 * case.heterogeneity
     volume[hematoma] = np.clip(mean_hu + hu_sd * texture[hematoma], 42, 95)
+    depth = ndimage.distance_transform_edt(hematoma, sampling=SPACING_MM[::-1])
+    shell = hematoma & (depth <= 3.0)  # the boundary sub-region
+    rim = _smooth_noise(rng, volume.shape, 1.2)
+    b = case.boundary
+    volume[shell] = np.clip(mean_hu - 6 * b + (3 + 14 * b) * rim[shell], 42, 95)
     volume += rng.normal(0, 4.0, volume.shape).astype(np.float32)
     return np.round(volume).astype(np.int16), hematoma.astype(np.uint8)
 

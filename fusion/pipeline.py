@@ -29,12 +29,13 @@ from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 from fusion.provenance import source_hash
 
-STAGES = ("qc", "radiomics", "deep", "models", "statistics", "report")
+STAGES = ("qc", "rois", "radiomics", "deep", "models", "statistics", "report")
 
 # what each stage writes under reports/<study>/, so that a failed run can move what
 # later stages wrote in an earlier run out of the way (it no longer matches the inputs)
 STAGE_OUTPUTS = {
     "qc": ["tables/qc.csv"],
+    "rois": ["tables/rois.csv", "rois"],
     "radiomics": ["tables/radiomics_*.csv"],
     "deep": ["tables/deep_*.csv", "tables/deep_weights.json", "figures/crops"],
     "models": ["tables/cohort.csv", "tables/scores.csv", "tables/model_summary.csv",
@@ -92,11 +93,39 @@ def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Chec
     return Checked(cases, results, digests)
 
 
-def radiomics_stage(study: Study, options: RunOptions, checked: Checked) -> RadiomicsOutput:
-    """Extract radiomics for the cases that passed QC; write the stage's four tables."""
+def rois_stage(study: Study, options: RunOptions, checked: Checked) -> dict:
+    """The study's generated ROIs (``rois`` section) for the cases that passed QC, under
+    ``reports/<study>/rois/``; ``rois.csv`` lists their labels and notes. Returns case ->
+    ROI name -> GeneratedRoi (empty without a ``rois`` section)."""
+    from fusion.learn.splits import assign_sets
+    from fusion.rois.stage import run_rois
+
+    if not study.rois:
+        return {}
+    cohort_mode = any(spec.mode == "cohort" for spec in study.rois.values())
+    sets = (
+        assign_sets(checked.cases, study.evaluation.test_size, study.seed)
+        if cohort_mode  # a population clustering needs the training cases
+        else pd.Series(dtype=str)
+    )
+    generated, table = run_rois(
+        study, checked.passed, sets, checked.digests, options.reports / study.name,
+        options.cache, jobs=options.jobs, scheduler=options.scheduler,
+    )  # fmt: skip
+    write_csv_atomic(table, tables_dir(study, options) / "rois.csv")
+    return generated
+
+
+def radiomics_stage(
+    study: Study, options: RunOptions, checked: Checked, generated: dict | None = None
+) -> RadiomicsOutput:
+    """Extract radiomics for the cases that passed QC (from the drawn ROI and every
+    generated one); write the stage's four tables."""
+    if generated is None:
+        generated = rois_stage(study, options, checked)  # from the cache when unchanged
     output = run_radiomics(
         study, checked.passed, checked.digests, options.cache,
-        jobs=options.jobs, scheduler=options.scheduler,
+        jobs=options.jobs, scheduler=options.scheduler, generated=generated,
     )  # fmt: skip
     tables = tables_dir(study, options)
     write_csv_atomic(output.features, tables / "radiomics_features.csv")
@@ -338,6 +367,7 @@ class RunResult:
     report: Path | None = None
     stages: list[str] = field(default_factory=list)
     checked: Checked | None = None
+    generated: dict | None = None
 
 
 def run_study(
@@ -352,6 +382,8 @@ def run_study(
         selected.remove("radiomics")
     if study.deep is None and "deep" in selected:
         selected.remove("deep")
+    if not study.rois and "rois" in selected:
+        selected.remove("rois")
     result = RunResult()
 
     def checked() -> Checked:
@@ -359,11 +391,17 @@ def run_study(
             result.checked = qc_stage(study, options)
         return result.checked
 
+    def generated() -> dict:
+        if result.generated is None:
+            result.generated = rois_stage(study, options, checked())
+        return result.generated
+
     steps: dict[str, Callable[[], object]] = {
         "qc": checked,
+        "rois": generated,
         "radiomics": lambda: enforce_budget(
             "radiomics",
-            radiomics_stage(study, options, checked()).run.failures,
+            radiomics_stage(study, options, checked(), generated()).run.failures,
             study.radiomics.max_failures,
         ),
         "deep": lambda: enforce_budget(

@@ -275,7 +275,7 @@ def _compare_with_execute(image, roi, labels, params) -> None:  # noqa: ANN001
     from fusion.features.radiomics import execute_labels, shares_filters
 
     extractor = RadiomicsFeatureExtractor(params)
-    assert shares_filters(extractor, labels)
+    assert shares_filters(extractor, len(labels))
     shared = execute_labels(extractor, image, roi, labels)
     for label in labels:
         alone = RadiomicsFeatureExtractor(params).execute(image, roi, label=label)
@@ -320,7 +320,7 @@ def test_filters_are_not_shared_when_the_image_is_cropped_per_roi() -> None:
     from fusion.features.radiomics import shares_filters
 
     resampled = {**FILTER_PARAMS, "setting": {"resampledPixelSpacing": [1, 1, 1]}}
-    assert not shares_filters(RadiomicsFeatureExtractor(resampled), (1, 2))
+    assert not shares_filters(RadiomicsFeatureExtractor(resampled), 2)
     lbp = {**FILTER_PARAMS, "imageType": {"LBP3D": {}}}
-    assert not shares_filters(RadiomicsFeatureExtractor(lbp), (1, 2))
-    assert not shares_filters(RadiomicsFeatureExtractor(FILTER_PARAMS), (1,))
+    assert not shares_filters(RadiomicsFeatureExtractor(lbp), 2)
+    assert not shares_filters(RadiomicsFeatureExtractor(FILTER_PARAMS), 1)

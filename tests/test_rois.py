@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
+import yaml
 
 from fusion.errors import ConfigError
 from fusion.rois import GENERATORS, make_generator
@@ -162,3 +164,98 @@ def test_habitat_features_equal_pyradiomics_on_each_sub_region_alone() -> None:
     image, roi = _blob(seed=2)
     habitats = Habitats(k=3, seed=0)(image, roi).image
     _compare_with_execute(image, habitats, (1, 2, 3), FILTER_PARAMS)
+
+
+def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> None:
+    """qc -> rois -> radiomics on a small cohort: every generated label map is written
+    under reports/<study>/rois/, listed in rois.csv, and its ROIs become radiomics rows
+    (whole, habitat1-3, cohort1-3, ring) whose features equal PyRadiomics on the written
+    mask. A case too small to split keeps its whole ROI and ring, with a note."""
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    from fusion.config import load_study
+    from fusion.pipeline import RunOptions, run_study
+    from tests.conftest import write_image
+
+    rows = []
+    for i in range(6):
+        image, roi = _blob(seed=i)
+        mask = sitk.GetArrayFromImage(roi)
+        if i == 5:  # too small for 3 habitats of 20 voxels
+            mask = np.zeros_like(mask)
+            mask[8, 22:26, 22:26] = 1
+        write_image(tmp_path / "cohort" / f"i{i}.nii.gz", sitk.GetArrayFromImage(image), SPACING)
+        write_image(tmp_path / "cohort" / f"r{i}.nii.gz", mask, SPACING)
+        rows.append({"case_id": f"c{i}", "image": f"i{i}.nii.gz", "roi": f"r{i}.nii.gz",
+                     "label": i % 2, "split": "test" if i >= 4 else "train"})  # fmt: skip
+    (tmp_path / "cohort" / "params.yaml").write_text(
+        "imageType: {Original: {}}\nfeatureClass: {firstorder:}\nsetting: {binWidth: 10}\n"
+    )
+    study = load_study(make_study(rows, {
+        "qc": {"min_roi_voxels": 10, "roi_at_border": "ignore"},
+        "radiomics": {"params": "cohort/params.yaml"},
+        "rois": {
+            "habitat": {"generator": "habitat", "settings": {"k": 3, "min_voxels": 20}},
+            "cohort": {"generator": "habitat", "mode": "cohort", "supervoxels": 8,
+                       "settings": {"k": 3, "min_voxels": 20}},
+            "ring": {"generator": "ring", "settings": {"outer_mm": 3}},
+        },
+    }))  # fmt: skip
+    options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=2)
+    assert run_study(study, options, only="rois").stages == ["rois"]
+    assert run_study(study, options, only="radiomics").stages == ["radiomics"]
+    folder = tmp_path / "reports" / "unit"
+    assert (folder / "rois" / "habitat" / "c0.nii.gz").is_file()
+    rois = pd.read_csv(folder / "tables" / "rois.csv").fillna("")
+    small = rois[(rois.case_id == "c5") & (rois.roi == "habitat")].iloc[0]
+    assert "fewer than k x min_voxels" in small.notes and small.kept == ""
+    features = pd.read_csv(folder / "tables" / "radiomics_features.csv")
+    assert set(features[features.case_id == "c0"].roi) == {
+        "whole", "habitat1", "habitat2", "habitat3", "cohort1", "cohort2", "cohort3", "ring"
+    }  # fmt: skip
+    assert set(features[features.case_id == "c5"].roi) == {"whole", "ring"}
+    row = features[(features.case_id == "c1") & (features.roi == "habitat2")].iloc[0]
+    params = yaml.safe_load((tmp_path / "cohort" / "params.yaml").read_text())
+    direct = RadiomicsFeatureExtractor(params).execute(
+        str(tmp_path / "cohort" / "i1.nii.gz"),
+        str(folder / "rois" / "habitat" / "c1.nii.gz"),
+        label=2,
+    )
+    assert row["radiomics:original_firstorder_Mean"] == pytest.approx(
+        float(direct["original_firstorder_Mean"]), rel=1e-9
+    )
+
+
+def test_k_is_chosen_by_silhouette_on_the_training_supervoxels() -> None:
+    from fusion.rois.habitat import Supervoxels, choose_k
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[20.0, 20, 2], [50, 50, 8], [80, 80, 3]])
+    cases = [Supervoxels(np.zeros(1, int), centres[rng.integers(0, 3, 30)]
+                         + rng.normal(0, 1, (30, 3))) for _ in range(4)]  # fmt: skip
+    assert choose_k(cases, [2, 3, 4, 5], seed=0) == 3
+
+
+def test_generated_masks_fit_a_float64_grid(make_study, tmp_path) -> None:
+    """A generated .nii.gz stores geometry in float32; on an NRRD image whose origin
+    float32 cannot hold, its features are still extracted (the image's grid is restored)."""
+    from fusion.config import load_study
+    from fusion.pipeline import RunOptions, run_study
+
+    image, roi = _blob(seed=4)
+    for im in (image, roi):
+        im.SetOrigin((-12.123456789012, 7.000000123456, 3.3333333333333))
+    (tmp_path / "cohort").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "cohort" / "i.nrrd"))
+    sitk.WriteImage(roi, str(tmp_path / "cohort" / "r.nrrd"))
+    (tmp_path / "cohort" / "params.yaml").write_text(
+        "imageType: {Original: {}}\nfeatureClass: {firstorder:}\nsetting: {binWidth: 10}\n"
+    )
+    row = {"case_id": "a", "image": "i.nrrd", "roi": "r.nrrd", "label": 0}
+    study = load_study(make_study([row], {
+        "qc": {"roi_at_border": "ignore"}, "radiomics": {"params": "cohort/params.yaml"},
+        "rois": {"ring": {"generator": "ring", "settings": {"outer_mm": 2}}},
+    }))  # fmt: skip
+    run_study(study, RunOptions(reports=tmp_path / "r", cache=None, jobs=1), only="radiomics")
+    features = pd.read_csv(tmp_path / "r" / "unit" / "tables" / "radiomics_features.csv")
+    assert set(features.roi) == {"whole", "ring"}

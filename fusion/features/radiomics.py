@@ -139,21 +139,36 @@ def roi_labels(study: Study) -> tuple[int, ...]:
     return (study.cohort.roi_label,)
 
 
+# a generated ROI handed to the worker: its label map file and the labels to extract
+# with their row names
+Generated = tuple[Path, tuple[tuple[int, str], ...]]
+
+
 def extract_case(
-    payload: tuple[Case, dict[str, Any], tuple[int, ...], list[str] | None],
+    payload: tuple[
+        Case, dict[str, Any], tuple[int, ...], list[str] | None, str, tuple[Generated, ...]
+    ],
 ) -> dict[str, Any]:
-    """Worker: read the case from disk, run PyRadiomics once per label."""
+    """Worker: read the case from disk and run PyRadiomics on every ROI of it (the drawn
+    ROI's labels, then each generated label map's), each filter computed once."""
     import radiomics
+    import SimpleITK as sitk
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
-    case, params, labels, structures = payload
+    case, params, labels, structures, default_name, generated = payload
     radiomics.setVerbosity(logging.ERROR)
     image = read_image(case.image, case.series_uid)
     roi = read_roi(case.roi, image, structures)
     names = roi_names(roi)
+    rois = [(roi, label, names.get(label, default_name.format(label=label))) for label in labels]
+    for path, wanted in generated:
+        mask = on_grid(sitk.ReadImage(str(path)), image, path)
+        rois += [(mask, label, name) for label, name in wanted]
     extractor = RadiomicsFeatureExtractor(params)
-    rois = []
-    for label, result in execute_labels(extractor, image, roi, labels).items():
+    out = []
+    for (_, _, name), result in zip(
+        rois, execute_rois(extractor, image, [(m, k) for m, k, _ in rois]), strict=True
+    ):
         features = {
             k: float(np.asarray(v)) for k, v in result.items() if not k.startswith("diagnostics_")
         }
@@ -162,22 +177,40 @@ def extract_case(
             for k, v in result.items()
             if k.startswith("diagnostics_")
         }
-        name = names.get(label, f"label{label}")
-        rois.append({"roi": name, "features": features, "diagnostics": diagnostics})
-    return {"rois": rois}
+        out.append({"roi": name, "features": features, "diagnostics": diagnostics})
+    return {"rois": out}
+
+
+def on_grid(mask: Any, image: Any, path: Path, tolerance: float = 1e-4) -> Any:
+    """A label map generated on ``image``'s grid, with the image's exact geometry.
+
+    NIfTI stores origin, spacing and direction in float32, so a mask written as
+    ``.nii.gz`` on a float64 grid (DICOM, NRRD) comes back off by ~1e-6, which PyRadiomics
+    rejects; anything beyond that rounding is a real mismatch and an error."""
+    import SimpleITK as sitk
+
+    same_size = mask.GetSize() == image.GetSize()
+    drift = max(
+        max(abs(a - b) for a, b in zip(f(mask), f(image), strict=True))
+        for f in (sitk.Image.GetOrigin, sitk.Image.GetSpacing, sitk.Image.GetDirection)
+    ) if same_size else float("inf")  # fmt: skip
+    if drift > tolerance:
+        raise ConfigError(f"{path}: the generated ROI is not on the image's grid")
+    mask.CopyInformation(image)
+    return mask
 
 
 # filters whose output depends on the mask, not only on the image: never shared
 MASK_DEPENDENT_IMAGE_TYPES = {"LBP3D"}  # LBP3D is computed inside the mask only
 
 
-def shares_filters(extractor: Any, labels: tuple[int, ...]) -> bool:
-    """Whether several labels can share each filtered image: the image must not be
-    resampled or pre-cropped per ROI (both crop to the ROI's bounding box first) and no
-    enabled filter may look at the mask."""
+def shares_filters(extractor: Any, n_rois: int) -> bool:
+    """Whether several ROIs of one image can share each filtered image: the image must
+    not be resampled or pre-cropped per ROI (both crop to the ROI's bounding box first)
+    and no enabled filter may look at the mask."""
     s = extractor.settings
     return (
-        len(labels) > 1
+        n_rois > 1
         and not s.get("resampledPixelSpacing")
         and not s.get("preCrop")
         and not MASK_DEPENDENT_IMAGE_TYPES & set(extractor.enabledImagetypes)
@@ -187,7 +220,14 @@ def shares_filters(extractor: Any, labels: tuple[int, ...]) -> bool:
 def execute_labels(
     extractor: Any, image: Any, roi: Any, labels: tuple[int, ...]
 ) -> dict[int, dict[str, Any]]:
-    """PyRadiomics' ``execute`` for several labels of one mask, each filter run once.
+    """:func:`execute_rois` for several labels of one mask, by label."""
+    vectors = execute_rois(extractor, image, [(roi, label) for label in labels])
+    return dict(zip(labels, vectors, strict=True))
+
+
+def execute_rois(extractor: Any, image: Any, rois: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    """PyRadiomics' ``execute`` for several ROIs (mask, label) of one image, each filter
+    run once.
 
     ``RadiomicsFeatureExtractor.execute`` (3.0.1) loads and checks the image and mask,
     computes shape, then runs every enabled filter (LoG, wavelet...) on the whole image
@@ -196,18 +236,18 @@ def execute_labels(
     the label, so this runs execute's steps per label up to shape, then each filter once
     and every label's feature classes on its output. Features and diagnostics equal
     per-label ``execute`` (``tests/test_radiomics.py`` checks to 1e-6 with LoG and
-    wavelet); otherwise this simply calls ``execute`` per label.
+    wavelet); otherwise this simply calls ``execute`` per ROI.
     """
     from itertools import chain
 
     from radiomics import featureextractor, generalinfo, imageoperations
 
-    if not shares_filters(extractor, labels):
-        return {label: extractor.execute(image, roi, label=label) for label in labels}
+    if not shares_filters(extractor, len(rois)):
+        return [extractor.execute(image, roi, label=label) for roi, label in rois]
     if featureextractor.geometryTolerance != extractor.settings.get("geometryTolerance"):
         extractor._setTolerance()  # as execute does: another extractor may have changed it
-    prepared = {}
-    for label in labels:  # execute's steps 1-5, per label
+    prepared = []
+    for roi, label in rois:  # execute's steps 1-5, per ROI
         settings = {**extractor.settings, "label": label}
         info = None
         if settings.get("additionalInfo", False):
@@ -235,41 +275,56 @@ def execute_labels(
         vector.update(extractor.computeShape(loaded, mask, box, **settings))
         if not shape_on_resegmented and resegmented is not None:
             mask = resegmented
-        prepared[label] = (loaded, mask, box, vector)
-    loaded, first_mask = prepared[labels[0]][:2]  # the same image for every label
+        prepared.append((label, loaded, mask, box, vector))
+    _, loaded, first_mask = prepared[0][:3]  # the same loaded image for every ROI
     generators = chain.from_iterable(
         getattr(imageoperations, f"get{kind}Image")(
-            loaded, first_mask, **{**extractor.settings, "label": labels[0], **custom}
+            loaded, first_mask, **{**extractor.settings, "label": prepared[0][0], **custom}
         )
         for kind, custom in extractor.enabledImagetypes.items()
     )
-    for filtered, name, kwargs in generators:  # each filtered image once, all labels
-        for label, (_, mask, box, vector) in prepared.items():
+    for filtered, name, kwargs in generators:  # each filtered image once, all ROIs
+        for label, _, mask, box, vector in prepared:
             cropped, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, box)
             vector.update(
                 extractor.computeFeatures(cropped, cropped_mask, name, **{**kwargs, "label": label})
             )
-    return {label: prepared[label][3] for label in labels}
+    return [vector for *_, vector in prepared]
 
 
 def radiomics_tasks(
-    study: Study, cases: list[Case], digests: dict[str, tuple[str, str]]
+    study: Study,
+    cases: list[Case],
+    digests: dict[str, tuple[str, str]],
+    generated: dict[str, dict[str, Any]] | None = None,
 ) -> list[Task]:
-    """One task per case, keyed by file contents and :func:`radiomics_settings`."""
+    """One task per case, keyed by file contents (generated label maps included) and
+    :func:`radiomics_settings`. ``generated``: case -> ROI name -> GeneratedRoi."""
+    from fusion.hashing import file_digest
+
     if study.radiomics is None:
         raise ConfigError(f"{study.source}: the study has no radiomics section")
     params = load_params(study.radiomics.params)
     settings = radiomics_settings(study, params)
     labels = roi_labels(study)
     structures = study.cohort.structures
-    return [
-        Task(
-            c.case_id,
-            cache_key("radiomics", settings, digests[c.case_id], c.series_uid),
-            (c, params, labels, structures),
+    default_name = "whole" if study.rois else "label{label}"
+    tasks = []
+    for c in cases:
+        extra = tuple(
+            (roi.path, tuple((k, _row_name(name, roi.names, k)) for k in roi.kept))
+            for name, roi in (generated or {}).get(c.case_id, {}).items()
         )
-        for c in cases
-    ]
+        maps = [(str(path), list(wanted), file_digest(path)) for path, wanted in extra]
+        key = cache_key("radiomics", settings, digests[c.case_id], c.series_uid, maps)
+        tasks.append(Task(c.case_id, key, (c, params, labels, structures, default_name, extra)))
+    return tasks
+
+
+def _row_name(roi: str, names: dict[int, str], label: int) -> str:
+    """The row name of a generated map's label: the ROI's own name for a single label
+    (``ring``), else the ROI name and the label (``habitat1``...)."""
+    return roi if len(names) == 1 else f"{roi}{label}"
 
 
 def run_radiomics(
@@ -280,9 +335,10 @@ def run_radiomics(
     *,
     jobs: int | None = None,
     scheduler: str | None = None,
+    generated: dict[str, dict[str, Any]] | None = None,
 ) -> RadiomicsOutput:
     """Extract every case (cached ones are read back) and assemble the tidy tables."""
-    tasks = radiomics_tasks(study, cases, digests)
+    tasks = radiomics_tasks(study, cases, digests, generated)
     cache = CaseCache(cache_root, "radiomics") if cache_root else None
     run = run_tasks(extract_case, tasks, cache, jobs=jobs, scheduler=scheduler, desc="radiomics")
     feature_rows, diag_rows, nan_rows = [], [], []

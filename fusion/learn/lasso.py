@@ -20,6 +20,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, check_cv
@@ -131,7 +132,7 @@ class LassoSelector(SupportSelector):
         weights = np.zeros(len(splits))
         for k, (train, test) in enumerate(splits):
             coefs, intercepts = self._path(X[train], y[train])
-            prob = 1 / (1 + np.exp(-(X[test] @ coefs.T + intercepts)))
+            prob = expit(X[test] @ coefs.T + intercepts)  # no overflow warning
             prob = np.clip(prob, PROB_CLIP, 1 - PROB_CLIP)
             yt = y[test][:, None]
             raw[k] = (-2 * (yt * np.log(prob) + (1 - yt) * np.log(1 - prob))).mean(axis=0)

@@ -100,7 +100,7 @@ def _platt_scale(spec: ModelSpec, score: np.ndarray) -> np.ndarray:
 def block_columns(table: pd.DataFrame, features: list[str]) -> list[str]:
     """The table's columns of the blocks a model uses (``<model>-score`` columns too)."""
     columns: list[str] = []
-    for block in features:
+    for block in features:  # radiomics, radiomics:<roi> (one ROI's features), m-score...
         if block.endswith(SCORE_SUFFIX):
             columns.append(f"score:{block.removesuffix(SCORE_SUFFIX)}")
         else:

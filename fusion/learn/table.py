@@ -52,7 +52,9 @@ def feature_table(
     with the reason (``case_id``, ``reason``): the stage's own error from ``why``
     (block -> case -> reason) when it recorded one."""
     why = why or {}
-    needed = {b for spec in study.models.values() for b in spec.features if ":" not in b}
+    features = [b for spec in study.models.values() for b in spec.features]
+    needed = {b.split(":", 1)[0] for b in features}
+    rois = sorted({b.split(":", 1)[1] for b in features if b.startswith("radiomics:")})
     table = pd.DataFrame(index=pd.Index([c.case_id for c in cases], name="case_id"))
     missing: dict[str, list[str]] = {}
     for block in ("radiomics", "deep"):
@@ -65,6 +67,13 @@ def feature_table(
                 reason = why.get(block, {}).get(case_id, f"no {block} features")
                 missing.setdefault(case_id, []).append(reason)
         table = table.join(frame, how="left")
+    for roi in rois:  # a model on one ROI: a case without that ROI's features is out
+        columns = [c for c in table.columns if c.startswith(f"radiomics:{roi}:")]
+        for case_id in table.index[table[columns].isna().all(axis=1)] if columns else []:
+            if case_id not in missing:
+                missing.setdefault(case_id, []).append(
+                    f"no radiomics features for ROI {roi!r} (see rois.csv)"
+                )
     if "clinical" in needed or study.clinical:
         table = table.join(clinical_frame(study, cases))
     excluded = pd.DataFrame(

@@ -104,6 +104,35 @@ def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame
             f"{'2D (per slice)' if settings.get('force2D') else '3D'} texture "
             f"(parameter file {study.radiomics.params.name})."
         )
+    if study.rois:
+        parts = []
+        for name, spec in study.rois.items():
+            if spec.generator == "habitat":
+                k = spec.settings.get("k", 3)
+                how = ("per case (k-means within each ROI)" if spec.mode == "per_case" else
+                       f"in two steps ({spec.supervoxels} supervoxels per case, then one "
+                       "population k-means fitted on the training cases only and applied "
+                       "unchanged to every case)")  # fmt: skip
+                parts.append(
+                    f"{name}: {k} habitats clustered on voxel intensity and local mean and "
+                    f"SD ({spec.settings.get('neighbourhood_mm', 3.0):g} mm neighbourhood) "
+                    f"{how}, numbered by ascending mean intensity ({name}1 darkest)"
+                )
+            elif spec.generator == "ring":
+                st = spec.settings
+                rng = st.get("hu_range")
+                parts.append(
+                    f"{name}: the shell {st.get('inner_mm', 0):g}-{st.get('outer_mm', 3):g} mm "
+                    "outside the ROI (Euclidean distance in mm)"
+                    + (f", voxels of {rng[0]:g} to {rng[1]:g} HU only" if rng else "")
+                )
+            else:
+                parts.append(f"{name}: generator {spec.generator} ({spec.settings})")
+        text.append(
+            "Sub-regions. Besides the whole ROI, features were extracted from ROIs generated "
+            "from it: " + "; ".join(parts) + ". A sub-region with fewer voxels than "
+            f"{study.qc.min_roi_voxels} was left out for that case (see the notes table)."
+        )
     if study.deep is not None:
         d = study.deep
         text.append(
@@ -208,7 +237,7 @@ def build_report(study: Study, folder: Path) -> Path:
         "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
         "roc_points", "model_summary", "selected_features", "lasso_cv", "table1_train",
         "table1_test", "clinical_univariable", "clinical_multivariable", "calibration_curve",
-        "radiomics_nan_features",
+        "radiomics_nan_features", "rois",
     )}  # fmt: skip
     provenance = json.loads((folder / "provenance.json").read_text())
     weights = provenance.get("deep_weights")
@@ -264,6 +293,8 @@ def build_report(study: Study, folder: Path) -> Path:
     qc = t["qc"]
     qc_warned = qc[qc.status == "warn"][["case_id", "problems"]] if not qc.empty else qc
     missing = _missing_features(t["radiomics_nan_features"], cohort)
+    rois = t["rois"].fillna("") if not t["rois"].empty else t["rois"]
+    roi_notes = rois[(rois.notes != "") | (rois.error != "")] if len(rois) else rois
     context = {
         "study": study,
         "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"]),
@@ -287,6 +318,7 @@ def build_report(study: Study, folder: Path) -> Path:
             ),
             "qc_warnings": html_table(qc_warned) if len(qc_warned) else "",
             "missing_features": html_table(missing) if len(missing) else "",
+            "roi_notes": html_table(roi_notes) if len(roi_notes) else "",
             "univariable": html_table(t["clinical_univariable"])
             if not t["clinical_univariable"].empty
             else "",
@@ -299,6 +331,7 @@ def build_report(study: Study, folder: Path) -> Path:
         "offsets": ", ".join(f"{o:g}" for o in study.deep.offsets_mm) if study.deep else "",
         "crops": _crop_gallery(cohort, figures / "crops"),
         "excluded": _excluded_gallery(study, cohort),
+        "subregions": _subregion_gallery(study, cohort, folder),
         "provenance": _provenance_rows(provenance),
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
@@ -350,6 +383,55 @@ def _crop_gallery(cohort: pd.DataFrame, folder: Path, per_class: int = 3) -> lis
             if png.is_file():
                 caption = f"outcome {label}, {pool.set.iloc[0]} set"
                 items.append({"case_id": case_id, "png": _b64(png), "caption": caption})
+    return items
+
+
+def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int = 4) -> list:
+    """A few test cases (else any) on their largest ROI slice, each generated label in
+    its own colour and a legend, so a reader sees what every sub-region is."""
+    if not study.rois:
+        return []
+    import io
+
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+    from matplotlib.patches import Patch
+
+    from fusion.cohort import load_cohort
+    from fusion.io.images import read_image
+
+    cases = {c.case_id: c for c in load_cohort(study)}
+    pool = cohort[cohort.included]
+    pool = pool[pool.set == "test"] if (pool.set == "test").any() else pool
+    items = []
+    for case_id in pool.case_id.astype(str)[:n]:
+        maps = {name: folder / "rois" / name / f"{case_id}.nii.gz" for name in study.rois}
+        if not all(p.is_file() for p in maps.values()):
+            continue
+        image = sitk.GetArrayFromImage(read_image(cases[case_id].image,
+                                                  cases[case_id].series_uid))  # fmt: skip
+        arrays = {name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for name, p in maps.items()}
+        k = int(np.argmax(sum((a > 0).sum(axis=(1, 2)) for a in arrays.values())))
+        fig, ax = plt.subplots(figsize=(3.2, 3.2))
+        ax.imshow(np.clip((image[k] - 0) / 80, 0, 1), cmap="gray")
+        handles, colour = [], 0
+        for name, array in arrays.items():
+            labels = [int(v) for v in np.unique(array) if v]
+            for label in labels:  # the row names of the radiomics tables
+                rgba = np.zeros((*array[k].shape, 4))
+                rgba[array[k] == label] = (*figs.COLOURS[colour % 10], 0.55)
+                ax.imshow(rgba)
+                shown = name if len(labels) == 1 else f"{name}{label}"
+                handles.append(Patch(color=figs.COLOURS[colour % 10], label=shown))
+                colour += 1
+        ax.legend(handles=handles, fontsize=6, loc="lower right")
+        ax.set_axis_off()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        label = int(pool.set_index(pool.case_id.astype(str)).label[case_id])
+        items.append({"case_id": case_id, "png": base64.b64encode(buffer.getvalue()).decode(),
+                      "caption": f"outcome {label}, slice {k}"})  # fmt: skip
     return items
 
 

@@ -76,11 +76,18 @@ def boundary_shares(labels: np.ndarray, inside: np.ndarray) -> dict[int, float]:
     return {int(h): float(edge[labels == h].mean()) for h in np.unique(labels[inside])}
 
 
+def unsplit(roi: sitk.Image, note: str) -> LabelMap:
+    """No sub-regions for this case (the caller keeps the whole ROI), and why."""
+    return LabelMap(label_image(np.zeros(sitk.GetArrayViewFromImage(roi).shape), roi), {},
+                    (note,))  # fmt: skip
+
+
 def _names(k: int) -> dict[int, str]:
     return {h: f"habitat{h}" for h in range(1, k + 1)}
 
 
-def _too_small(inside: np.ndarray, k: int, min_voxels: int) -> str | None:
+def too_small(inside: np.ndarray, k: int, min_voxels: int) -> str | None:
+    """The note for a ROI with too few voxels for ``k`` habitats, or None."""
     n = int(inside.sum())
     if n < k * min_voxels:
         return (
@@ -116,8 +123,8 @@ class Habitats:
 
     def __call__(self, image: sitk.Image, roi: sitk.Image) -> LabelMap:
         inside = sitk.GetArrayFromImage(roi) == self.label
-        if note := _too_small(inside, self.k, self.min_voxels):
-            return LabelMap(label_image(np.zeros(inside.shape), roi), {}, (note,))
+        if note := too_small(inside, self.k, self.min_voxels):
+            return unsplit(roi, note)
         x = voxel_features(image, inside, self.neighbourhood_mm)
         z = _standardise(x, x.mean(axis=0), x.std(axis=0))
         assignment, _ = _kmeans(z, self.k, self.seed)
@@ -174,7 +181,7 @@ def fit_population(training: list[Supervoxels], k: int, seed: int) -> Population
     return Population(centre, np.where(scale > 0, scale, 1.0), centroids[order])
 
 
-def choose_k(training: list[Supervoxels], ks: range, seed: int) -> int:
+def choose_k(training: list[Supervoxels], ks: list[int], seed: int) -> int:
     """The k with the best silhouette of the population clustering (training cases)."""
     from sklearn.metrics import silhouette_score
 
