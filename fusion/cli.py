@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[common], help="run a study end to end: QC to the HTML report"
     )
-    stage_names = "qc, radiomics, deep, models, statistics, report"
+    stage_names = "qc, rois, radiomics, deep, models, statistics, report"
     run.add_argument("--only", metavar="STAGE", help=f"run one stage: {stage_names}")
     run.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
     run.set_defaults(func=_cmd_run)

@@ -1,7 +1,7 @@
 """The order of a study's stages, and where each reads and writes its tables.
 
-This is the only module that knows the order: qc -> radiomics -> deep -> models ->
-statistics -> report. Each stage reads what earlier stages wrote under
+This is the only module that knows the order: qc -> rois -> radiomics -> deep -> models
+-> statistics -> report. Each stage reads what earlier stages wrote under
 ``reports/<study>/tables`` and writes its own tables there, so ``--from`` and ``--only``
 can start anywhere whose inputs exist. A stage that fails stops the run with a
 :class:`StageError` naming the stage; what finished stages wrote stays.

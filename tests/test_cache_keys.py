@@ -131,6 +131,21 @@ def test_deep_key_covers_every_field_device_and_precision(study: Study) -> None:
     assert deep_settings(study, "cpu", "w1", 5) != cpu  # planes per forward pass
 
 
+def test_generated_roi_key_covers_every_cohort_field_and_the_roi_spec(study: Study) -> None:
+    from fusion.config import RoiSpec
+    from fusion.rois.stage import ROIS_KEY_EXCLUDES, rois_settings
+
+    ring = RoiSpec(generator="ring", settings={"outer_mm": 3})
+    with_roi = study.model_copy(update={"rois": {"ring": ring}})
+
+    def settings(s: Study) -> dict:
+        return rois_settings(s, "ring")
+
+    assert _check_every_field(with_roi, settings, ROIS_KEY_EXCLUDES) == []
+    thicker = ring.model_copy(update={"settings": {"outer_mm": 6}})
+    assert settings(with_roi.model_copy(update={"rois": {"ring": thicker}})) != settings(with_roi)
+
+
 @pytest.mark.parametrize("sections", [MODELS_KEY_SECTIONS, STATISTICS_KEY_SECTIONS])
 def test_table_stage_keys_cover_their_sections(study: Study, sections: dict) -> None:
     def settings(s: Study) -> dict:

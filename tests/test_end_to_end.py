@@ -125,8 +125,10 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
     again = delong_test(labels, wide[first.model_a], wide[first.model_b])
     assert (first.z, first.p_value) == pytest.approx((again.z, again.p_value), abs=1e-12)
     nb = table(folder, "net_benefit")
-    assert set(nb.columns) == {"set", "model", "threshold", "net_benefit", "treat_all",
-                               "treat_none"}  # fmt: skip
+    assert set(nb.columns) == {"set", "model", "threshold", "net_benefit", "nb_ci_low",
+                               "nb_ci_high", "treat_all", "treat_none"}  # fmt: skip
+    assert (nb.nb_ci_low <= nb.net_benefit + 1e-12).all()
+    assert (nb.net_benefit <= nb.nb_ci_high + 1e-12).all()
     assert not table(folder, "clinical_multivariable").empty
     assert "odds_ratio" in table(folder, "clinical_univariable").columns
     assert not table(folder, "table1_train").empty
@@ -160,7 +162,7 @@ def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) 
     options = RunOptions(reports=tmp_path, cache=root / "cache")
     with pytest.raises(FusionError, match=r"stage 'models' failed: .*qc.csv not found"):
         run_study(study, options, only="models")
-    with pytest.raises(FusionError, match="unknown stage 'model'; stages: qc, radiomics"):
+    with pytest.raises(FusionError, match="unknown stage 'model'; stages: qc, rois, radiomics"):
         run_study(study, options, only="model")
 
 

@@ -28,10 +28,15 @@ import SimpleITK as sitk
 from fusion.atomic import atomic_path, write_text_atomic
 from fusion.cohort import Case
 from fusion.config import Study
-from fusion.engine import Task, cache_key, run_tasks
+from fusion.engine import CASE_COHORT_EXCLUDES, Task, cache_key, run_tasks, stage_settings
 from fusion.errors import FusionError
 
 ROI_CACHE_VERSION = 1
+
+# study fields that cannot change a generated label map, each with the reason
+ROIS_KEY_EXCLUDES = {
+    "cohort": (*CASE_COHORT_EXCLUDES, "modality"),  # modality: QC's HU checks only
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +97,13 @@ def supervoxel_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
     return {"voxels": int(inside.sum())}
 
 
-def _settings(study: Study, name: str) -> dict[str, Any]:
-    return {"version": ROI_CACHE_VERSION, "roi": study.rois[name].model_dump(mode="json"),
-            "label": study.cohort.roi_label, "structures": study.cohort.structures}  # fmt: skip
+def rois_settings(study: Study, name: str) -> dict[str, Any]:
+    """Everything that can change ROI ``name``'s label map of a case: its own spec and
+    the cohort fields that pick the drawn ROI."""
+    return stage_settings(
+        study, ROIS_KEY_EXCLUDES, roi=study.rois[name].model_dump(mode="json"),
+        version=ROI_CACHE_VERSION,
+    )  # fmt: skip
 
 
 def run_rois(
@@ -113,7 +122,7 @@ def run_rois(
     generated: dict[str, dict[str, GeneratedRoi]] = {c.case_id: {} for c in cases}
     failures = []
     for name, spec in study.rois.items():
-        keys = {c.case_id: cache_key("rois", name, _settings(study, name), digests[c.case_id],
+        keys = {c.case_id: cache_key("rois", name, rois_settings(study, name), digests[c.case_id],
                                      c.series_uid) for c in cases}  # fmt: skip
         if spec.mode == "cohort":
             results, failed = _cohort(study, name, cases, sets, keys, store, jobs, scheduler)
