@@ -259,3 +259,19 @@ def test_generated_masks_fit_a_float64_grid(make_study, tmp_path) -> None:
     run_study(study, RunOptions(reports=tmp_path / "r", cache=None, jobs=1), only="radiomics")
     features = pd.read_csv(tmp_path / "r" / "unit" / "tables" / "radiomics_features.csv")
     assert set(features.roi) == {"whole", "ring"}
+
+
+def test_report_shows_only_the_notes_that_need_attention() -> None:
+    from fusion.report.html import _roi_notes
+
+    rois = pd.DataFrame({
+        "case_id": ["a", "b", "c"], "roi": "habitat", "labels": "", "kept": "",
+        "notes": ["habitat1 lies at the ROI boundary (90% of its voxels touch it)",
+                  "habitat2 lies at the ROI boundary (80% of its voxels touch it) | habitat3: "
+                  "4 voxels, fewer than qc.min_roi_voxels = 20; left out", None],
+        "error": [None, None, "ValueError: boom"],
+    })  # fmt: skip
+    shown, boundary = _roi_notes(rois)
+    assert boundary == "habitat1 in 1 cases, habitat2 in 1 cases"
+    assert shown.case_id.tolist() == ["b", "c"]
+    assert shown.notes.tolist()[0].startswith("habitat3: 4 voxels")

@@ -293,8 +293,7 @@ def build_report(study: Study, folder: Path) -> Path:
     qc = t["qc"]
     qc_warned = qc[qc.status == "warn"][["case_id", "problems"]] if not qc.empty else qc
     missing = _missing_features(t["radiomics_nan_features"], cohort)
-    rois = t["rois"].fillna("") if not t["rois"].empty else t["rois"]
-    roi_notes = rois[(rois.notes != "") | (rois.error != "")] if len(rois) else rois
+    roi_notes, boundary = _roi_notes(t["rois"])
     context = {
         "study": study,
         "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"]),
@@ -319,6 +318,7 @@ def build_report(study: Study, folder: Path) -> Path:
             "qc_warnings": html_table(qc_warned) if len(qc_warned) else "",
             "missing_features": html_table(missing) if len(missing) else "",
             "roi_notes": html_table(roi_notes) if len(roi_notes) else "",
+            "boundary": boundary,
             "univariable": html_table(t["clinical_univariable"])
             if not t["clinical_univariable"].empty
             else "",
@@ -386,6 +386,24 @@ def _crop_gallery(cohort: pd.DataFrame, folder: Path, per_class: int = 3) -> lis
     return items
 
 
+ROUTINE_NOTE = r"\S+ lies at the ROI boundary \([^)]*\)|k = \d+ chosen by silhouette[^|]*"
+
+
+def _roi_notes(rois: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The generated-ROI notes that need a reader's attention (left-out sub-regions,
+    clipped rings, errors), and one line counting which habitat lies at the boundary."""
+    if rois.empty:
+        return rois, ""
+    rois = rois.astype(object).where(rois.notna(), "")  # empty cells read back as NaN
+    routine = rois.notes.astype(str).str.extract(r"(\S+) lies at the ROI boundary")[0]
+    counts = routine.dropna().value_counts()
+    boundary = ", ".join(f"{name} in {n} cases" for name, n in counts.items())
+    rest = rois.notes.astype(str).str.replace(ROUTINE_NOTE, "", regex=True)
+    rest = rest.str.strip(" |").str.replace(r"\s*\|\s*\|\s*", " | ", regex=True)
+    shown = rois.assign(notes=rest)
+    return shown[(shown.notes != "") | (shown.error.astype(str) != "")], boundary
+
+
 def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int = 4) -> list:
     """A few test cases (else any) on their largest ROI slice, each generated label in
     its own colour and a legend, so a reader sees what every sub-region is."""
@@ -412,8 +430,15 @@ def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int 
                                                   cases[case_id].series_uid))  # fmt: skip
         arrays = {name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for name, p in maps.items()}
         k = int(np.argmax(sum((a > 0).sum(axis=(1, 2)) for a in arrays.values())))
+        ys, xs = np.nonzero(sum(a[k] > 0 for a in arrays.values()))
+        if not len(ys):
+            continue
+        pad = 12  # zoom on the ROIs, with some surrounding tissue
+        window = (slice(max(ys.min() - pad, 0), ys.max() + pad + 1),
+                  slice(max(xs.min() - pad, 0), xs.max() + pad + 1))  # fmt: skip
+        arrays = {name: a[:, window[0], window[1]] for name, a in arrays.items()}
         fig, ax = plt.subplots(figsize=(3.2, 3.2))
-        ax.imshow(np.clip((image[k] - 0) / 80, 0, 1), cmap="gray")
+        ax.imshow(np.clip((image[k][window] - 0) / 80, 0, 1), cmap="gray")
         handles, colour = [], 0
         for name, array in arrays.items():
             labels = [int(v) for v in np.unique(array) if v]
