@@ -206,7 +206,7 @@ def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> 
     assert run_study(study, options, only="radiomics").stages == ["radiomics"]
     folder = tmp_path / "reports" / "unit"
     assert (folder / "rois" / "habitat" / "c0.nii.gz").is_file()
-    rois = pd.read_csv(folder / "tables" / "rois.csv").fillna("")
+    rois = pd.read_csv(folder / "tables" / "rois.csv", dtype=str).fillna("")
     small = rois[(rois.case_id == "c5") & (rois.roi == "habitat")].iloc[0]
     assert "fewer than k x min_voxels" in small.notes and small.kept == ""
     features = pd.read_csv(folder / "tables" / "radiomics_features.csv")
