@@ -77,9 +77,9 @@ def near_constant(prob: ArrayLike, tolerance: float = 0.02) -> str | None:
     p = np.asarray(prob, dtype=float)
     if p.max() - p.min() < tolerance:
         return (
-            f"probabilities are nearly constant ({p.min():.3f} to {p.max():.3f}): the model "
-            "does not separate the cases, and its calibration slope and intercept are not "
-            "interpretable"
+            f"probabilities are nearly constant ({p.min():.3f} to {p.max():.3f}): their "
+            "calibration slope and intercept are not interpretable (the ranking, and so the "
+            "AUC, may still be good: compare the performance table)"
         )
     return None
 
