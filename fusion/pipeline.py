@@ -350,6 +350,10 @@ def _stage_keys(study: Study, tables: Path, weights: dict | None) -> dict[str, s
     from fusion.io.qc import qc_settings
 
     keys = {"qc": cache_key(qc_settings(study))}
+    if study.rois:
+        from fusion.rois.stage import rois_settings
+
+        keys |= {f"rois:{name}": cache_key(rois_settings(study, name)) for name in study.rois}
     if study.radiomics is not None:
         params = load_params(study.radiomics.params)
         keys["radiomics"] = cache_key(radiomics_settings(study, params))

@@ -272,11 +272,12 @@ FILTER_PARAMS = {
 def _compare_with_execute(image, roi, labels, params) -> None:  # noqa: ANN001
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
-    from fusion.features.radiomics import execute_labels, shares_filters
+    from fusion.features.radiomics import execute_rois, shares_filters
 
     extractor = RadiomicsFeatureExtractor(params)
     assert shares_filters(extractor, len(labels))
-    shared = execute_labels(extractor, image, roi, labels)
+    shared = dict(zip(labels, execute_rois(extractor, image, [(roi, k) for k in labels]),
+                      strict=True))  # fmt: skip
     for label in labels:
         alone = RadiomicsFeatureExtractor(params).execute(image, roi, label=label)
         assert list(shared[label]) == list(alone)  # same features, same order

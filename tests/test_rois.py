@@ -166,6 +166,16 @@ def test_habitat_features_equal_pyradiomics_on_each_sub_region_alone() -> None:
     _compare_with_execute(image, habitats, (1, 2, 3), FILTER_PARAMS)
 
 
+def _spy_checked(real):  # noqa: ANN001, ANN202
+    """_checked that fails if the label map would have to be read to count voxels."""
+
+    def checked(path, value, min_voxels):  # noqa: ANN001, ANN202
+        assert "counts" in value
+        return real(path, value, min_voxels)
+
+    return checked
+
+
 def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> None:
     """qc -> rois -> radiomics on a small cohort: every generated label map is written
     under reports/<study>/rois/, listed in rois.csv, and its ROIs become radiomics rows
@@ -204,6 +214,15 @@ def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> 
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=2)
     assert run_study(study, options, only="rois").stages == ["rois"]
     assert run_study(study, options, only="radiomics").stages == ["radiomics"]
+    import fusion.rois.stage as stage  # a warm run reads no case: all from the cache
+
+    def no_reading(*args):  # noqa: ANN002, ANN202
+        raise AssertionError("a warm rois stage read a case")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stage, "_read_case", no_reading)
+        patch.setattr(stage, "_checked", _spy_checked(stage._checked))
+        assert run_study(study, options, only="rois").stages == ["rois"]
     folder = tmp_path / "reports" / "unit"
     assert (folder / "rois" / "habitat" / "c0.nii.gz").is_file()
     rois = pd.read_csv(folder / "tables" / "rois.csv", dtype=str).fillna("")
@@ -214,6 +233,10 @@ def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> 
         "whole", "habitat1", "habitat2", "habitat3", "cohort1", "cohort2", "cohort3", "ring"
     }  # fmt: skip
     assert set(features[features.case_id == "c5"].roi) == {"whole", "ring"}
+    from fusion.pipeline import _stage_keys
+
+    keys = _stage_keys(study, folder / "tables", None)
+    assert {"rois:habitat", "rois:cohort", "rois:ring"} <= set(keys)
     row = features[(features.case_id == "c1") & (features.roi == "habitat2")].iloc[0]
     params = yaml.safe_load((tmp_path / "cohort" / "params.yaml").read_text())
     direct = RadiomicsFeatureExtractor(params).execute(

@@ -31,7 +31,7 @@ from fusion.engine import (
     run_tasks,
     stage_settings,
 )
-from fusion.errors import ConfigError, did_you_mean
+from fusion.errors import ConfigError, FusionError, did_you_mean
 from fusion.io.images import read_image
 from fusion.io.rois import read_roi, roi_names
 
@@ -195,7 +195,10 @@ def on_grid(mask: Any, image: Any, path: Path, tolerance: float = 1e-4) -> Any:
         for f in (sitk.Image.GetOrigin, sitk.Image.GetSpacing, sitk.Image.GetDirection)
     ) if same_size else float("inf")  # fmt: skip
     if drift > tolerance:
-        raise ConfigError(f"{path}: the generated ROI is not on the image's grid")
+        raise FusionError(
+            f"{path}: the generated ROI is not on the image's grid (size or geometry differs "
+            f"by {drift:.3g}); delete it to have it generated again"
+        )
     mask.CopyInformation(image)
     return mask
 
@@ -215,14 +218,6 @@ def shares_filters(extractor: Any, n_rois: int) -> bool:
         and not s.get("preCrop")
         and not MASK_DEPENDENT_IMAGE_TYPES & set(extractor.enabledImagetypes)
     )
-
-
-def execute_labels(
-    extractor: Any, image: Any, roi: Any, labels: tuple[int, ...]
-) -> dict[int, dict[str, Any]]:
-    """:func:`execute_rois` for several labels of one mask, by label."""
-    vectors = execute_rois(extractor, image, [(roi, label) for label in labels])
-    return dict(zip(labels, vectors, strict=True))
 
 
 def execute_rois(extractor: Any, image: Any, rois: list[tuple[Any, int]]) -> list[dict[str, Any]]:

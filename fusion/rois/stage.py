@@ -16,7 +16,9 @@ features, with a note; the case and its other ROIs go on.
 
 from __future__ import annotations
 
+import filecmp
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from fusion.config import Study
 from fusion.engine import CASE_COHORT_EXCLUDES, Task, cache_key, run_tasks, stage_settings
 from fusion.errors import FusionError
 
-ROI_CACHE_VERSION = 1
+ROI_CACHE_VERSION = 2  # entries hold each label's voxel count
 
 # study fields that cannot change a generated label map, each with the reason
 ROIS_KEY_EXCLUDES = {
@@ -76,7 +78,18 @@ def generate_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
     image, mask = _read_case(case, study)
     result = make_generator(spec.generator, **spec.settings)(image, mask)
     _write(result.image, out)
-    return {"names": {str(k): v for k, v in result.names.items()}, "notes": list(result.notes)}
+    return _describe(result)
+
+
+def _describe(result: Any, extra_notes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What the stage keeps of a generated label map besides the file: names, voxel
+    counts and notes, so a warm run never reads the map again to decide what to keep."""
+    array = sitk.GetArrayViewFromImage(result.image)
+    return {
+        "names": {str(k): v for k, v in result.names.items()},
+        "counts": {str(k): int((array == k).sum()) for k in result.names},
+        "notes": [*result.notes, *extra_notes],
+    }
 
 
 def supervoxel_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
@@ -131,8 +144,9 @@ def run_rois(
         failures += failed
         for case_id, (source, value) in results.items():
             target = folder / "rois" / name / f"{case_id}.nii.gz"
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(source.read_bytes())
+            if not (target.is_file() and filecmp.cmp(source, target, shallow=True)):
+                with atomic_path(target) as tmp:
+                    shutil.copy2(source, tmp)  # keeps mtime: the next run's cmp is a stat
             generated[case_id][name] = _checked(target, value, study.qc.min_roi_voxels)
     return generated, _table(generated, failures)
 
@@ -180,20 +194,25 @@ def _cohort(study, name, cases, sets, keys, store, jobs, scheduler):  # noqa: AN
     if spec.k_candidates:  # chosen on the training cases only, like the clustering
         k = choose_k(training, spec.k_candidates, habitat.seed)
     population = fit_population(training, k, habitat.seed)
-    chosen = f"k = {k} chosen by silhouette among {spec.k_candidates}" if spec.k_candidates else ""
+    chosen = (
+        (f"k = {k} chosen by silhouette among {spec.k_candidates}",) if spec.k_candidates else ()
+    )
     results = {}
     for case in cases:
         if case.case_id not in steps:
+            continue
+        path, meta = _paths(store, cache_key(keys[case.case_id], population.centroids.tolist()),
+                            ".nii.gz")  # fmt: skip
+        if path.is_file() and meta.is_file():  # this case under this population: done
+            results[case.case_id] = (path, json.loads(meta.read_text()))
             continue
         _, mask = _read_case(case, study)
         inside = sitk.GetArrayFromImage(mask) > 0
         note = too_small(inside, k, habitat.min_voxels)
         out = unsplit(mask, note) if note else population.assign(steps[case.case_id], inside, mask)
-        notes = [*out.notes, chosen] if chosen else list(out.notes)
-        path, meta = _paths(store, cache_key(keys[case.case_id], population.centroids.tolist()),
-                            ".nii.gz")  # fmt: skip
         _write(out.image, path)
-        value = {"names": {str(label): v for label, v in out.names.items()}, "notes": notes}
+        value = _describe(out, chosen)
+        write_text_atomic(json.dumps(value), meta)
         results[case.case_id] = (path, value)
     return results, [(cid, name, message) for cid, message in failed.items()]
 
@@ -206,8 +225,7 @@ def _paths(store: Path, key: str, suffix: str) -> tuple[Path, Path]:
 def _checked(path: Path, value: dict[str, Any], min_voxels: int) -> GeneratedRoi:
     """Keep the labels with at least ``min_voxels`` voxels; say which were left out."""
     names = {int(k): v for k, v in value["names"].items()}
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    counts = {label: int((array == label).sum()) for label in names}
+    counts = {int(k): n for k, n in value["counts"].items()}
     kept = tuple(label for label in names if counts[label] >= min_voxels)
     notes = list(value["notes"])
     notes += [f"{names[label]}: {counts[label]} voxels, fewer than qc.min_roi_voxels = "
