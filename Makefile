@@ -8,6 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO   := data/demo_hematoma
+MEDIASTINAL := data/demo_mediastinal
 STUDIES := $(wildcard pipelines/*.yaml)
 
 .PHONY: install all test test-fast lint demo-data check report-check clean
@@ -23,15 +24,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e ".[dev]"
 	touch $(STAMP)
 
-demo-data: $(DEMO)/manifest.csv
+demo-data: $(DEMO)/manifest.csv $(MEDIASTINAL)/manifest.csv
 
 $(DEMO)/manifest.csv: | $(STAMP)
 	$(VENV)/bin/fusion demo-data --out $(DEMO)
 
+$(MEDIASTINAL)/manifest.csv: | $(STAMP)
+	$(VENV)/bin/fusion demo-data --study mediastinal --out $(MEDIASTINAL)
+
 check: install demo-data
 	@for s in $(STUDIES); do $(VENV)/bin/fusion check $$s || exit 1; done
 
-# Every study end to end (QC, radiomics, deep features, models, statistics, report).
+# Every study end to end (QC, segmentation, ROIs, features, models, statistics, report).
 all: install demo-data
 	@mkdir -p reports && rm -f reports/.make-all.log
 	@for s in $(STUDIES); do \

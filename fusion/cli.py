@@ -161,10 +161,48 @@ def _print_qc(table) -> None:  # noqa: ANN001 - a pandas DataFrame; pandas is im
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
+    if args.study == "mediastinal":
+        from fusion.demo_chest import generate_mediastinal_cohort
+
+        per_site = args.n or 12
+        seed = 11 if args.seed is None else args.seed
+        manifest = generate_mediastinal_cohort(args.out, per_site, seed, jobs=args.jobs)
+        print(f"mediastinal demo cohort ({per_site} cases per institution); manifest: {manifest}")
+        return 0
     from fusion.demo import generate_demo_cohort
 
-    manifest = generate_demo_cohort(args.out, n=args.n, seed=args.seed, jobs=args.jobs)
-    print(f"demo cohort of {args.n} cases written; manifest: {manifest}")
+    n, seed = args.n or 235, 7 if args.seed is None else args.seed
+    manifest = generate_demo_cohort(args.out, n=n, seed=seed, jobs=args.jobs)
+    print(f"demo cohort of {n} cases written; manifest: {manifest}")
+    return 0
+
+
+def _cmd_seg(args: argparse.Namespace) -> int:
+    """``seg train``: QC and the segmentation stage (train, then predict and evaluate the
+    tuning, test and external cases); ``seg predict``: also the ROI stage, which runs the
+    unet generators on every case; ``seg evaluate``: the stage's tables and the report."""
+    from fusion.config import load_study
+    from fusion.pipeline import run_study
+
+    study = load_study(args.study)
+    if study.segmentation is None:
+        raise FusionError(f"{args.study}: the study has no segmentation section")
+    options = _options(args)
+    stages = {"train": ["qc", "segmentation"], "predict": ["qc", "segmentation", "rois"],
+              "evaluate": ["qc", "segmentation", "report"]}[args.action]  # fmt: skip
+    for stage in stages:
+        run_study(study, options, only=stage)
+    tables = options.reports / study.name / "tables"
+    print(f"{study.name}: seg {args.action} done; tables: {tables}/seg_*.csv")
+    summary = tables / "seg_summary.csv"
+    if summary.is_file():
+        import pandas as pd
+
+        frame = pd.read_csv(summary)
+        dice = frame[(frame.metric == "dice")]
+        for row in dice.itertuples():
+            print(f"  {row.variant:<16} {row.set:<34} {row._3:<8} Dice {row.mean:.3f} "
+                  f"[{row.ci_low:.3f}, {row.ci_high:.3f}] (n = {row.n})")  # fmt: skip
     return 0
 
 
@@ -177,13 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    common = argparse.ArgumentParser(add_help=False)
+    how = argparse.ArgumentParser(add_help=False)  # how to run; never what comes out
+    how.add_argument("--reports", default="reports", help="reports folder (default reports)")
+    how.add_argument("--cache", default=".cache/fusion", help="per-case cache folder")
+    how.add_argument("--no-cache", action="store_true", help="recompute everything")
+    how.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
+    how.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    common = argparse.ArgumentParser(add_help=False, parents=[how])
     common.add_argument("study", help="study file, e.g. pipelines/demo_hematoma.yaml")
-    common.add_argument("--reports", default="reports", help="reports folder (default reports)")
-    common.add_argument("--cache", default=".cache/fusion", help="per-case cache folder")
-    common.add_argument("--no-cache", action="store_true", help="recompute everything")
-    common.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
-    common.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
 
     check = sub.add_parser(
         "check", parents=[common], help="check every case of a study and write the QC table"
@@ -205,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[common], help="run a study end to end: QC to the HTML report"
     )
-    stage_names = "qc, rois, radiomics, deep, models, statistics, report"
+    stage_names = "qc, segmentation, rois, radiomics, deep, models, statistics, report"
     run.add_argument("--only", metavar="STAGE", help=f"run one stage: {stage_names}")
     run.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
     run.set_defaults(func=_cmd_run)
@@ -234,10 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--out", help="NIfTI file to write (export)")
     roi.set_defaults(func=_cmd_roi)
 
-    demo = sub.add_parser("demo-data", help="write the synthetic hematoma-expansion cohort")
+    seg = sub.add_parser(
+        "seg", parents=[how], help="segmentation: train, predict or evaluate a study's U-Nets"
+    )
+    seg.add_argument("action", choices=["train", "predict", "evaluate"],
+                     help="train (and evaluate), predict every case's ROIs, or evaluate and "
+                     "report")  # fmt: skip
+    seg.add_argument("study", help="study file, e.g. pipelines/demo_mediastinal.yaml")
+    seg.set_defaults(func=_cmd_seg)
+
+    demo = sub.add_parser("demo-data", help="write a synthetic demo cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")
-    demo.add_argument("--n", type=int, default=235, help="number of cases (default 235)")
-    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--study", choices=["hematoma", "mediastinal"], default="hematoma",
+                      help="hematoma (head CT, default) or mediastinal (chest CT)")  # fmt: skip
+    demo.add_argument("--n", type=int, default=None,
+                      help="cases (hematoma, default 235) or cases per institution "
+                      "(mediastinal, default 12)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=None, help="random seed (7; mediastinal 11)")
     demo.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
     demo.set_defaults(func=_cmd_demo_data)
     return parser

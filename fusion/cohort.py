@@ -39,6 +39,7 @@ class Case:
     patient: str | None = None
     series_uid: str | None = None
     clinical: dict[str, Any] = field(default_factory=dict)
+    reference: Path | None = None  # segmentation studies: the reference label map
     row: int = 0
 
     @property
@@ -114,7 +115,7 @@ def load_cohort(study: Study) -> list[Case]:
     df = read_manifest(spec)
     where = spec.manifest
     needed = {"case_id": cols.case_id, "image": cols.image, "label": cols.label}
-    for optional in ("roi", "split", "institution", "patient", "series"):
+    for optional in ("roi", "split", "institution", "patient", "series", "reference"):
         name = getattr(cols, optional)
         # a column left at its default is optional; one the study names must exist
         if name is not None and (optional in cols.model_fields_set or name in df.columns):
@@ -142,10 +143,12 @@ def load_cohort(study: Study) -> list[Case]:
             continue
         institution = _text(row[cols.institution]) if cols.institution else None
         split = _split_of(row[cols.split] if "split" in needed else None, institution, spec)
-        if split is not None and split not in (*SPLITS, "external"):
+        allowed = (*SPLITS, "tuning") if study.segmentation else SPLITS
+        if split is not None and split not in (*allowed, "external"):
             problems.append(
                 f"line {line}, case {case_id!r}: split {split!r} is not one of "
-                f"{', '.join(SPLITS)}.{did_you_mean(split, SPLITS)}"
+                f"{', '.join(allowed)}.{did_you_mean(split, allowed)}"
+                + (" ('tuning' is for segmentation studies)" if split == "tuning" else "")
             )
         if case_id in seen:
             first_line, first_split = seen[case_id]
@@ -187,6 +190,7 @@ def load_cohort(study: Study) -> list[Case]:
                 series_uid=_text(row[cols.series]) if cols.series else None,
                 clinical=clinical,
                 row=line,
+                reference=_resolve(folder, row[cols.reference]) if "reference" in needed else None,
             )
         )
     for patient, splits in patient_splits.items():

@@ -58,6 +58,11 @@ class Columns(_Strict):
     institution: str | None = None
     patient: str | None = None
     series: str | None = None
+    reference: str | None = Field(
+        default=None,
+        description="segmentation studies: the reference label map of each case (may be "
+        "blank for a case without one; such a case is predicted but not evaluated)",
+    )
 
 
 class CohortSpec(_Strict):
@@ -160,6 +165,108 @@ class RoiSpec(_Strict):
         return self
 
 
+class UNetSpec(_Strict):
+    """MONAI's ``UNet``: channels per level, the stride between levels, residual units."""
+
+    dims: Literal[2, 3] = 3
+    channels: list[int] = Field(default=[8, 16, 32], min_length=2)
+    strides: list[int] = Field(default=[2, 2], min_length=1)
+    res_units: int = Field(default=1, ge=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _levels(self) -> UNetSpec:
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError("network.strides needs one value fewer than network.channels")
+        return self
+
+
+class NormaliseSpec(_Strict):
+    """CT windowing (clip to ``window`` HU, scale to 0..1) or per-image z-score."""
+
+    mode: Literal["window", "zscore"] = "window"
+    window: tuple[float, float] = (-160.0, 240.0)
+
+
+class AugmentSpec(_Strict):
+    """Training-time augmentation only; never applied at prediction."""
+
+    flip: bool = True
+    rotate_deg: float = Field(default=10.0, ge=0, le=180)
+    scale: float = Field(default=0.1, ge=0, lt=1)
+    intensity: float = Field(default=0.1, ge=0, lt=1)
+
+
+class VariantSpec(_Strict):
+    """An image preprocessing variant, applied before normalisation: ``none``,
+    ``gradient`` (edge enhancement: image + gradient magnitude in HU/mm x ``strength``
+    in mm, i.e. the HU step over that distance is added at edges) or ``denoise``
+    (curvature-flow smoothing, ``strength`` iterations)."""
+
+    filter: Literal["none", "gradient", "denoise"] = "none"
+    strength: float = Field(default=1.0, ge=0)
+
+
+class SegmentationSpec(_Strict):
+    """Training, prediction and evaluation of a segmentation model (fusion.seg). Masks
+    come from the manifest's ``reference`` column; ``labels`` names its classes."""
+
+    labels: dict[int, str] = Field(min_length=1)
+    network: UNetSpec = UNetSpec()
+    patch_size: list[int] = Field(default=[48, 48, 32], min_length=2, max_length=3)
+    spacing: list[float] | None = Field(
+        default=None, description="training grid in mm (x, y, z); default: the median "
+        "spacing of the training cases. Other images are resampled to it and back."
+    )  # fmt: skip
+    batch_size: int = Field(default=4, ge=1)
+    patches_per_case: int = Field(default=2, ge=1)
+    max_epochs: int = Field(default=30, ge=1)
+    patience: int = Field(default=5, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    normalise: NormaliseSpec = NormaliseSpec()
+    augment: AugmentSpec = AugmentSpec()
+    cv_folds: int = Field(default=5, ge=0, description="0: no cross-validation")
+    cv_variants: Literal["all", "first"] = Field(
+        default="all", description="cross-validate every variant, or the first only (the "
+        "others are still trained and tested on the same sets)",
+    )  # fmt: skip
+    tuning_fraction: float = Field(
+        default=0.15, gt=0, lt=1,
+        description="share of the training cases drawn (by patient) as the tuning set when "
+        "the manifest has no 'tuning' split",
+    )  # fmt: skip
+    variants: dict[str, VariantSpec] = Field(default={"original": VariantSpec()}, min_length=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    case_score: Literal["volume", "max_probability"] = "volume"
+    iou_thresholds: list[float] = [0.1, 0.2, 0.3, 0.4, 0.5]
+    subgroup: str | None = Field(
+        default=None, description="manifest column of the subgroup table (e.g. severity); "
+        "institutions are always tabulated when the cohort has them",
+    )  # fmt: skip
+    device: str = "auto"
+    skip_empty_slices: bool = Field(
+        default=False, description="2D: train on slices with a labelled voxel only "
+        "(prediction still runs on every slice)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _shapes(self) -> SegmentationSpec:
+        if len(self.patch_size) != self.network.dims:
+            raise ValueError(
+                f"patch_size {self.patch_size} has {len(self.patch_size)} values for a "
+                f"{self.network.dims}D network"
+            )
+        factor = 1
+        for s in self.network.strides:
+            factor *= s
+        if any(p % factor for p in self.patch_size):
+            raise ValueError(f"every patch_size value must be a multiple of {factor} "
+                             "(the product of network.strides)")  # fmt: skip
+        if 0 in self.labels:
+            raise ValueError("labels: 0 is the background; name the foreground labels")
+        return self
+
+
 class ModelSpec(_Strict):
     features: list[str] = Field(min_length=1)
     classifier: Literal["svm", "logistic"] = "svm"
@@ -192,6 +299,7 @@ class Study(_Strict):
     qc: QCSpec = QCSpec()
     radiomics: RadiomicsSpec | None = None
     deep: DeepSpec | None = None
+    segmentation: SegmentationSpec | None = None
     rois: dict[str, RoiSpec] = {}
     models: dict[str, ModelSpec] = {}
     evaluation: EvaluationSpec = EvaluationSpec()
@@ -202,6 +310,17 @@ class Study(_Strict):
     def source(self) -> Path | None:
         """The study file this definition was loaded from."""
         return self._source
+
+    @property
+    def needs_drawn_roi(self) -> bool:
+        """Whether every case needs the manifest's ROI: deep crops are cut around it,
+        ring and habitat ROIs are made from it, and radiomics without generated ROIs has
+        nothing else. A study whose ROIs all come from a segmenter does not."""
+        from fusion.rois import GENERATORS
+
+        derived = any(getattr(GENERATORS[s.generator], "needs_roi", True)
+                      for s in self.rois.values())  # fmt: skip
+        return self.deep is not None or derived or (self.radiomics is not None and not self.rois)
 
     @model_validator(mode="after")
     def _models_use_known_features(self) -> Study:

@@ -1,7 +1,7 @@
 """The order of a study's stages, and where each reads and writes its tables.
 
-This is the only module that knows the order: qc -> rois -> radiomics -> deep -> models
--> statistics -> report. Each stage reads what earlier stages wrote under
+This is the only module that knows the order: qc -> segmentation -> rois -> radiomics
+-> deep -> models -> statistics -> report. Each stage reads what earlier stages wrote under
 ``reports/<study>/tables`` and writes its own tables there, so ``--from`` and ``--only``
 can start anywhere whose inputs exist. A stage that fails stops the run with a
 :class:`StageError` naming the stage; what finished stages wrote stays.
@@ -29,12 +29,13 @@ from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 from fusion.provenance import source_hash
 
-STAGES = ("qc", "rois", "radiomics", "deep", "models", "statistics", "report")
+STAGES = ("qc", "segmentation", "rois", "radiomics", "deep", "models", "statistics", "report")
 
 # what each stage writes under reports/<study>/, so that a failed run can move what
 # later stages wrote in an earlier run out of the way (it no longer matches the inputs)
 STAGE_OUTPUTS = {
     "qc": ["tables/qc.csv"],
+    "segmentation": ["tables/seg_*.csv", "tables/.segmentation.key", "segmentation"],
     "rois": ["tables/rois.csv", "rois"],
     "radiomics": ["tables/radiomics_*.csv"],
     "deep": ["tables/deep_*.csv", "tables/deep_weights.json", "figures/crops"],
@@ -91,6 +92,25 @@ def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Chec
     )
     write_csv_atomic(qc_table(results), out or tables_dir(study, options) / "qc.csv")
     return Checked(cases, results, digests)
+
+
+def segmentation_stage(study: Study, options: RunOptions, checked: Checked) -> None:
+    """Train the study's U-Nets, predict and evaluate (``tables/seg_*.csv``); the final
+    models are published for the ``unet`` ROI generator. Skipped when its key (settings,
+    case contents, fusion's source) is unchanged and its outputs are there."""
+    from fusion.seg.infer import pick_device
+    from fusion.seg.stage import model_path, run_segmentation, stage_key, write_tables
+
+    folder = options.reports / study.name
+    key = stage_key(study, checked.passed, checked.digests,
+                    pick_device(study.segmentation.device))  # fmt: skip
+    models = [model_path(folder, v) for v in study.segmentation.variants]
+    if _up_to_date(folder / "tables", "segmentation", key, options, "seg_cases") and all(
+        m.is_file() for m in models
+    ):
+        return
+    tables = run_segmentation(study, checked.passed, checked.digests, folder, options.cache)
+    write_tables(tables, folder, key)
 
 
 def rois_stage(study: Study, options: RunOptions, checked: Checked) -> dict:
@@ -353,7 +373,9 @@ def _stage_keys(study: Study, tables: Path, weights: dict | None) -> dict[str, s
     if study.rois:
         from fusion.rois.stage import rois_settings
 
-        keys |= {f"rois:{name}": cache_key(rois_settings(study, name)) for name in study.rois}
+        folder = tables.parent
+        keys |= {f"rois:{name}": cache_key(rois_settings(study, name, folder))
+                 for name in study.rois}  # fmt: skip
     if study.radiomics is not None:
         params = load_params(study.radiomics.params)
         keys["radiomics"] = cache_key(radiomics_settings(study, params))
@@ -388,6 +410,13 @@ def run_study(
         selected.remove("deep")
     if not study.rois and "rois" in selected:
         selected.remove("rois")
+    if study.segmentation is None and "segmentation" in selected:
+        selected.remove("segmentation")
+    if not study.models and study.segmentation is not None:  # no outcome model to fit
+        selected = [s for s in selected if s not in ("models", "statistics")]
+    if only and not selected:
+        raise FusionError(f"stage {only!r} does not apply to this study (it has no "
+                          f"{'models' if only == 'statistics' else only} section)")
     result = RunResult()
 
     def checked() -> Checked:
@@ -402,6 +431,7 @@ def run_study(
 
     steps: dict[str, Callable[[], object]] = {
         "qc": checked,
+        "segmentation": lambda: segmentation_stage(study, options, checked()),
         "rois": generated,
         "radiomics": lambda: enforce_budget(
             "radiomics",

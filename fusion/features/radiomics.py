@@ -158,9 +158,12 @@ def extract_case(
     case, params, labels, structures, default_name, generated = payload
     radiomics.setVerbosity(logging.ERROR)
     image = read_image(case.image, case.series_uid)
-    roi = read_roi(case.roi, image, structures)
-    names = roi_names(roi)
-    rois = [(roi, label, names.get(label, default_name.format(label=label))) for label in labels]
+    rois = []
+    if case.roi is not None:  # a study whose ROIs all come from a segmenter has none
+        roi = read_roi(case.roi, image, structures)
+        names = roi_names(roi)
+        rois = [(roi, label, names.get(label, default_name.format(label=label)))
+                for label in labels]  # fmt: skip
     for path, wanted in generated:
         mask = on_grid(sitk.ReadImage(str(path)), image, path)
         rois += [(mask, label, name) for label, name in wanted]

@@ -35,7 +35,7 @@ from fusion.io.orientation import obliquity_deg
 from fusion.io.rois import read_roi, roi_names
 
 Severity = Literal["fail", "warn"]
-QC_VERSION = 2  # bump when a check changes, so cached QC results are recomputed
+QC_VERSION = 3  # bump when a check changes, so cached QC results are recomputed
 
 # study fields that cannot change a case's QC result, each with the reason
 QC_KEY_EXCLUDES = {
@@ -115,6 +115,22 @@ def _geometry_problems(image: sitk.Image, roi: sitk.Image, spec: QCSpec) -> Iter
                 f"{name} differs: image {_fmt(a)} vs ROI {_fmt(b)} "
                 f"(max difference {diff:.4g} > tolerance {tol:g})",
             )
+
+
+def _reference_problems(reference: sitk.Image, image: sitk.Image, study: Study) -> list[Problem]:
+    """A segmentation reference must lie on the image grid and hold only the study's
+    labels; it may be empty (a case without a lesion)."""
+    problems = [Problem(p.code, p.severity, "reference: " + p.message)
+                for p in _geometry_problems(image, reference, study.qc)]  # fmt: skip
+    known = set(study.segmentation.labels)
+    present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(reference))} - {0}
+    if unknown := sorted(present - known):
+        problems.append(Problem(
+            "unknown_label", "fail",
+            f"the reference holds label(s) {unknown} that segmentation.labels does not name "
+            f"({sorted(known)}); name them or remove them from the reference",
+        ))  # fmt: skip
+    return problems
 
 
 def _fmt(values: Iterable[float]) -> str:
@@ -238,6 +254,8 @@ def _check_case(case: Case, study: Study) -> QCResult:
         for what, path in (("image", case.image), ("ROI", case.roi))
         if path is not None and not path.exists()
     ]
+    if case.reference is not None and not case.reference.exists():
+        missing.append(f"reference file not found: {case.reference} (manifest line {case.row})")
     if missing:
         return QCResult(case.case_id, tuple(Problem("missing_file", "fail", m) for m in missing))
     image = read_image(case.image, case.series_uid)
@@ -264,8 +282,11 @@ def _check_case(case: Case, study: Study) -> QCResult:
                 "deep features cannot be cut; resample the image to an axial grid",
             )
         )
+    if case.reference is not None and study.segmentation is not None:
+        problems += _reference_problems(read_roi(case.reference, image), image, study)
     if case.roi is None:
-        problems.append(Problem("no_roi", "fail", "the manifest gives no ROI file"))
+        if study.needs_drawn_roi:
+            problems.append(Problem("no_roi", "fail", "the manifest gives no ROI file"))
         return QCResult(case.case_id, tuple(problems))
     structures = study.cohort.structures
     roi = read_roi(case.roi, image, structures)

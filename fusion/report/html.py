@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from fusion.atomic import write_text_atomic
 from fusion.config import Study
+from fusion.errors import FusionError
 from fusion.report import figures as figs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -232,6 +233,8 @@ def report_warnings(
 
 def build_report(study: Study, folder: Path) -> Path:
     """Write figures, ``tables/README.md`` and ``index.html`` under ``folder``."""
+    if not study.models:
+        return _segmentation_report(study, folder)
     tables, figures = folder / "tables", folder / "figures"
     t = {name: _read(tables, name) for name in (
         "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
@@ -336,6 +339,41 @@ def build_report(study: Study, folder: Path) -> Path:
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
     html = env.get_template("report.html.j2").render(**context)
+    write_text_atomic(html, folder / "index.html")
+    return folder / "index.html"
+
+
+def _segmentation_report(study: Study, folder: Path) -> Path:
+    """The report of a study without an outcome model: QC, segmentation, generated ROIs."""
+    from fusion.report.segmentation import segmentation_context
+
+    if study.segmentation is None:
+        raise FusionError(f"{study.source}: the study has neither models nor segmentation")
+    tables = folder / "tables"
+    provenance = json.loads((folder / "provenance.json").read_text())
+    write_text_atomic((TEMPLATES / "tables_README.md").read_text(), tables / "README.md")
+    qc, rois = _read(tables, "qc"), _read(tables, "rois")
+    counts = qc.status.value_counts().reindex(["ok", "warn", "fail"], fill_value=0)
+    features = _read(tables, "radiomics_features")
+    roi_summary = pd.DataFrame()
+    if not rois.empty:
+        kept = rois.kept.fillna("").astype(str) != ""
+        roi_summary = pd.DataFrame([{
+            "ROI": name, "cases": len(part), "with voxels": int(kept[part.index].sum()),
+            "radiomics rows": int((features.roi == name).sum()) if not features.empty else 0,
+            "errors": int(part.error.notna().sum()),
+        } for name, part in rois.groupby("roi")])  # fmt: skip
+    problems = qc[qc.status != "ok"][["case_id", "status", "problems"]] if not qc.empty else qc
+    context = {
+        "study": study,
+        "qc_summary": html_table(pd.DataFrame([counts.to_dict()])),
+        "qc_problems": html_table(problems) if len(problems) else "",
+        "rois": html_table(roi_summary) if len(roi_summary) else "",
+        "provenance": _provenance_rows(provenance),
+        **segmentation_context(study, folder),
+    }
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    html = env.get_template("segmentation.html.j2").render(**context)
     write_text_atomic(html, folder / "index.html")
     return folder / "index.html"
 

@@ -1,6 +1,6 @@
 """ROI generators: from a case's image and drawn ROI to a label map on the image grid.
 
-A generator is any object with a ``name`` and a ``__call__(image, roi) -> LabelMap``
+A generator is any object with ``needs_roi`` and a ``__call__(image, roi) -> LabelMap``
 (:class:`RoiGenerator`); built-ins register themselves in :data:`GENERATORS` by name,
 so a study names them in YAML and the pipeline never imports one by hand. Generated
 label maps keep the image's geometry, carry a name per label, and say in ``notes``
@@ -29,9 +29,12 @@ class LabelMap:
 
 
 class RoiGenerator(Protocol):
-    name: str
+    """``needs_roi``: whether it derives its map from the drawn ROI (ring, habitat) or
+    segments the image itself (unet, command; then ``roi`` may be None)."""
 
-    def __call__(self, image: sitk.Image, roi: sitk.Image) -> LabelMap: ...
+    needs_roi: bool
+
+    def __call__(self, image: sitk.Image, roi: sitk.Image | None) -> LabelMap: ...
 
 
 GENERATORS: dict[str, Callable[..., RoiGenerator]] = {}
@@ -67,4 +70,4 @@ def label_image(array: Any, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-from fusion.rois import habitat, ring  # noqa: E402, F401 - register the built-ins
+from fusion.rois import command, habitat, ring, unet  # noqa: E402, F401 - register the built-ins

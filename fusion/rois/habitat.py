@@ -114,6 +114,7 @@ def _result(labels: np.ndarray, inside: np.ndarray, roi: sitk.Image, k: int) -> 
 class Habitats:
     """Per-case habitats (k-means within each ROI)."""
 
+    needs_roi = True  # made from the drawn ROI
     k: int = 3
     neighbourhood_mm: float = 3.0
     min_voxels: int = 20

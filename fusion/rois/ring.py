@@ -21,6 +21,8 @@ from fusion.rois import LabelMap, label_image, register
 @register("ring")
 @dataclass(frozen=True, slots=True)
 class Ring:
+    needs_roi = True  # made from the drawn ROI
+
     inner_mm: float = 0.0
     outer_mm: float = 3.0
     hu_range: tuple[float, float] | None = None

@@ -52,12 +52,15 @@ class GeneratedRoi:
     notes: tuple[str, ...]
 
 
-def _read_case(case: Case, study: Study) -> tuple[sitk.Image, sitk.Image]:
-    """The image, and the drawn ROI as a 0/1 mask of ``cohort.roi_label``."""
+def _read_case(case: Case, study: Study) -> tuple[sitk.Image, sitk.Image | None]:
+    """The image, and the drawn ROI as a 0/1 mask of ``cohort.roi_label`` (None when the
+    manifest gives none: a segmenter needs only the image)."""
     from fusion.io.images import read_image
     from fusion.io.rois import read_roi
 
     image = read_image(case.image, case.series_uid)
+    if case.roi is None:
+        return image, None
     roi = read_roi(case.roi, image, study.cohort.structures)
     mask = sitk.Cast(roi == study.cohort.roi_label, sitk.sitkUInt8)
     mask.CopyInformation(image)
@@ -69,14 +72,17 @@ def _write(image: sitk.Image, path: Path) -> None:
         sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
-def generate_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
+def generate_case(payload: tuple[Case, Study, str, dict, Path]) -> dict[str, Any]:
     """Worker: one per-case generator on one case; the label map is written to ``out``."""
-    from fusion.rois import make_generator
+    from fusion.rois import GENERATORS, make_generator
 
-    case, study, name, out = payload
+    case, study, name, settings, out = payload
     spec = study.rois[name]
     image, mask = _read_case(case, study)
-    result = make_generator(spec.generator, **spec.settings)(image, mask)
+    if mask is None and getattr(GENERATORS[spec.generator], "needs_roi", True):
+        raise FusionError(f"ROI {name!r} ({spec.generator}) is made from the drawn ROI, and "
+                          "the manifest gives none for this case")  # fmt: skip
+    result = make_generator(spec.generator, **settings)(image, mask)
     _write(result.image, out)
     return _describe(result)
 
@@ -110,12 +116,29 @@ def supervoxel_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
     return {"voxels": int(inside.sum())}
 
 
-def rois_settings(study: Study, name: str) -> dict[str, Any]:
-    """Everything that can change ROI ``name``'s label map of a case: its own spec and
-    the cohort fields that pick the drawn ROI."""
+def generator_settings(study: Study, name: str, folder: Path) -> dict[str, Any]:
+    """ROI ``name``'s generator settings, with ``model: <variant>`` of a ``unet`` resolved
+    to this study's trained checkpoint under ``folder`` (reports/<study>)."""
+    spec = study.rois[name]
+    settings = dict(spec.settings)
+    if spec.generator == "unet" and settings.get("model") is not None:
+        from fusion.seg.stage import model_path
+
+        settings["checkpoint"] = str(model_path(folder, settings.pop("model")))
+    return settings
+
+
+def rois_settings(study: Study, name: str, folder: Path | None = None) -> dict[str, Any]:
+    """Everything that can change ROI ``name``'s label map of a case: its own spec, the
+    cohort fields that pick the drawn ROI and the content of a segmenter's checkpoint."""
+    from fusion.hashing import file_digest
+
+    checkpoint = None
+    if folder is not None and "checkpoint" in (resolved := generator_settings(study, name, folder)):
+        checkpoint = file_digest(Path(resolved["checkpoint"]))
     return stage_settings(
         study, ROIS_KEY_EXCLUDES, roi=study.rois[name].model_dump(mode="json"),
-        version=ROI_CACHE_VERSION,
+        version=ROI_CACHE_VERSION, checkpoint=checkpoint,
     )  # fmt: skip
 
 
@@ -135,12 +158,14 @@ def run_rois(
     generated: dict[str, dict[str, GeneratedRoi]] = {c.case_id: {} for c in cases}
     failures = []
     for name, spec in study.rois.items():
-        keys = {c.case_id: cache_key("rois", name, rois_settings(study, name), digests[c.case_id],
-                                     c.series_uid) for c in cases}  # fmt: skip
+        settings = rois_settings(study, name, folder)
+        keys = {c.case_id: cache_key("rois", name, settings, digests[c.case_id], c.series_uid)
+                for c in cases}  # fmt: skip
         if spec.mode == "cohort":
             results, failed = _cohort(study, name, cases, sets, keys, store, jobs, scheduler)
         else:
-            results, failed = _per_case(study, name, cases, keys, store, jobs, scheduler)
+            resolved = generator_settings(study, name, folder)
+            results, failed = _per_case(study, name, resolved, cases, keys, store, jobs, scheduler)
         failures += failed
         for case_id, (source, value) in results.items():
             target = folder / "rois" / name / f"{case_id}.nii.gz"
@@ -151,7 +176,7 @@ def run_rois(
     return generated, _table(generated, failures)
 
 
-def _per_case(study, name, cases, keys, store, jobs, scheduler):  # noqa: ANN001, ANN202
+def _per_case(study, name, settings, cases, keys, store, jobs, scheduler):  # noqa: ANN001, ANN202
     """Per-case generator through the engine; cached label maps are reused."""
     results, todo = {}, []
     for case in cases:
@@ -159,7 +184,7 @@ def _per_case(study, name, cases, keys, store, jobs, scheduler):  # noqa: ANN001
         if path.is_file() and meta.is_file():
             results[case.case_id] = (path, json.loads(meta.read_text()))
         else:
-            todo.append(Task(case.case_id, "", (case, study, name, path)))
+            todo.append(Task(case.case_id, "", (case, study, name, settings, path)))
     run = run_tasks(generate_case, todo, None, jobs=jobs, scheduler=scheduler, desc=f"ROI {name}")
     for case_id, value in run.results.items():
         path, meta = _paths(store, keys[case_id], ".nii.gz")

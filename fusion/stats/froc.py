@@ -91,37 +91,48 @@ class Froc:
     n_lesions: int
     n_scans: int
 
-    def sensitivity_at(self, rate: float) -> float:
+    def sensitivity_at(self, rate: float | Sequence[float]) -> float | np.ndarray:
         """Sensitivity at ``rate`` false positives per scan, linearly interpolated
         between the curve's points (as LUNA16's evaluation does); from (0, 0) at the
         strictest cut-off, and held at the last point beyond the curve's end."""
         x = np.concatenate([[0.0], self.fp_per_scan])
         y = np.concatenate([[0.0], self.sensitivity])
         # several cut-offs with the same FP rate: the curve reaches the highest one
-        unique = np.unique(x)
-        best = np.array([y[x == u].max() for u in unique])
-        return float(np.interp(rate, unique, best))
+        # (sensitivity never falls as the cut-off loosens, so that is the last of them)
+        unique, last = np.unique(x[::-1], return_index=True)
+        best = y[::-1][last]
+        out = np.interp(rate, unique, best)
+        return float(out) if np.ndim(out) == 0 else out
 
     def luna_score(self, rates: Sequence[float] = LUNA_FP_RATES) -> float:
         """Mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per scan."""
-        return float(np.mean([self.sensitivity_at(r) for r in rates]))
+        return float(np.mean(self.sensitivity_at(list(rates))))
+
+
+def _hits(case: CaseLesions, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per reference lesion the confidence it is found at (-inf: never), and the
+    confidences of the false positives."""
+    hits = case.iou >= iou_threshold
+    found = np.where(hits, case.confidence[:, None], -np.inf).max(axis=0, initial=-np.inf)
+    return found, case.confidence[~hits.any(axis=1)]
+
+
+def _curve(parts: Sequence[tuple[np.ndarray, np.ndarray]], iou_threshold: float) -> Froc:
+    found = np.concatenate([f for f, _ in parts]) if parts else np.zeros(0)
+    fps = np.concatenate([p for _, p in parts]) if parts else np.zeros(0)
+    cutoffs = np.unique(np.concatenate([found[np.isfinite(found)], fps]))[::-1]
+    n_lesions, n_scans = len(found), len(parts)
+    # counts of values >= each cut-off, by binary search on the sorted values
+    found_sorted, fps_sorted = np.sort(found), np.sort(fps)
+    detected = len(found) - np.searchsorted(found_sorted, cutoffs, side="left")
+    false = len(fps) - np.searchsorted(fps_sorted, cutoffs, side="left")
+    return Froc(iou_threshold, cutoffs, detected / max(n_lesions, 1), false / max(n_scans, 1),
+                n_lesions, n_scans)  # fmt: skip
 
 
 def froc(lesions: Sequence[CaseLesions], iou_threshold: float) -> Froc:
     """The FROC curve of a set of scans at one IoU threshold (see the module's rule)."""
-    detected_at, fp_conf = [], []
-    for case in lesions:
-        hits = case.iou >= iou_threshold
-        for j in range(case.n_reference):  # a lesion is found at its best hit's confidence
-            conf = case.confidence[hits[:, j]]
-            detected_at.append(conf.max() if conf.size else -np.inf)
-        fp_conf.extend(case.confidence[~hits.any(axis=1)])
-    detected_at, fp_conf = np.asarray(detected_at), np.asarray(fp_conf)
-    cutoffs = np.unique(np.concatenate([detected_at[np.isfinite(detected_at)], fp_conf]))[::-1]
-    n_lesions, n_scans = len(detected_at), len(lesions)
-    sensitivity = np.array([(detected_at >= c).sum() for c in cutoffs]) / max(n_lesions, 1)
-    fp = np.array([(fp_conf >= c).sum() for c in cutoffs]) / max(n_scans, 1)
-    return Froc(iou_threshold, cutoffs, sensitivity, fp, n_lesions, n_scans)
+    return _curve([_hits(c, iou_threshold) for c in lesions], iou_threshold)
 
 
 def froc_tables(
@@ -139,11 +150,12 @@ def froc_tables(
     draws = [rng.integers(0, len(lesions), len(lesions)) for _ in range(n_boot)]
     alpha = (1 - conf_level) / 2
     for t in thresholds:
-        curve = froc(lesions, t)
+        parts = [_hits(c, t) for c in lesions]
+        curve = _curve(parts, t)
         points += [{"iou_threshold": t, "cutoff": c, "sensitivity": s, "fp_per_scan": f}
                    for c, s, f in zip(curve.cutoffs, curve.sensitivity, curve.fp_per_scan,
                                       strict=True)]  # fmt: skip
-        boot = [froc([lesions[i] for i in d], t) for d in draws]
+        boot = [_curve([parts[i] for i in d], t) for d in draws]
         scores = [b.luna_score() for b in boot if b.n_lesions]
         low, high = np.quantile(scores, [alpha, 1 - alpha]) if scores else (np.nan, np.nan)
         summary.append({

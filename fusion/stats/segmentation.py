@@ -21,6 +21,7 @@ image can have: a miss is penalised as the worst possible boundary error.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -59,10 +60,13 @@ def _surface(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[fl
     p = torch.as_tensor(prediction[None, None])
     r = torch.as_tensor(reference[None, None])
     spacing = [float(s) for s in spacing]
-    hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)
-    asd = compute_average_surface_distance(
-        p, r, include_background=True, symmetric=True, spacing=spacing
-    )
+    with warnings.catch_warnings():  # MONAI passes an argument it deprecated itself
+        warnings.filterwarnings("ignore", ".*always_return_as_numpy.*", FutureWarning)
+        hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95,
+                                          spacing=spacing)  # fmt: skip
+        asd = compute_average_surface_distance(
+            p, r, include_background=True, symmetric=True, spacing=spacing
+        )
     return float(hd95.item()), float(asd.item())
 
 

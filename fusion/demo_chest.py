@@ -1,0 +1,173 @@
+"""The synthetic chest-CT cohort of the mediastinal-tumour segmentation demo.
+
+Small volumes (96 x 96 voxels in-plane at 4 mm, 240 mm of the chest in z) with body
+wall and fat, two lungs with vessels, heart, aorta, spine and sternum, and an anterior
+mediastinal tumour (thymoma-like: soft tissue in front of the great vessels, behind the
+sternum) of varying size, shape and contrast. Some cases have a second, smaller lesion
+and some none. Institutions differ the way scanners and protocols do: noise, sharpness
+(blur), slice thickness and a HU offset. The first three institutions train and tune;
+the others are external, as in the multi-institution design of seed 002.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from scipy import ndimage
+
+from fusion.atomic import atomic_path, write_csv_atomic
+
+SHAPE_XY = (96, 96)
+PIXEL_MM = 4.0
+EXTENT_Z_MM = 240.0
+# institution: (noise SD in HU, blur sigma in mm, slice thickness in mm, HU offset)
+INSTITUTIONS = {
+    "A": (12.0, 0.0, 5.0, 0.0),
+    "B": (20.0, 2.0, 5.0, 10.0),
+    "C": (8.0, 1.0, 6.0, -10.0),
+    "D": (28.0, 3.0, 5.0, 15.0),  # external: noisier and blurrier than any training site
+    "E": (15.0, 1.0, 4.0, -20.0),  # external: thinner slices and a HU offset
+}
+TRAINING_SITES = ("A", "B", "C")
+
+
+def _grid(nz: int, dz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nx, ny = SHAPE_XY
+    return np.meshgrid(
+        (np.arange(nz) - (nz - 1) / 2) * dz,
+        (np.arange(ny) - (ny - 1) / 2) * PIXEL_MM,
+        (np.arange(nx) - (nx - 1) / 2) * PIXEL_MM,
+        indexing="ij",
+        sparse=True,
+    )
+
+
+def _lesion(z, y, x, centre, radii, rng) -> np.ndarray:  # noqa: ANN001
+    """A lobulated ellipsoid: its radius modulated by low-order spherical ripples."""
+    dz, dy, dx = (z - centre[2]) / radii[2], (y - centre[1]) / radii[1], (x - centre[0]) / radii[0]
+    r = np.sqrt(dx**2 + dy**2 + dz**2)
+    theta = np.arctan2(dy, dx)
+    ripple = 1 + 0.12 * np.sin(rng.integers(2, 5) * theta + rng.uniform(0, 6)) * np.tanh(dz + 2)
+    return r < ripple
+
+
+def render_case(index: int, seed: int, site: str) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """HU volume (z, y, x), tumour mask, slice thickness and the truth of one case."""
+    rng = np.random.default_rng([seed, index])
+    noise, blur, dz, offset = INSTITUTIONS[site]
+    nz = round(EXTENT_Z_MM / dz)
+    z, y, x = _grid(nz, dz)
+    s = rng.uniform(0.92, 1.08)  # body size
+    vol = np.full((nz, *SHAPE_XY), -1000.0, dtype=np.float32)
+    body = (x / (170 * s)) ** 2 + ((y - 5) / (120 * s)) ** 2 < 1
+    body = np.broadcast_to(body, vol.shape)
+    vol[body] = -100.0  # subcutaneous and mediastinal fat
+    muscle = body & ((x / (160 * s)) ** 2 + ((y - 5) / (110 * s)) ** 2 > 1)
+    vol[muscle] = 45.0
+    lungs = np.zeros(vol.shape, bool)
+    for side in (-1, 1):
+        lung = ((x - side * 75 * s) / (58 * s)) ** 2 + ((y - 10) / (80 * s)) ** 2 + (
+            (z + 10) / 120
+        ) ** 2 < 1
+        lungs |= lung
+    vol[lungs] = -850.0
+    vessels = ndimage.gaussian_filter(rng.standard_normal(vol.shape).astype(np.float32), 1.2)
+    vol[lungs & (vessels > 1.8 * vessels.std())] = 40.0  # lung vessels
+    heart = ((x - 20) / 55) ** 2 + ((y - 15) / 50) ** 2 + ((z + 60) / 55) ** 2 < 1
+    vol[heart] = 45.0
+    aorta = ((x - 5) / 14) ** 2 + ((y - 25) / 14) ** 2 < 1
+    vol[np.broadcast_to(aorta, vol.shape) & (z > -20)] = 160.0  # contrast in the aorta
+    spine = (x / 22) ** 2 + ((y - 95 * s) / 22) ** 2 < 1
+    vol[np.broadcast_to(spine, vol.shape)] = 600.0
+    sternum = (x / 18) ** 2 + ((y + 95 * s) / 6) ** 2 < 1
+    vol[np.broadcast_to(sternum, vol.shape)] = 500.0
+
+    tumour = np.zeros(vol.shape, bool)
+    n_lesions = int(rng.choice([0, 1, 2], p=[0.15, 0.7, 0.15]))
+    if index % 12 == 11:  # so that each site's tuning cases include one without a tumour
+        n_lesions = 0
+    radii_first = None
+    for k in range(n_lesions):  # anterior mediastinum: behind the sternum, before the aorta
+        size = rng.uniform(16, 34) if k == 0 else rng.uniform(10, 15)
+        radii = np.array([size, size * rng.uniform(0.6, 0.9), size * rng.uniform(0.8, 1.3)])
+        cy = -55 * s + rng.uniform(-8, 8)
+        cx = rng.uniform(-15, 15) if k == 0 else rng.choice([-1, 1]) * rng.uniform(30, 40)
+        cz = rng.uniform(-20, 60) if k == 0 else rng.uniform(-40, 70)
+        tumour |= _lesion(z, y, x, (cx, cy, cz), radii, rng) & body & ~lungs
+        radii_first = radii if k == 0 else radii_first
+    contrast = rng.uniform(25, 90)  # HU: faint to clearly enhancing (fat is -100)
+    texture = ndimage.gaussian_filter(rng.standard_normal(vol.shape).astype(np.float32), 1.0)
+    vol[tumour] = contrast + 15 * texture[tumour] / max(texture.std(), 1e-6)
+
+    if blur:
+        vol = ndimage.gaussian_filter(vol, [blur / dz, blur / PIXEL_MM, blur / PIXEL_MM])
+    vol += offset + rng.normal(0, noise, vol.shape).astype(np.float32)
+    truth = {
+        "lesions": n_lesions,
+        "contrast_hu": round(contrast, 1),
+        "diameter_mm": round(2 * float(radii_first[0]), 1) if n_lesions else 0.0,
+    }
+    return np.clip(np.round(vol), -1024, 3000).astype(np.int16), tumour.astype(np.uint8), dz, truth
+
+
+def _write(array: np.ndarray, dz: float, path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((PIXEL_MM, PIXEL_MM, dz))
+    nz = array.shape[0]
+    image.SetOrigin(
+        (-(SHAPE_XY[0] - 1) / 2 * PIXEL_MM, -(SHAPE_XY[1] - 1) / 2 * PIXEL_MM, -(nz - 1) / 2 * dz)
+    )
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def _make(args: tuple[int, int, str, str, Path]) -> dict:
+    index, seed, case_id, site, out = args
+    volume, mask, dz, truth = render_case(index, seed, site)
+    _write(volume, dz, out / "images" / f"{case_id}.nii.gz")
+    _write(mask, dz, out / "masks" / f"{case_id}.nii.gz")
+    return {"case_id": case_id, "institution": site, "slice_mm": dz, **truth}
+
+
+def generate_mediastinal_cohort(
+    out: str | Path, per_site: int = 12, seed: int = 11, jobs: int | None = None
+) -> Path:
+    """Write ``per_site`` cases per institution and ``manifest.csv`` under ``out``.
+
+    In the training sites, one case in six is the tuning set; the other sites are the
+    external test set (the study names them in ``cohort.external_institutions``). The
+    manifest's ``label`` says whether the case has a tumour (case-level detection).
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    tasks = [
+        (i, seed, f"MED{i + 1:03d}", site, out)
+        for i, site in enumerate(s for s in INSTITUTIONS for _ in range(per_site))
+    ]
+    jobs = jobs or min(os.cpu_count() or 1, 8)
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            rows = list(pool.map(_make, tasks, chunksize=2))
+    else:
+        rows = [_make(t) for t in tasks]
+    truth = pd.DataFrame(rows)
+    split = [
+        ("tuning" if i % 6 == 5 else "train") if site in TRAINING_SITES else "test"
+        for i, site in zip(range(len(truth)), truth.institution, strict=True)
+    ]
+    manifest = truth[["case_id"]].assign(
+        image=[f"images/{c}.nii.gz" for c in truth.case_id],
+        reference=[f"masks/{c}.nii.gz" for c in truth.case_id],
+        tumour=(truth.lesions > 0).astype(int),
+        split=split,
+        institution=truth.institution,
+    )
+    write_csv_atomic(truth, out / "truth.csv")
+    write_csv_atomic(manifest, out / "manifest.csv")
+    return out / "manifest.csv"

@@ -1,0 +1,298 @@
+"""The report of a segmentation study: methods, per-set and per-institution metrics, CV,
+preprocessing variants, lesion-wise FROC, case-level detection, training curves and a
+gallery of the best, median and worst held-out cases. Every number comes from the
+``tables/seg_*.csv`` the segmentation stage wrote."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.config import Study
+from fusion.report import figures as figs
+
+MATCHING_RULE = (
+    "Lesions are the connected components (26-connectivity) of the reference and of the "
+    "predicted mask; a predicted lesion's confidence is its highest voxel probability. At an "
+    "IoU threshold t a prediction hits a reference lesion when their voxel IoU is at least t. "
+    "Each reference lesion counts once, found at the confidence of its best hit; further hits "
+    "on the same lesion are double detections, not false positives; every prediction that "
+    "hits no lesion is a false positive. Sensitivity is over all reference lesions, false "
+    "positives are per scan over all scans (with or without a lesion). The LUNA16 score is "
+    "the mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per scan, "
+    "linearly interpolated on the curve (held at its last point beyond its end), with a "
+    "percentile bootstrap CI over scans. The operating point keeps every predicted lesion "
+    "of the binarised prediction (probability >= the segmentation threshold)."
+)
+EMPTY_RULE = (
+    "Empty masks: both empty gives Dice, IoU, precision and recall 1 and distances 0; a "
+    "missed lesion (empty prediction) gives Dice, IoU, precision and recall 0 and the "
+    "worst distance (the image diagonal in mm) for HD95 and ASD; a prediction where the "
+    "reference is empty gives Dice, IoU and precision 0, recall 1 and the worst distance. "
+    "No case is dropped from a mean."
+)
+
+
+def _cell(row: pd.Series) -> str:
+    return (
+        f"{row['mean']:.3f} ± {row.sd:.3f}; {row['median']:.3f} [{row.q1:.3f}–{row.q3:.3f}]; "
+        f"CI {row.ci_low:.3f}–{row.ci_high:.3f}"
+    )
+
+
+def metric_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per group, one column per metric: mean ± SD; median [IQR]; 95% CI."""
+    if summary.empty:
+        return summary
+    wide = summary.assign(value=summary.apply(_cell, axis=1)).pivot_table(
+        index=[*by, "n"], columns="metric", values="value", aggfunc="first", sort=False
+    )
+    order = [m for m in ("dice", "iou", "precision", "recall", "hd95", "asd") if m in wide]
+    return wide[order].reset_index().rename(columns={"hd95": "HD95 (mm)", "asd": "ASD (mm)"})
+
+
+def methods_text(study: Study, tables: dict[str, pd.DataFrame]) -> list[str]:
+    spec = study.segmentation
+    net = spec.network
+    sets = dict(zip(tables["seg_sets"].set, tables["seg_sets"].cases, strict=True))
+    variants = ", ".join(
+        f"{k} ({v.filter}{'' if v.filter == 'none' else f', strength {v.strength:g}'})"
+        for k, v in spec.variants.items()
+    )
+    norm = (
+        f"clipped to the CT window {spec.normalise.window[0]:g} to "
+        f"{spec.normalise.window[1]:g} HU and scaled to 0–1"
+        if spec.normalise.mode == "window"
+        else "z-scored per image"
+    )
+    aug = spec.augment
+    return [
+        f"A {net.dims}D U-Net (MONAI; channels {net.channels}, strides {net.strides}, "
+        f"{net.res_units} residual unit(s) per level) was trained with Dice + cross-entropy "
+        f"loss and Adam (learning rate {spec.learning_rate:g}) on patches of "
+        f"{' x '.join(map(str, spec.patch_size))} voxels ({spec.patches_per_case} per case and "
+        f"epoch, half centred on the lesion, batch {spec.batch_size}), for at most "
+        f"{spec.max_epochs} epochs with early stopping when the validation Dice had not "
+        f"improved for {spec.patience} epochs; the best epoch was kept. Images were resampled "
+        f"to a {sets.get('training grid (mm)', '')} mm grid and {norm}. Augmentation: "
+        f"{'in-plane flips, ' if aug.flip else ''}rotation up to {aug.rotate_deg:g}°, scaling "
+        f"up to {aug.scale:.0%}, intensity scale and shift up to {aug.intensity:.0%}.",
+        f"Sets: {sets.get('train')} training cases, {sets.get('tuning')} tuning cases "
+        f"({sets.get('tuning source')}), and the held-out sets "
+        + ", ".join(f"{k} ({v})" for k, v in sets.items() if k.startswith(("test", "external")))
+        + ". "
+        + (
+            f"The training cases were also split into {spec.cv_folds} folds by patient; each "
+            "fold's model was trained on the others and early-stopped on its own fold "
+            "(cross-validation table). "
+            if spec.cv_folds >= 2
+            else ""
+        )
+        + "The final model was trained on all training cases and selected on the tuning set; "
+        "it alone predicted the tuning and held-out cases. Prediction: sliding windows with "
+        f"25% overlap and Gaussian blending; a voxel is tumour when its probability is at "
+        f"least {spec.threshold:g}. Predictions are resampled back to each scan's own grid, "
+        "where the metrics are computed in mm.",
+        f"Preprocessing variants, trained and evaluated on the same sets: {variants}; per-case "
+        "Dice compared with the paired Wilcoxon signed-rank test.",
+        f"Case-level detection: the case score is the {spec.case_score.replace('_', ' ')} of "
+        "the prediction; its threshold is chosen on the tuning set (Youden); AUC with DeLong "
+        "CI. Aggregates: mean ± SD, median [IQR] and a percentile bootstrap 95% CI of the mean "
+        f"over cases ({study.evaluation.bootstrap} resamples).",
+        EMPTY_RULE,
+    ]
+
+
+def froc_figure(points: pd.DataFrame, variant: str) -> Any:
+    fig, ax = figs.plt.subplots(figsize=(4.6, 3.6))
+    part = points[points.variant == variant]
+    for i, (t, curve) in enumerate(part.groupby("iou_threshold")):
+        x = np.concatenate([[0], curve.fp_per_scan])
+        y = np.concatenate([[0], curve.sensitivity])
+        ax.step(x, y, where="post", color=figs.COLOURS[i], label=f"IoU ≥ {t:g}")
+    ax.set_xscale("symlog", linthresh=0.125)
+    ax.set_xlim(0, 8)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positives per scan")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_title(f"FROC, held-out scans ({variant})")
+    ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def training_figure(curves: pd.DataFrame) -> Any:
+    fig, (a, b) = figs.plt.subplots(1, 2, figsize=(8.4, 3.2))
+    for i, ((variant, model), c) in enumerate(curves.groupby(["variant", "model"], sort=False)):
+        style = "-" if model == "final" else ":"
+        a.plot(c.epoch, c.loss, style, color=figs.COLOURS[i % 10], label=f"{variant} {model}")
+        b.plot(c.epoch, c.val_dice, style, color=figs.COLOURS[i % 10])
+        best = c[c.best.astype(bool)]
+        b.plot(best.epoch, best.val_dice, "o", color=figs.COLOURS[i % 10], ms=4)
+    a.set(xlabel="epoch", ylabel="training loss (Dice + CE)", title="Loss")
+    b.set(
+        xlabel="epoch",
+        ylabel="validation Dice",
+        title="Validation Dice (dot: kept epoch)",
+        ylim=(0, 1),
+    )
+    a.legend(fontsize=6)
+    return fig
+
+
+def gallery(study: Study, folder: Path, cases: pd.DataFrame) -> list[dict]:
+    """Best, median and worst Dice of the held-out cases (final model, first variant): the
+    slice with most reference (else predicted) voxels, reference green, prediction red."""
+    import base64
+
+    import SimpleITK as sitk
+
+    from fusion.cohort import load_cohort
+    from fusion.io.images import read_image
+    from fusion.io.rois import read_roi
+
+    variant = next(iter(study.segmentation.variants))
+    held = cases[(cases.model == "final") & (cases.variant == variant) & (cases.set != "tuning")]
+    held = held[held["empty"].fillna("") != "both"].sort_values("dice").reset_index(drop=True)
+    if held.empty:
+        return []
+    picks = {"worst": 0, "median": len(held) // 2, "best": len(held) - 1}
+    by_id = {c.case_id: c for c in load_cohort(study)}
+    items = []
+    for title, i in picks.items():
+        row = held.iloc[i]
+        case = by_id[str(row.case_id)]
+        image = read_image(case.image, case.series_uid)
+        ref = sitk.GetArrayFromImage(read_roi(case.reference, image))
+        path = folder / "segmentation" / "predictions" / variant / f"{row.case_id}.nii.gz"
+        if not path.is_file():
+            continue
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        z = int(np.argmax(ref.sum(axis=(1, 2)) if ref.any() else pred.sum(axis=(1, 2))))
+        fig, ax = figs.plt.subplots(figsize=(3.2, 3.2))
+        ax.imshow(np.clip(sitk.GetArrayViewFromImage(image)[z], -200, 300), cmap="gray")
+        for mask, colour in ((ref, "#2ca02c"), (pred, "#d62728")):
+            if mask[z].any():
+                ax.contour(mask[z] > 0, levels=[0.5], colors=colour, linewidths=1.2)
+        ax.set_axis_off()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+        figs.plt.close(fig)
+        items.append(
+            {
+                "case_id": row.case_id,
+                "png": base64.b64encode(buffer.getvalue()).decode(),
+                "caption": f"{title} Dice {row.dice:.3f}, {row.set}; "
+                "green: reference, red: predicted",
+            }
+        )
+    return items
+
+
+def warnings(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Say it loudly when a model learned nothing, or a case could not be evaluated."""
+    out = []
+    summary = tables["seg_summary"]
+    held = summary[
+        (summary.set == "all evaluated (test + external)")
+        & (summary.metric == "dice")
+        & (summary.scans == "with a lesion")
+    ]
+    for row in held.itertuples():
+        if row.mean < 0.2:
+            out.append(
+                f"The {row.variant} model reaches a mean Dice of only {row.mean:.3f} on "
+                f"the held-out cases ({row._3}): it has not learned to segment."
+            )
+    if len(tables["seg_skipped"]):
+        out.append(
+            f"{len(tables['seg_skipped'])} prediction(s) were not evaluated; see "
+            "'Cases not evaluated'."
+        )
+    return out
+
+
+def segmentation_context(study: Study, folder: Path) -> dict[str, Any]:
+    """Everything the segmentation section of the template shows."""
+    from fusion.report.html import html_table
+
+    tables_dir, figures = folder / "tables", folder / "figures"
+    names = (
+        "seg_summary",
+        "seg_subgroups",
+        "seg_cv",
+        "seg_cv_summary",
+        "seg_variants",
+        "seg_froc",
+        "seg_froc_points",
+        "seg_detection",
+        "seg_training",
+        "seg_sets",
+        "seg_skipped",
+        "seg_models",
+        "seg_cases",
+    )
+    t = {}
+    for name in names:
+        path = tables_dir / f"{name}.csv"
+        t[name] = (
+            pd.read_csv(path, dtype={"case_id": str})
+            if path.is_file() and path.stat().st_size > 1
+            else pd.DataFrame()
+        )
+    froc_svgs = [
+        figs.save(froc_figure(t["seg_froc_points"], v), figures, f"seg_froc_{v}")
+        for v in study.segmentation.variants
+        if not t["seg_froc_points"].empty and (t["seg_froc_points"].variant == v).any()
+    ]
+    froc = t["seg_froc"]
+    if not froc.empty:
+        froc = froc[
+            [
+                "variant",
+                "iou_threshold",
+                "lesions",
+                "scans",
+                "luna_score",
+                "ci_low",
+                "ci_high",
+                "operating_sensitivity",
+                "operating_fp_per_scan",
+                *[c for c in froc.columns if c.startswith("sens_at_")],
+            ]
+        ]
+    detection = t["seg_detection"]
+    if not detection.empty:
+        detection = detection.assign(threshold=detection.threshold.map(lambda v: f"{v:.3g}"))
+    return {
+        "seg_methods": methods_text(study, t),
+        "seg_warnings": warnings(t),
+        "matching_rule": MATCHING_RULE,
+        "seg": {
+            "summary": html_table(
+                metric_table(t["seg_summary"], ["variant", "set", "class", "scans"])
+            ),
+            "subgroups": html_table(
+                metric_table(t["seg_subgroups"], ["variant", "by", "group", "class"])
+            )
+            if not t["seg_subgroups"].empty
+            else "",
+            "cv": html_table(t["seg_cv"]) if not t["seg_cv"].empty else "",
+            "cv_summary": html_table(t["seg_cv_summary"]) if not t["seg_cv_summary"].empty else "",
+            "variants": html_table(t["seg_variants"]) if not t["seg_variants"].empty else "",
+            "froc": html_table(froc) if not froc.empty else "",
+            "detection": html_table(detection) if not detection.empty else "",
+            "skipped": html_table(t["seg_skipped"]) if not t["seg_skipped"].empty else "",
+            "models": html_table(t["seg_models"].drop(columns="checkpoint")),
+        },
+        "seg_figures": {
+            "froc": froc_svgs,
+            "training": figs.save(training_figure(t["seg_training"]), figures, "seg_training")
+            if not t["seg_training"].empty
+            else "",
+        },
+        "seg_gallery": gallery(study, folder, t["seg_cases"]) if not t["seg_cases"].empty else [],
+    }

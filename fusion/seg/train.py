@@ -1,0 +1,231 @@
+"""Training one U-Net: patches with augmentation, Dice + cross-entropy, Adam, early
+stopping on validation Dice, and a checkpoint after every epoch so an interrupted run
+resumes where it stopped.
+
+Reproducible and resumable by construction: every epoch reseeds torch, NumPy and the
+augmentation from ``seed + epoch``, so an epoch's batches depend on nothing but the
+seed, the epoch and the weights it starts from; a resumed run therefore continues
+exactly as an uninterrupted one would. Validation runs the same sliding-window
+prediction as inference, on whole volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion.atomic import write_text_atomic
+from fusion.config import AugmentSpec, SegmentationSpec
+from fusion.seg.data import Prepared
+from fusion.seg.infer import autocast, to_labels, window_inference
+from fusion.seg.network import build_unet, read_checkpoint, save_checkpoint
+
+DONE = "done.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Trained:
+    """A finished training: the best checkpoint, its epoch and validation Dice, and the
+    per-epoch history (epoch, loss, val_dice)."""
+
+    checkpoint: Path
+    best_epoch: int
+    val_dice: float
+    history: list[dict[str, float]]
+    stopped_early: bool
+
+
+def _transforms(spec: SegmentationSpec) -> Any:
+    """MONAI dictionary transforms: pad to the patch, crop patches centred half on the
+    foreground, then flips, small rotations and scaling, intensity jitter."""
+    from monai import transforms as t
+
+    dims = spec.network.dims
+    roi = tuple(reversed(spec.patch_size))
+    aug: AugmentSpec = spec.augment
+    keys = ("image", "label")
+    steps = [  # the first two are deterministic: computed once per case and cached
+        t.SpatialPadd(keys, spatial_size=roi),
+        t.FgBgToIndicesd("label"),
+        t.RandCropByPosNegLabeld(
+            keys,
+            "label",
+            roi,
+            pos=1,
+            neg=1,
+            num_samples=spec.patches_per_case,
+            fg_indices_key="label_fg_indices",
+            bg_indices_key="label_bg_indices",
+        ),
+    ]
+    if aug.flip:  # in-plane flips only: the head-feet axis has a meaning
+        steps += [t.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(dims - 2, dims)]
+    if aug.rotate_deg or aug.scale:
+        angle = math.radians(aug.rotate_deg)
+        steps.append(
+            t.RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=(angle,) if dims == 2 else (angle, 0, 0),
+                scale_range=(aug.scale,) * dims,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
+    if aug.intensity:
+        steps += [
+            t.RandScaleIntensityd("image", factors=aug.intensity, prob=0.5),
+            t.RandShiftIntensityd("image", offsets=aug.intensity, prob=0.5),
+        ]
+    return t.Compose(steps)
+
+
+def _items(cases: list[Prepared], dims: int, skip_empty: bool) -> list[dict[str, np.ndarray]]:
+    """Training items: whole volumes (3D) or axial slices (2D), channel first."""
+    if dims == 3:
+        return [{"image": c.image[None], "label": c.label[None]} for c in cases]
+    return [
+        {"image": c.image[z][None], "label": c.label[z][None]}
+        for c in cases
+        for z in range(c.image.shape[0])
+        if not skip_empty or c.label[z].any()
+    ]
+
+
+def dice_per_class(labels: np.ndarray, reference: np.ndarray, classes: int) -> list[float]:
+    """Dice of each foreground class (both empty: 1, as in fusion.stats.segmentation)."""
+    out = []
+    for k in range(1, classes + 1):
+        p, r = labels == k, reference == k
+        total = p.sum() + r.sum()
+        out.append(1.0 if total == 0 else 2.0 * (p & r).sum() / total)
+    return out
+
+
+def validate(model: Any, cases: list[Prepared], spec: SegmentationSpec, device: str) -> float:
+    """Mean Dice over validation cases and foreground classes, on the training grid."""
+    scores = []
+    for case in cases:
+        probs = window_inference(model, case.image, spec.network.dims, spec.patch_size, device)
+        scores += dice_per_class(to_labels(probs, spec.threshold), case.label, len(spec.labels))
+    return float(np.mean(scores))
+
+
+def train_unet(
+    train: list[Prepared],
+    val: list[Prepared],
+    spec: SegmentationSpec,
+    meta: dict[str, Any],
+    folder: Path,
+    seed: int,
+    device: str,
+    desc: str = "U-Net",
+) -> Trained:
+    """Train in ``folder`` (``last.pt`` every epoch, ``best.pt`` at each better validation
+    Dice, ``done.json`` at the end); a finished folder is returned as it is, an
+    unfinished one resumes from ``last.pt``."""
+    import torch
+    from monai.data import CacheDataset, DataLoader, set_track_meta
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / DONE).is_file():
+        return _trained(folder)
+    set_determinism(seed)
+    model = build_unet(spec.network, len(spec.labels) + 1).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    if (folder / "last.pt").is_file():  # resume after an interruption
+        saved = read_checkpoint(folder / "last.pt")
+        model.load_state_dict(saved["state_dict"])
+        optimiser.load_state_dict(saved["optimiser"])
+        state = json.loads(saved["state"])
+    transforms = _transforms(spec)
+    set_track_meta(False)  # plain tensors: MONAI's metadata tracking doubles the cost here
+    # a case without a lesion cannot give a lesion-centred patch: MONAI warns, then takes a
+    # background patch, which is what training on such a case should do
+    warnings.filterwarnings("ignore", "Num foregrounds 0", UserWarning)
+    data = CacheDataset(
+        _items(train, spec.network.dims, spec.skip_empty_slices),
+        transforms,
+        num_workers=0,
+        progress=False,
+    )
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported()
+    )
+    bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False, disable=None)
+    while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
+        epoch = state["epoch"] + 1
+        set_determinism(seed + epoch)
+        transforms.set_random_state(seed + epoch)
+        loader = DataLoader(
+            data,
+            batch_size=spec.batch_size,
+            shuffle=True,
+            num_workers=0,
+            generator=torch.Generator().manual_seed(seed + epoch),
+        )
+        model.train()
+        losses = []
+        for batch in loader:
+            optimiser.zero_grad(set_to_none=True)
+            with autocast(device):
+                loss = loss_fn(model(batch["image"].to(device)), batch["label"].to(device))
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        val_dice = validate(model, val, spec, device)
+        state["history"].append(
+            {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val_dice}
+        )
+        state["epoch"] = epoch
+        if val_dice > state["best"] + 1e-4:
+            state.update(best=val_dice, best_epoch=epoch, bad_epochs=0)
+            best_meta = {
+                **meta,
+                "provenance": {**meta["provenance"], "epoch": epoch, "val_dice": val_dice},
+            }
+            save_checkpoint(folder / "best.pt", model, best_meta)
+        else:
+            state["bad_epochs"] += 1
+        save_checkpoint(
+            folder / "last.pt",
+            model,
+            meta,
+            optimiser=optimiser.state_dict(),
+            state=json.dumps(state),
+        )
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}")
+    bar.close()
+    set_track_meta(True)
+    done = {
+        "best_epoch": state["best_epoch"],
+        "val_dice": state["best"],
+        "history": state["history"],
+        "stopped_early": state["epoch"] < spec.max_epochs,
+    }
+    write_text_atomic(json.dumps(done), folder / DONE)
+    return _trained(folder)
+
+
+def _trained(folder: Path) -> Trained:
+    done = json.loads((folder / DONE).read_text())
+    return Trained(
+        folder / "best.pt",
+        done["best_epoch"],
+        done["val_dice"],
+        done["history"],
+        done["stopped_early"],
+    )
