@@ -415,8 +415,10 @@ def run_study(
     if not study.models and study.segmentation is not None:  # no outcome model to fit
         selected = [s for s in selected if s not in ("models", "statistics")]
     if only and not selected:
-        raise FusionError(f"stage {only!r} does not apply to this study (it has no "
-                          f"{'models' if only == 'statistics' else only} section)")
+        raise FusionError(
+            f"stage {only!r} does not apply to this study (it has no "
+            f"{'models' if only == 'statistics' else only} section)"
+        )
     result = RunResult()
 
     def checked() -> Checked:

@@ -180,3 +180,17 @@ def test_qc_of_a_switched_structure_is_not_served_from_the_cache(tmp_path, make_
     result = qc_stage(tiny, options).qc[0]
     assert result.roi_voxels == 1 and result.status == "fail"
     assert "small_roi" in {p.code for p in result.problems}
+
+
+def test_segmentation_training_key_covers_every_field_and_the_device(study: Study) -> None:
+    from fusion.config import SegmentationSpec
+    from fusion.seg.stage import SEG_KEY_EXCLUDES, seg_settings
+
+    spec = SegmentationSpec(labels={1: "tumour"}, patch_size=[32, 32, 16])
+    with_seg = study.model_copy(update={"segmentation": spec})
+
+    def settings(s: Study) -> dict:
+        return seg_settings(s, "cpu")
+
+    assert _check_every_field(with_seg, settings, SEG_KEY_EXCLUDES) == []
+    assert seg_settings(with_seg, "cuda:0") != settings(with_seg)  # device and precision

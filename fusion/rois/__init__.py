@@ -59,7 +59,7 @@ def make_generator(name: str, **settings: Any) -> RoiGenerator:
         )
     try:
         return GENERATORS[name](**settings)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # unknown or invalid settings
         raise ConfigError(f"ROI generator {name!r}: {exc}") from None
 
 
