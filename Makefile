@@ -9,6 +9,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO   := data/demo_hematoma
 MEDIASTINAL := data/demo_mediastinal
+LUNG   := data/demo_lung_involvement
 STUDIES := $(wildcard pipelines/*.yaml)
 
 .PHONY: install all test test-fast lint demo-data check report-check clean
@@ -24,13 +25,16 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e ".[dev]"
 	touch $(STAMP)
 
-demo-data: $(DEMO)/manifest.csv $(MEDIASTINAL)/manifest.csv
+demo-data: $(DEMO)/manifest.csv $(MEDIASTINAL)/manifest.csv $(LUNG)/manifest.csv
 
 $(DEMO)/manifest.csv: | $(STAMP)
 	$(VENV)/bin/fusion demo-data --out $(DEMO)
 
 $(MEDIASTINAL)/manifest.csv: | $(STAMP)
 	$(VENV)/bin/fusion demo-data --study mediastinal --out $(MEDIASTINAL)
+
+$(LUNG)/manifest.csv: | $(STAMP)
+	$(VENV)/bin/fusion demo-data --study lung --out $(LUNG)
 
 check: install demo-data
 	@for s in $(STUDIES); do $(VENV)/bin/fusion check $$s || exit 1; done

@@ -161,6 +161,13 @@ def _print_qc(table) -> None:  # noqa: ANN001 - a pandas DataFrame; pandas is im
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
+    if args.study == "lung":
+        from fusion.demo_chest import generate_lung_cohort
+
+        n, seed = args.n or 22, 13 if args.seed is None else args.seed
+        manifest = generate_lung_cohort(args.out, n, seed, jobs=args.jobs)
+        print(f"lung-involvement demo cohort of {n} patients written; manifest: {manifest}")
+        return 0
     if args.study == "mediastinal":
         from fusion.demo_chest import generate_mediastinal_cohort
 
@@ -182,15 +189,18 @@ def _cmd_seg(args: argparse.Namespace) -> int:
     tuning, test and external cases); ``seg predict``: also the ROI stage, which runs the
     unet generators on every case; ``seg evaluate``: the stage's tables and the report."""
     from fusion.config import load_study
-    from fusion.pipeline import run_study
+    from fusion.pipeline import applicable_stages, run_study
 
     study = load_study(args.study)
     if study.segmentation is None:
         raise FusionError(f"{args.study}: the study has no segmentation section")
     options = _options(args)
-    stages = {"train": ["qc", "segmentation"], "predict": ["qc", "segmentation", "rois"],
-              "evaluate": ["qc", "segmentation", "report"]}[args.action]  # fmt: skip
-    for stage in stages:
+    stages = {
+        "train": ["qc", "segmentation"],
+        "predict": ["qc", "segmentation", "rois"],
+        "evaluate": ["qc", "segmentation", "rois", "involvement", "report"],
+    }[args.action]
+    for stage in [s for s in stages if s in applicable_stages(study)]:
         run_study(study, options, only=stage)
     tables = options.reports / study.name / "tables"
     print(f"{study.name}: seg {args.action} done; tables: {tables}/seg_*.csv")
@@ -244,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[common], help="run a study end to end: QC to the HTML report"
     )
-    stage_names = "qc, segmentation, rois, radiomics, deep, models, statistics, report"
+    stage_names = "qc, segmentation, rois, involvement, radiomics, deep, models, statistics, report"
     run.add_argument("--only", metavar="STAGE", help=f"run one stage: {stage_names}")
     run.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
     run.set_defaults(func=_cmd_run)
@@ -284,11 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-data", help="write a synthetic demo cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")
-    demo.add_argument("--study", choices=["hematoma", "mediastinal"], default="hematoma",
-                      help="hematoma (head CT, default) or mediastinal (chest CT)")  # fmt: skip
+    demo.add_argument(
+        "--study", choices=["hematoma", "mediastinal", "lung"], default="hematoma",
+        help="hematoma (head CT, default), mediastinal or lung (chest CT)",
+    )  # fmt: skip
     demo.add_argument("--n", type=int, default=None,
-                      help="cases (hematoma, default 235) or cases per institution "
-                      "(mediastinal, default 12)")  # fmt: skip
+                      help="cases (hematoma, default 235; lung, 22) or cases per "
+                      "institution (mediastinal, default 12)")  # fmt: skip
     demo.add_argument("--seed", type=int, default=None, help="random seed (7; mediastinal 11)")
     demo.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
     demo.set_defaults(func=_cmd_demo_data)

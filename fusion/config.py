@@ -207,6 +207,17 @@ class VariantSpec(_Strict):
     strength: float = Field(default=1.0, ge=0)
 
 
+class InvolvementSpec(_Strict):
+    """Lung involvement (seed 003): pattern volume inside the lung / lung volume, per
+    patient, lung and zone, from the final model's prediction and the reference."""
+
+    lung_roi: str = Field(description="the study's ROI made by the lung generator")
+    lung_reference: str | None = Field(
+        default=None, description="manifest column of reference lung masks (to measure "
+        "the outline's Dice)",
+    )  # fmt: skip
+
+
 class SegmentationSpec(_Strict):
     """Training, prediction and evaluation of a segmentation model (fusion.seg). Masks
     come from the manifest's ``reference`` column; ``labels`` names its classes."""
@@ -244,6 +255,9 @@ class SegmentationSpec(_Strict):
         "institutions are always tabulated when the cohort has them",
     )  # fmt: skip
     device: str = "auto"
+    froc: bool = Field(default=True, description="lesion-wise FROC (off for diffuse "
+                       "patterns, whose connected components are not lesions)")  # fmt: skip
+    involvement: InvolvementSpec | None = None
     skip_empty_slices: bool = Field(
         default=False, description="2D: train on slices with a labelled voxel only "
         "(prediction still runs on every slice)",
@@ -321,6 +335,16 @@ class Study(_Strict):
         derived = any(getattr(GENERATORS[s.generator], "needs_roi", True)
                       for s in self.rois.values())  # fmt: skip
         return self.deep is not None or derived or (self.radiomics is not None and not self.rois)
+
+    @model_validator(mode="after")
+    def _involvement_names_a_lung_roi(self) -> Study:
+        spec = self.segmentation.involvement if self.segmentation else None
+        if spec is not None:
+            roi = self.rois.get(spec.lung_roi)
+            if roi is None or roi.generator != "lung":
+                raise ValueError(f"segmentation.involvement.lung_roi {spec.lung_roi!r} must "
+                                 "name a ROI of this study made by the lung generator")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _models_use_known_features(self) -> Study:

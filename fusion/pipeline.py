@@ -1,10 +1,11 @@
 """The order of a study's stages, and where each reads and writes its tables.
 
-This is the only module that knows the order: qc -> segmentation -> rois -> radiomics
--> deep -> models -> statistics -> report. Each stage reads what earlier stages wrote under
-``reports/<study>/tables`` and writes its own tables there, so ``--from`` and ``--only``
-can start anywhere whose inputs exist. A stage that fails stops the run with a
-:class:`StageError` naming the stage; what finished stages wrote stays.
+This is the only module that knows the order: qc -> segmentation -> rois ->
+involvement -> radiomics -> deep -> models -> statistics -> report. Each stage reads what
+earlier stages wrote under ``reports/<study>/tables`` and writes its own tables there,
+so ``--from`` and ``--only`` can start anywhere whose inputs exist. A stage that fails
+stops the run with a :class:`StageError` naming the stage; what finished stages wrote
+stays.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 from fusion.provenance import source_hash
 
-STAGES = ("qc", "segmentation", "rois", "radiomics", "deep", "models", "statistics", "report")
+STAGES = ("qc", "segmentation", "rois", "involvement", "radiomics", "deep", "models",
+          "statistics", "report")  # fmt: skip
 
 # what each stage writes under reports/<study>/, so that a failed run can move what
 # later stages wrote in an earlier run out of the way (it no longer matches the inputs)
@@ -37,6 +39,7 @@ STAGE_OUTPUTS = {
     "qc": ["tables/qc.csv"],
     "segmentation": ["tables/seg_*.csv", "tables/.segmentation.key", "segmentation"],
     "rois": ["tables/rois.csv", "rois"],
+    "involvement": ["tables/involvement*.csv", "tables/lung_outline.csv"],
     "radiomics": ["tables/radiomics_*.csv"],
     "deep": ["tables/deep_*.csv", "tables/deep_weights.json", "figures/crops"],
     "models": ["tables/cohort.csv", "tables/scores.csv", "tables/model_summary.csv",
@@ -134,6 +137,16 @@ def rois_stage(study: Study, options: RunOptions, checked: Checked) -> dict:
     )  # fmt: skip
     write_csv_atomic(table, tables_dir(study, options) / "rois.csv")
     return generated
+
+
+def involvement_stage(study: Study, options: RunOptions, checked: Checked) -> None:
+    """Lung involvement of the evaluated cases from the segmentation stage's predictions
+    and the lung ROIs (seconds: recomputed on every run)."""
+    from fusion.seg.involvement import involvement_tables
+
+    folder = options.reports / study.name
+    for name, table in involvement_tables(study, folder, checked.passed).items():
+        write_csv_atomic(table, tables_dir(study, options) / f"{name}.csv")
 
 
 def radiomics_stage(
@@ -396,6 +409,21 @@ class RunResult:
     generated: dict | None = None
 
 
+def applicable_stages(study: Study) -> list[str]:
+    """The stages a study has: a stage without its section is skipped."""
+    skip = {
+        "segmentation": study.segmentation is None,
+        "rois": not study.rois,
+        "involvement": study.segmentation is None or study.segmentation.involvement is None,
+        "radiomics": study.radiomics is None,
+        "deep": study.deep is None,
+        # a segmentation study may have no outcome model to fit
+        "models": not study.models and study.segmentation is not None,
+        "statistics": not study.models and study.segmentation is not None,
+    }
+    return [s for s in STAGES if not skip.get(s, False)]
+
+
 def run_study(
     study: Study, options: RunOptions, only: str | None = None, start: str | None = None
 ) -> RunResult:
@@ -403,22 +431,12 @@ def run_study(
     for name in (only, start):
         if name is not None and name not in STAGES:
             raise FusionError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    applicable = applicable_stages(study)
     selected = [only] if only else list(STAGES[STAGES.index(start) :] if start else STAGES)
-    if study.radiomics is None and "radiomics" in selected:
-        selected.remove("radiomics")
-    if study.deep is None and "deep" in selected:
-        selected.remove("deep")
-    if not study.rois and "rois" in selected:
-        selected.remove("rois")
-    if study.segmentation is None and "segmentation" in selected:
-        selected.remove("segmentation")
-    if not study.models and study.segmentation is not None:  # no outcome model to fit
-        selected = [s for s in selected if s not in ("models", "statistics")]
+    selected = [s for s in selected if s in applicable]
     if only and not selected:
-        raise FusionError(
-            f"stage {only!r} does not apply to this study (it has no "
-            f"{'models' if only == 'statistics' else only} section)"
-        )
+        raise FusionError(f"stage {only!r} does not apply to this study (it has no "
+                          f"{'models' if only == 'statistics' else only} section)")  # fmt: skip
     result = RunResult()
 
     def checked() -> Checked:
@@ -435,6 +453,7 @@ def run_study(
         "qc": checked,
         "segmentation": lambda: segmentation_stage(study, options, checked()),
         "rois": generated,
+        "involvement": lambda: involvement_stage(study, options, checked()),
         "radiomics": lambda: enforce_budget(
             "radiomics",
             radiomics_stage(study, options, checked(), generated()).run.failures,

@@ -345,7 +345,7 @@ def build_report(study: Study, folder: Path) -> Path:
 
 def _segmentation_report(study: Study, folder: Path) -> Path:
     """The report of a study without an outcome model: QC, segmentation, generated ROIs."""
-    from fusion.report.segmentation import segmentation_context
+    from fusion.report.segmentation import involvement_context, segmentation_context
 
     if study.segmentation is None:
         raise FusionError(f"{study.source}: the study has neither models nor segmentation")
@@ -371,6 +371,7 @@ def _segmentation_report(study: Study, folder: Path) -> Path:
         "rois": html_table(roi_summary) if len(roi_summary) else "",
         "provenance": _provenance_rows(provenance),
         **segmentation_context(study, folder),
+        **involvement_context(study, folder),
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
     html = env.get_template("segmentation.html.j2").render(**context)

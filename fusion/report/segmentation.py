@@ -156,7 +156,11 @@ def gallery(study: Study, folder: Path, cases: pd.DataFrame) -> list[dict]:
 
     variant = next(iter(study.segmentation.variants))
     held = cases[(cases.model == "final") & (cases.variant == variant) & (cases.set != "tuning")]
-    held = held[held["empty"].fillna("") != "both"].sort_values("dice").reset_index(drop=True)
+    held = (
+        held[held["empty"].astype("string").fillna("") != "both"]
+        .sort_values("dice")
+        .reset_index(drop=True)
+    )
     if held.empty:
         return []
     picks = {"worst": 0, "median": len(held) // 2, "best": len(held) - 1}
@@ -296,3 +300,121 @@ def segmentation_context(study: Study, folder: Path) -> dict[str, Any]:
         },
         "seg_gallery": gallery(study, folder, t["seg_cases"]) if not t["seg_cases"].empty else [],
     }
+
+
+PATTERN_COLOURS = ("#ff7f0e", "#d62728", "#9467bd", "#8c564b")
+
+
+def bland_altman_figure(wide: pd.DataFrame, agreement_rows: pd.DataFrame) -> Any:
+    """Difference against mean of predicted and reference involvement, per pattern."""
+    part = wide[(wide.region == "both lungs") & (wide.set != "tuning")]
+    patterns = list(dict.fromkeys(part.pattern))
+    fig, axes = figs.plt.subplots(1, len(patterns), figsize=(3.4 * len(patterns), 3.2),
+                                  squeeze=False)  # fmt: skip
+    for ax, pattern in zip(axes[0], patterns, strict=True):
+        p = part[part.pattern == pattern]
+        mean = (p.predicted + p.reference) / 2
+        ax.scatter(mean, p.difference, s=14, color=figs.COLOURS[0])
+        row = (agreement_rows[(agreement_rows.region == "both lungs")
+                              & (agreement_rows.pattern == pattern)]
+               if len(agreement_rows) else agreement_rows)  # fmt: skip
+        if len(row):
+            r = row.iloc[0]
+            ax.axhline(r.bias, color="k", lw=1)
+            for v in (r.loa_low, r.loa_high):
+                ax.axhline(v, color="k", lw=0.8, ls="--")
+        ax.set(title=pattern, xlabel="mean of predicted and reference (%)",
+               ylabel="predicted − reference (percentage points)")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def involvement_gallery(study: Study, folder: Path, wide: pd.DataFrame, n: int = 3) -> list[dict]:
+    """The held-out patients with the most involvement: the slice with most pattern, lung
+    outline (green) and each pattern filled in its own colour, reference beside
+    prediction, with a legend."""
+    import base64
+
+    import SimpleITK as sitk
+    from matplotlib.patches import Patch
+
+    from fusion.cohort import load_cohort
+    from fusion.io.images import read_image
+    from fusion.io.rois import read_roi
+
+    spec = study.segmentation
+    variant = next(iter(spec.variants))
+    both = wide[(wide.region == "both lungs") & (wide.pattern == "combined")]
+    by_id = {c.case_id: c for c in load_cohort(study)}
+    items = []
+    for case_id in both.sort_values("reference", ascending=False).case_id.head(n):
+        case = by_id[str(case_id)]
+        image = read_image(case.image, case.series_uid)
+        ref = sitk.GetArrayFromImage(read_roi(case.reference, image))
+        predicted = folder / "segmentation" / "predictions" / variant / f"{case_id}.nii.gz"
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(predicted)))
+        outline = folder / "rois" / spec.involvement.lung_roi / f"{case_id}.nii.gz"
+        lung = sitk.GetArrayFromImage(sitk.ReadImage(str(outline)))
+        z = int(np.argmax((ref > 0).sum(axis=(1, 2))))
+        fig, axes = figs.plt.subplots(1, 2, figsize=(6.4, 3.3))
+        for ax, labels, title in ((axes[0], ref, "reference"), (axes[1], pred, "predicted")):
+            ax.imshow(np.clip(sitk.GetArrayViewFromImage(image)[z], -1000, 200), cmap="gray")
+            for k, colour in zip(spec.labels, PATTERN_COLOURS, strict=False):
+                overlay = np.ma.masked_where(labels[z] != k, labels[z])
+                ax.imshow(overlay, cmap=figs.matplotlib.colors.ListedColormap([colour]),
+                          alpha=0.55, interpolation="nearest")  # fmt: skip
+            ax.contour(lung[z] > 0, levels=[0.5], colors="#2ca02c", linewidths=1.0)
+            ax.set_title(title)
+            ax.set_axis_off()
+        handles = [Patch(color="#2ca02c", label="lung outline")] + [
+            Patch(color=c, alpha=0.55, label=name)
+            for name, c in zip(spec.labels.values(), PATTERN_COLOURS, strict=False)
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+        figs.plt.close(fig)
+        row = both[both.case_id == case_id].iloc[0]
+        items.append({
+            "case_id": case_id, "png": base64.b64encode(buffer.getvalue()).decode(),
+            "caption": f"involvement {row.reference:.1f}% (reference) vs {row.predicted:.1f}% "
+                       "(predicted), all patterns",
+        })  # fmt: skip
+    return items
+
+
+def involvement_context(study: Study, folder: Path) -> dict[str, Any]:
+    """The involvement section: per-patient table, agreement, outline Dice, figures."""
+    from fusion.report.html import html_table
+
+    tables, figures = folder / "tables", folder / "figures"
+
+    def read(name: str) -> pd.DataFrame:
+        path = tables / f"{name}.csv"
+        return (pd.read_csv(path, dtype={"case_id": str})
+                if path.is_file() and path.stat().st_size > 1 else pd.DataFrame())  # fmt: skip
+
+    wide, rows, outline = read("involvement"), read("involvement_agreement"), read("lung_outline")
+    if wide.empty:
+        return {}
+    per_patient = wide[wide.region == "both lungs"].pivot_table(
+        index=["case_id", "set", "lung_ml"], columns="pattern", values=["reference", "predicted"]
+    )
+    per_patient.columns = [f"{p} {s} (%)" for s, p in per_patient.columns]
+    per_patient = per_patient[sorted(per_patient.columns)].reset_index()
+    outline_summary = (
+        outline.groupby("lung").dice.agg(["count", "mean", "min"]).reset_index()
+        if not outline.empty else pd.DataFrame()
+    )  # fmt: skip
+    return {
+        "involvement": {
+            "patients": html_table(per_patient, 2),
+            "agreement": html_table(rows[rows.region == "both lungs"]) if len(rows) else
+            "<p>Fewer than two held-out patients: no agreement statistics.</p>",
+            "by_region": html_table(rows[rows.region != "both lungs"]) if len(rows) else "",
+            "outline": html_table(outline_summary, 4) if len(outline_summary) else "",
+            "bland_altman": figs.save(bland_altman_figure(wide, rows), figures,
+                                      "involvement_bland_altman"),
+            "gallery": involvement_gallery(study, folder, wide),
+        }
+    }  # fmt: skip

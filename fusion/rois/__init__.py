@@ -70,4 +70,4 @@ def label_image(array: Any, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-from fusion.rois import command, habitat, ring, unet  # noqa: E402, F401 - register the built-ins
+from fusion.rois import command, habitat, lung, ring, unet  # noqa: E402, F401 - the built-ins

@@ -57,6 +57,12 @@ def _case_rows(study, sets, cases, images, predictions):  # noqa: ANN001, ANN202
                 "note": "; ".join(pred.notes),
             }
             rows += [{**base, **m} for m in case_metrics(labels, ref, spacing, spec.labels)]
+            if len(spec.labels) > 1:  # every foreground class together (seed 003's "GGO +
+                # reticulation"): labels mapped to 1 before the same metrics
+                rows += [
+                    {**base, **m, "class": "all classes"}
+                    for m in case_metrics(labels > 0, ref > 0, spacing, {1: "all"})
+                ]
             if model == "final":
                 foreground = 1.0 - pred.probabilities[0]
                 lesions[(variant, case_id)] = (
@@ -132,7 +138,7 @@ def _detection(study, lesions, sets, cases) -> dict[str, pd.DataFrame]:  # noqa:
         held = [
             c for c in sets.evaluated if sets.evaluated[c] != "tuning" and (variant, c) in lesions
         ]
-        if held:
+        if held and spec.froc:
             p, s = froc_tables(
                 [lesions[(variant, c)][0] for c in held],
                 spec.iou_thresholds,
