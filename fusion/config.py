@@ -249,6 +249,11 @@ class SegmentationSpec(_Strict):
     variants: dict[str, VariantSpec] = Field(default={"original": VariantSpec()}, min_length=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)
     case_score: Literal["volume", "max_probability"] = "volume"
+    case_threshold: Literal["any_lesion", "youden_tuning"] = Field(
+        default="any_lesion", description="case-level call: positive when the segmentation "
+        "predicts any lesion (its own operating point), or at the case score's Youden "
+        "threshold on the tuning set",
+    )  # fmt: skip
     iou_thresholds: list[float] = [0.1, 0.2, 0.3, 0.4, 0.5]
     subgroup: str | None = Field(
         default=None, description="manifest column of the subgroup table (e.g. severity); "

@@ -162,7 +162,9 @@ def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) 
     options = RunOptions(reports=tmp_path, cache=root / "cache")
     with pytest.raises(FusionError, match=r"stage 'models' failed: .*qc.csv not found"):
         run_study(study, options, only="models")
-    with pytest.raises(FusionError, match="unknown stage 'model'; stages: qc, segmentation, rois, involvement"):
+    with pytest.raises(
+        FusionError, match="unknown stage 'model'; stages: qc, segmentation, rois, involvement"
+    ):
         run_study(study, options, only="model")
 
 

@@ -337,6 +337,10 @@ def build_report(study: Study, folder: Path) -> Path:
         "subregions": _subregion_gallery(study, cohort, folder),
         "provenance": _provenance_rows(provenance),
     }
+    if study.segmentation is not None:  # a study that segments and also models outcomes
+        from fusion.report.segmentation import involvement_context, segmentation_context
+
+        context |= segmentation_context(study, folder) | involvement_context(study, folder)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
     html = env.get_template("report.html.j2").render(**context)
     write_text_atomic(html, folder / "index.html")

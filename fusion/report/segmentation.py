@@ -100,9 +100,14 @@ def methods_text(study: Study, tables: dict[str, pd.DataFrame]) -> list[str]:
         f"Preprocessing variants, trained and evaluated on the same sets: {variants}; per-case "
         "Dice compared with the paired Wilcoxon signed-rank test.",
         f"Case-level detection: the case score is the {spec.case_score.replace('_', ' ')} of "
-        "the prediction; its threshold is chosen on the tuning set (Youden); AUC with DeLong "
-        "CI. Aggregates: mean ± SD, median [IQR] and a percentile bootstrap 95% CI of the mean "
-        f"over cases ({study.evaluation.bootstrap} resamples).",
+        "the prediction; a case is called positive "
+        + (
+            "when the segmentation predicts any lesion"
+            if spec.case_threshold == "any_lesion"
+            else "at the score's Youden threshold on the tuning set"
+        )
+        + "; AUC with DeLong CI. Aggregates: mean ± SD, median [IQR] and a percentile "
+        f"bootstrap 95% CI of the mean over cases ({study.evaluation.bootstrap} resamples).",
         EMPTY_RULE,
     ]
 

@@ -166,12 +166,15 @@ def _detection(study, lesions, sets, cases) -> dict[str, pd.DataFrame]:  # noqa:
     scores = pd.DataFrame(scores)
     for variant, frame in scores.groupby("variant") if len(scores) else ():
         tuning = frame[frame.set == "tuning"]
-        note = ""
-        try:
-            threshold = youden_threshold(tuning.label, tuning.score)
-        except ValueError:  # the tuning set lacks a class: any predicted lesion counts
-            threshold = float(np.nextafter(0, 1))
-            note = "tuning set lacks a class: threshold = any predicted lesion"
+        # any predicted lesion: volume > 0, or a voxel at or above the segmentation threshold
+        any_lesion = float(np.nextafter(0, 1)) if spec.case_score == "volume" else spec.threshold
+        threshold, note = any_lesion, "positive when a lesion is predicted"
+        if spec.case_threshold == "youden_tuning":
+            try:
+                threshold = youden_threshold(tuning.label, tuning.score)
+                note = "Youden threshold on the tuning set"
+            except ValueError:  # the tuning set lacks a class
+                note = "tuning set lacks a class: positive when a lesion is predicted"
         held = frame[frame.set != "tuning"]
         for where, part in [("all evaluated (test + external)", held), *held.groupby("set")]:
             row: dict[str, Any] = {

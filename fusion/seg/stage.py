@@ -43,9 +43,8 @@ SEG_KEY_EXCLUDES = {
     "cohort": (*CASE_COHORT_EXCLUDES, "modality"),  # modality: QC's HU checks only
     "segmentation": (
         "device",  # replaced by the resolved device and precision
-        "case_score",
-        "iou_thresholds",
-        "subgroup",  # evaluation only
+        # evaluation only
+        *("case_score", "case_threshold", "iou_thresholds", "subgroup", "froc", "involvement"),
         # which cases train and validate a model is in its key as their contents
         "cv_folds",
         "cv_variants",
