@@ -52,7 +52,9 @@ def metric_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         index=[*by, "n"], columns="metric", values="value", aggfunc="first", sort=False
     )
     order = [m for m in ("dice", "iou", "precision", "recall", "hd95", "asd") if m in wide]
-    return wide[order].reset_index().rename(columns={"hd95": "HD95 (mm)", "asd": "ASD (mm)"})
+    wide = wide[order].reset_index().rename(columns={"hd95": "HD95 (mm)", "asd": "ASD (mm)"})
+    wide.columns.name = None  # else the pivot's "metric" shows as an empty column
+    return wide
 
 
 def methods_text(study: Study, tables: dict[str, pd.DataFrame]) -> list[str]:
@@ -275,7 +277,8 @@ def segmentation_context(study: Study, folder: Path) -> dict[str, Any]:
         ]
     detection = t["seg_detection"]
     if not detection.empty:
-        detection = detection.assign(threshold=detection.threshold.map(lambda v: f"{v:.3g}"))
+        detection = detection.assign(threshold=detection.threshold.map(
+            lambda v: "> 0" if 0 < v < 1e-300 else f"{v:.3g}"))  # fmt: skip
     return {
         "seg_methods": methods_text(study, t),
         "seg_warnings": warnings(t),
