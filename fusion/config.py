@@ -127,6 +127,11 @@ class DeepSpec(_Strict):
     batch_size: int = Field(default=20, ge=1)
     num_workers: int | None = Field(default=None, ge=0)
     max_failures: int = Field(default=0, ge=0)
+    roi: str | None = Field(
+        default=None, description="crop around a generated ROI of the study (e.g. a "
+        "U-Net's tumour) instead of the manifest's ROI",
+    )  # fmt: skip
+    roi_label: int = Field(default=1, ge=1, description="with roi: its label to crop around")
 
 
 class LassoSpec(_Strict):
@@ -339,7 +344,15 @@ class Study(_Strict):
 
         derived = any(getattr(GENERATORS[s.generator], "needs_roi", True)
                       for s in self.rois.values())  # fmt: skip
-        return self.deep is not None or derived or (self.radiomics is not None and not self.rois)
+        deep = self.deep is not None and self.deep.roi is None
+        return deep or derived or (self.radiomics is not None and not self.rois)
+
+    @model_validator(mode="after")
+    def _deep_roi_is_generated(self) -> Study:
+        if self.deep is not None and self.deep.roi is not None and self.deep.roi not in self.rois:
+            raise ValueError(f"deep.roi {self.deep.roi!r} is not one of the study's rois "
+                             f"({', '.join(self.rois) or 'none'})")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _involvement_names_a_lung_roi(self) -> Study:

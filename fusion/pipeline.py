@@ -168,9 +168,14 @@ def radiomics_stage(
     return output
 
 
-def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutput:
-    """ResNet50 features for the cases that passed QC; crop strips for the report."""
+def deep_stage(
+    study: Study, options: RunOptions, checked: Checked, generated: dict | None = None
+) -> DeepOutput:
+    """ResNet50 features for the cases that passed QC (around the drawn ROI, or the
+    generated ROI ``deep.roi``); crop strips for the report."""
     folder = options.reports / study.name
+    if study.deep is not None and study.deep.roi is not None and generated is None:
+        generated = rois_stage(study, options, checked)  # from the cache when unchanged
     output = run_deep(
         study,
         checked.passed,
@@ -179,6 +184,7 @@ def deep_stage(study: Study, options: RunOptions, checked: Checked) -> DeepOutpu
         strips_dir=folder / "figures" / "crops",
         jobs=options.jobs,
         scheduler=options.scheduler,
+        generated=generated,
     )
     tables = tables_dir(study, options)
     write_csv_atomic(output.features, tables / "deep_features.csv")
@@ -460,7 +466,9 @@ def run_study(
             study.radiomics.max_failures,
         ),
         "deep": lambda: enforce_budget(
-            "deep", deep_stage(study, options, checked()).failures, study.deep.max_failures
+            "deep",
+            deep_stage(study, options, checked(), generated()).failures,
+            study.deep.max_failures,
         ),
         "models": lambda: models_stage(study, options),
         "statistics": lambda: statistics_stage(study, options),

@@ -270,11 +270,13 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path) -> None:
                                       "smooth": {"filter": "denoise", "strength": 2}}},
         "rois": {"auto": {"generator": "unet", "settings": {"model": "plain"}}},
         "radiomics": {"params": str(tmp_path / "params.yaml")},
+        "deep": {"weights": "random", "allow_random_weights": True, "roi": "auto",
+                 "size": 64, "offsets_mm": [0], "max_failures": 14},
         "evaluation": {"bootstrap": 50},
     }))  # fmt: skip
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=1)
     result = run_study(study, options)
-    assert result.stages == ["qc", "segmentation", "rois", "radiomics", "report"]
+    assert result.stages == ["qc", "segmentation", "rois", "radiomics", "deep", "report"]
     tables = tmp_path / "reports" / "unit" / "tables"
     qc = pd.read_csv(tables / "qc.csv").set_index("case_id")
     assert qc.status["c13"] == "fail" and "unknown_label" in qc.problems["c13"]
@@ -290,6 +292,14 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path) -> None:
     assert set(froc.iou_threshold) == {0.1, 0.2, 0.3, 0.4, 0.5}
     rois = pd.read_csv(tables / "rois.csv")
     assert "c12" in set(rois.case_id)  # the generator ran on the unevaluated case too
+    # deep features are cut around the generated ROI; a case where the U-Net found
+    # nothing is a named failure of that case, not a crash
+    deep = pd.read_csv(tables / "deep_features.csv")
+    failed = pd.read_csv(tables / "deep_failures.csv")
+    kept = rois[rois.kept.fillna("").astype(str) != ""].case_id
+    assert set(deep.case_id) == set(kept) and len(kept) > 0
+    assert len(deep) + len(failed) == 13  # every case that passed QC
+    assert failed.message.str.contains("generated ROI 'auto'").all()
     html = (tmp_path / "reports" / "unit" / "index.html").read_text()
     assert "Lesion-wise detection" in html and "Cases not evaluated" in html
     models = tmp_path / "reports" / "unit" / "segmentation" / "models" / "plain.pt"

@@ -239,6 +239,32 @@ def prepare_case(
     )
 
 
+def _roi_source(study: Study) -> tuple[int, list[str] | None]:
+    """The label to crop around and the structures to read: a generated ROI's label
+    (``deep.roi``), else the drawn ROI's."""
+    if study.deep.roi is not None:
+        return study.deep.roi_label, None
+    return study.cohort.roi_label, study.cohort.structures
+
+
+def _on_generated(cases: list[Case], study: Study, generated: dict | None):  # noqa: ANN202
+    """With ``deep.roi``: each case pointed at its generated label map, and the cases
+    whose map lacks the label, as failures (a U-Net that found no tumour, say)."""
+    import dataclasses
+
+    name, label = study.deep.roi, study.deep.roi_label
+    kept, failed = [], []
+    for case in cases:
+        roi = (generated or {}).get(case.case_id, {}).get(name)
+        if roi is None or label not in roi.kept:
+            reason = "was not generated" if roi is None else f"has no label {label} kept"
+            failed.append(Failure(case.case_id, "NoRoi", f"generated ROI {name!r} {reason} "
+                                  "for this case (see tables/rois.csv)", ""))  # fmt: skip
+            continue
+        kept.append(dataclasses.replace(case, roi=roi.path))
+    return kept, failed
+
+
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
@@ -284,6 +310,7 @@ def run_deep(
     *,
     jobs: int | None = None,
     scheduler: str | None = None,
+    generated: dict | None = None,
 ) -> DeepOutput:
     """Features for every case (cached ones read back); QC strips under ``strips_dir``.
 
@@ -302,9 +329,17 @@ def run_deep(
     batch = planes if scheduler else max(1, spec.batch_size // planes) * planes
     settings = deep_settings(study, device, weights_id, batch)
     cache = CaseCache(cache_root, "deep") if cache_root else None
-    keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid) for c in cases}
     output = DeepOutput(pd.DataFrame(), pd.DataFrame(), [], weights, device,
                         settings_key=cache_key(settings))  # fmt: skip
+    if spec.roi is not None:  # crops around a generated ROI: its content joins the key
+        from fusion.hashing import file_digest
+
+        cases, output.failures = _on_generated(cases, study, generated)
+        keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid,
+                                     file_digest(c.roi)) for c in cases}  # fmt: skip
+    else:
+        keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid)
+                for c in cases}  # fmt: skip
     vectors: dict[str, list[float]] = {}
     geometry: dict[str, dict[str, Any]] = {}
     todo = []
@@ -361,7 +396,7 @@ def _locally(study: Study, weights: Weights, cases: list[Case], device: str):  #
     model = build_model(spec, weights, study.seed).to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
-    dataset = CropDataset(cases, spec, study.cohort.roi_label, study.cohort.structures)
+    dataset = CropDataset(cases, spec, *_roi_source(study))
     for item, per_plane in _embed(model, dataset, spec, device):
         if "error" in item:
             yield item["case_id"], Failure(item["case_id"], *item["error"])
@@ -384,7 +419,7 @@ def embed_case(payload: tuple[Case, Study, str]) -> dict[str, Any]:
     """Worker task: one case's crops through the worker's model; raises on a broken case."""
     case, study, device = payload
     spec = study.deep
-    crops, geometry = prepare_case(case, spec, study.cohort.roi_label, study.cohort.structures)
+    crops, geometry = prepare_case(case, spec, *_roi_source(study))
     model = _worker_model(spec.model_dump_json(), str(study.source), study.seed, device)
     return _result(forward(model, crops, device), crops, geometry, spec.aggregate)
 
