@@ -150,3 +150,22 @@ def test_lung_involvement_study_end_to_end(tmp_path) -> None:
     assert "all classes" in set(cases["class"])
     html = (tmp_path / "r" / study.name / "index.html").read_text()
     assert "Lung involvement" in html and "Lesion-wise detection" not in html
+
+
+@pytest.mark.slow
+def test_lung_outline_on_a_real_chest_ct() -> None:
+    """PyRadiomics' lung1 (512 x 512 x 48, 0.57 x 0.57 x 5 mm): no reference lungs, so
+    plausible volumes, the right lung on the patient's right, and the nodule inside."""
+    from fusion.io.images import read_image
+    from tests.conftest import needs_shared
+
+    folder = needs_shared("pyradiomics")
+    image = read_image(folder / "lung1_image.nrrd")
+    labels = sitk.GetArrayFromImage(make_generator("lung")(image, None).image)
+    litres = {k: (labels == k).sum() * np.prod(image.GetSpacing()) / 1e6 for k in (1, 2)}
+    assert 0.8 < litres[1] < 4 and 0.8 < litres[2] < 4  # 1.8 and 1.1 l (240 mm of chest)
+    columns = {k: np.argwhere(labels == k)[:, 2].mean() for k in (1, 2)}
+    assert columns[1] < columns[2]  # LPS: the patient's right has the smaller x
+    nodule = sitk.Resample(sitk.ReadImage(str(folder / "lung1_label.nrrd")), image,
+                           sitk.Transform(), sitk.sitkNearestNeighbor)  # fmt: skip
+    assert (labels[sitk.GetArrayFromImage(nodule) > 0] > 0).mean() > 0.95
