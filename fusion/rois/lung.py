@@ -56,6 +56,18 @@ def _largest(mask: np.ndarray, k: int = 1) -> list[np.ndarray]:
     return [labels == i + 1 for i in order]
 
 
+def _closing(mask: np.ndarray, radius_mm: float, spacing_zyx: tuple[float, ...]) -> np.ndarray:
+    """In-plane morphological closing by a disk of ``radius_mm``, from two Euclidean
+    distance transforms (as fast for 15 px as for 1 px, unlike a structuring element),
+    on a margin of background so that the volume's edge does not clip it."""
+    pad = [(0, 0)] + [(int(np.ceil(radius_mm / s)) + 1,) * 2 for s in spacing_zyx[1:]]
+    padded = np.pad(mask, pad)
+    sampling = (1e9, *spacing_zyx[1:])  # z never within reach: slice by slice
+    dilated = ndimage.distance_transform_edt(~padded, sampling=sampling) <= radius_mm
+    closed = ndimage.distance_transform_edt(dilated, sampling=sampling) > radius_mm
+    return closed[:, pad[1][0] : -pad[1][0], pad[2][0] : -pad[2][0]]
+
+
 def _fill_slices(mask: np.ndarray) -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(s) for s in mask])
 
@@ -105,13 +117,10 @@ class Lung:
             left[:, :, :mid] = False
             lungs = [right, left]
         lungs.sort(key=lambda m: np.argwhere(m)[:, 2].mean())  # LPS: right lung first
-        closing = _ball(self.closing_mm, spacing, True)
         out = np.zeros(hu.shape, np.uint8)
         notes = []
         for label, lung in enumerate(lungs, start=1):
-            pad = max(closing.shape)  # closing near the volume's edge must not clip
-            padded = np.pad(lung, pad)
-            closed = ndimage.binary_closing(padded, structure=closing)[pad:-pad, pad:-pad, pad:-pad]
+            closed = _closing(lung, self.closing_mm, spacing)
             filled = _fill_slices(closed) & body & ~airway
             out[filled & (out == 0)] = label
             if not filled.any():
