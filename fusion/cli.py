@@ -209,10 +209,10 @@ def _cmd_seg(args: argparse.Namespace) -> int:
         import pandas as pd
 
         frame = pd.read_csv(summary)
-        dice = frame[(frame.metric == "dice")]
-        for row in dice.itertuples():
-            print(f"  {row.variant:<16} {row.set:<34} {row._3:<8} Dice {row.mean:.3f} "
-                  f"[{row.ci_low:.3f}, {row.ci_high:.3f}] (n = {row.n})")  # fmt: skip
+        for row in frame[frame.metric == "dice"].to_dict("records"):
+            print(f"  {row['variant']:<14} {row['set']:<32} {row['class']:<12} "
+                  f"{row['scans']:<13} Dice {row['mean']:.3f} [{row['ci_low']:.3f}, "
+                  f"{row['ci_high']:.3f}] (n = {row['n']})")  # fmt: skip
     return 0
 
 

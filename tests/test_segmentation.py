@@ -247,10 +247,11 @@ def test_two_dimensional_unet_trains_on_slices_and_predicts_every_slice(tmp_path
 
 
 @pytest.mark.slow
-def test_segmentation_stage_end_to_end(make_study, tmp_path) -> None:
+def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     """Train (2 folds + final), evaluate test cases; a case without a reference is
     predicted and listed as not evaluated; a reference with an unknown label fails QC;
     the unet generator then feeds radiomics; a warm run reuses the models."""
+    from fusion.cli import main
     from fusion.pipeline import RunOptions, run_study
 
     folder = tmp_path / "cohort"
@@ -306,3 +307,8 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path) -> None:
     before = models.stat().st_mtime_ns
     assert run_study(study, options).stages[:2] == ["qc", "segmentation"]
     assert models.stat().st_mtime_ns == before  # warm: nothing retrained or rewritten
+    args = ["seg", "evaluate", str(study.source), "--reports", str(tmp_path / "reports"),
+            "--cache", str(tmp_path / "cache"), "-j", "1"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "seg evaluate done" in out and "with a lesion" in out and "Dice" in out
