@@ -143,7 +143,7 @@ class _Models:
     rows: list[dict]
 
 
-def _train_variant(study, variant, sets, cases, images, spacing, digests, store, device):  # noqa: ANN001, ANN202
+def _train_variant(study, variant, sets, images, spacing, digests, store, device):  # noqa: ANN001, ANN202
     """The fold models and the final model of one variant (cached by content)."""
     from fusion.seg.network import model_meta
     from fusion.seg.train import train_unet
@@ -213,7 +213,7 @@ def _train_variant(study, variant, sets, cases, images, spacing, digests, store,
     return out
 
 
-def _predict(model_file: Path, case_ids, cases, images, threshold, device):  # noqa: ANN001, ANN202
+def _predict(model_file: Path, case_ids, images, threshold, device):  # noqa: ANN001, ANN202
     """case -> Prediction with one model; a case that fails is returned as its error."""
     from fusion.seg.infer import model_from
 
@@ -261,20 +261,18 @@ def run_segmentation(
     spacing = spec.spacing or training_spacing([images[c][0] for c in sets.train])
     predictions, curves, models = {}, [], {}
     for variant in spec.variants:
-        trained = _train_variant(
-            study, variant, sets, by_id, images, spacing, digests, store, device
-        )
+        trained = _train_variant(study, variant, sets, images, spacing, digests, store, device)
         curves += trained.rows
         target = model_path(folder, variant)
         if not (target.is_file() and target.read_bytes() == trained.final.read_bytes()):
             with atomic_path(target) as tmp:
                 shutil.copy2(trained.final, tmp)
         models[variant] = target
-        final = _predict(target, list(sets.evaluated), by_id, images, spec.threshold, device)
+        final = _predict(target, list(sets.evaluated), images, spec.threshold, device)
         predictions[(variant, "final")] = final
         for k, (checkpoint, fold_ids) in enumerate(trained.folds):
             predictions[(variant, f"fold {k + 1}")] = _predict(
-                checkpoint, fold_ids, by_id, images, spec.threshold, device
+                checkpoint, fold_ids, images, spec.threshold, device
             )
         _save_predictions(folder, variant, final)
     tables = evaluation_tables(study, sets, by_id, images, predictions, spacing)
