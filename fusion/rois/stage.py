@@ -33,7 +33,7 @@ from fusion.config import Study
 from fusion.engine import CASE_COHORT_EXCLUDES, Task, cache_key, run_tasks, stage_settings
 from fusion.errors import FusionError
 
-ROI_CACHE_VERSION = 2  # entries hold each label's voxel count
+ROI_CACHE_VERSION = 3  # 3: the lung outline closes by distance transforms
 
 # study fields that cannot change a generated label map, each with the reason
 ROIS_KEY_EXCLUDES = {
