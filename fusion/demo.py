@@ -32,9 +32,11 @@ by outcome, 20 % test, drawn from ``default_rng(seed)``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -158,12 +160,24 @@ def _render(case: DemoCase, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return np.round(volume).astype(np.int16), hematoma.astype(np.uint8)
 
 
-def _write_volume(array: np.ndarray, path: Path) -> None:
+def write_volume(array: np.ndarray, spacing_xyz: tuple[float, ...], path: Path) -> None:
+    """Write a (z, y, x) array centred on the origin, atomically (every demo cohort)."""
     image = sitk.GetImageFromArray(array)
-    image.SetSpacing(SPACING_MM)
-    image.SetOrigin(tuple(-(n - 1) / 2 * sp for n, sp in zip(SHAPE_XYZ, SPACING_MM, strict=True)))
+    image.SetSpacing(spacing_xyz)
+    shape_xyz = array.shape[::-1]
+    image.SetOrigin(tuple(-(n - 1) / 2 * sp for n, sp in zip(shape_xyz, spacing_xyz, strict=True)))
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def render_all(make: Callable[[Any], Any], tasks: list, jobs: int | None, chunksize: int) -> list:
+    """``make`` over ``tasks`` in a process pool (``jobs``, default up to 8 cores) or, with
+    one job, in this process; results in task order."""
+    jobs = jobs or min(os.cpu_count() or 1, 8)
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            return list(pool.map(make, tasks, chunksize=chunksize))
+    return [make(t) for t in tasks]
 
 
 def _make_case(args: tuple[int, int, str, Path]) -> DemoCase:
@@ -171,8 +185,8 @@ def _make_case(args: tuple[int, int, str, Path]) -> DemoCase:
     rng = np.random.default_rng([seed, index])
     case = _draw_case(case_id, rng)
     volume, mask = _render(case, rng)
-    _write_volume(volume, out / "images" / f"{case_id}.nii.gz")
-    _write_volume(mask, out / "masks" / f"{case_id}.nii.gz")
+    write_volume(volume, SPACING_MM, out / "images" / f"{case_id}.nii.gz")
+    write_volume(mask, SPACING_MM, out / "masks" / f"{case_id}.nii.gz")
     return case
 
 
@@ -201,12 +215,7 @@ def generate_demo_cohort(
     (out / "masks").mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(n)))
     tasks = [(i, seed, f"ICH{i + 1:0{width}d}", out) for i in range(n)]
-    jobs = jobs or min(os.cpu_count() or 1, 8)
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            cases = list(pool.map(_make_case, tasks, chunksize=4))
-    else:
-        cases = [_make_case(t) for t in tasks]
+    cases = render_all(_make_case, tasks, jobs, chunksize=4)
     truth = pd.DataFrame([asdict(c) for c in cases])
     manifest = truth[["case_id"]].assign(
         image=[f"images/{c}.nii.gz" for c in truth.case_id],

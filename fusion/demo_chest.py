@@ -11,16 +11,14 @@ the others are external, as in the multi-institution design of seed 002.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 from scipy import ndimage
 
-from fusion.atomic import atomic_path, write_csv_atomic
+from fusion.atomic import write_csv_atomic
+from fusion.demo import render_all, write_volume
 
 SHAPE_XY = (96, 96)
 PIXEL_MM = 4.0
@@ -115,22 +113,11 @@ def render_case(index: int, seed: int, site: str) -> tuple[np.ndarray, np.ndarra
     return np.clip(np.round(vol), -1024, 3000).astype(np.int16), tumour.astype(np.uint8), dz, truth
 
 
-def _write(array: np.ndarray, dz: float, path: Path) -> None:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((PIXEL_MM, PIXEL_MM, dz))
-    nz = array.shape[0]
-    image.SetOrigin(
-        (-(SHAPE_XY[0] - 1) / 2 * PIXEL_MM, -(SHAPE_XY[1] - 1) / 2 * PIXEL_MM, -(nz - 1) / 2 * dz)
-    )
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-
-
 def _make(args: tuple[int, int, str, str, Path]) -> dict:
     index, seed, case_id, site, out = args
     volume, mask, dz, truth = render_case(index, seed, site)
-    _write(volume, dz, out / "images" / f"{case_id}.nii.gz")
-    _write(mask, dz, out / "masks" / f"{case_id}.nii.gz")
+    write_volume(volume, (PIXEL_MM, PIXEL_MM, dz), out / "images" / f"{case_id}.nii.gz")
+    write_volume(mask, (PIXEL_MM, PIXEL_MM, dz), out / "masks" / f"{case_id}.nii.gz")
     return {"case_id": case_id, "institution": site, "slice_mm": dz, **truth}
 
 
@@ -150,12 +137,7 @@ def generate_mediastinal_cohort(
         (i, seed, f"MED{i + 1:03d}", site, out)
         for i, site in enumerate(s for s in INSTITUTIONS for _ in range(per_site))
     ]
-    jobs = jobs or min(os.cpu_count() or 1, 8)
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            rows = list(pool.map(_make, tasks, chunksize=2))
-    else:
-        rows = [_make(t) for t in tasks]
+    rows = render_all(_make, tasks, jobs, chunksize=2)
     truth = pd.DataFrame(rows)
     split = [
         ("tuning" if i % 6 == 5 else "train") if site in TRAINING_SITES else "test"
@@ -256,22 +238,13 @@ def render_lung_case(
     return np.clip(np.round(vol), -1024, 3000).astype(np.int16), lungs, pattern
 
 
-def _write_lung(array: np.ndarray, path: Path) -> None:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((LUNG_PIXEL_MM, LUNG_PIXEL_MM, LUNG_SLICE_MM))
-    nz, ny, nx = array.shape
-    image.SetOrigin((-(nx - 1) / 2 * LUNG_PIXEL_MM, -(ny - 1) / 2 * LUNG_PIXEL_MM,
-                     -(nz - 1) / 2 * LUNG_SLICE_MM))  # fmt: skip
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-
-
 def _make_lung(args: tuple[int, int, str, float, float, Path]) -> dict:
     index, seed, case_id, severity, offset, out = args
     volume, lungs, pattern = render_lung_case(index, seed, severity, offset)
-    _write_lung(volume, out / "images" / f"{case_id}.nii.gz")
-    _write_lung(lungs, out / "lungs" / f"{case_id}.nii.gz")
-    _write_lung(pattern, out / "patterns" / f"{case_id}.nii.gz")
+    spacing = (LUNG_PIXEL_MM, LUNG_PIXEL_MM, LUNG_SLICE_MM)
+    write_volume(volume, spacing, out / "images" / f"{case_id}.nii.gz")
+    write_volume(lungs, spacing, out / "lungs" / f"{case_id}.nii.gz")
+    write_volume(pattern, spacing, out / "patterns" / f"{case_id}.nii.gz")
     voxels = lungs > 0
     return {
         "case_id": case_id, "severity": round(severity, 3), "offset_mm": round(offset, 1),
@@ -296,12 +269,7 @@ def generate_lung_cohort(
     offsets = rng.uniform(-25, 25, n)
     tasks = [(i, seed, f"SSC{i + 1:02d}", float(severities[i]), float(offsets[i]), out)
              for i in range(n)]  # fmt: skip
-    jobs = jobs or min(os.cpu_count() or 1, 8)
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            rows = list(pool.map(_make_lung, tasks))
-    else:
-        rows = [_make_lung(t) for t in tasks]
+    rows = render_all(_make_lung, tasks, jobs, chunksize=1)
     truth = pd.DataFrame(rows)
     n_test = round(n * 5 / 22)
     manifest = truth[["case_id"]].assign(

@@ -400,7 +400,7 @@ def _stage_keys(study: Study, tables: Path, weights: dict | None) -> dict[str, s
         keys["radiomics"] = cache_key(radiomics_settings(study, params))
     if weights and weights.get("settings_key"):
         keys["deep"] = weights["settings_key"]
-    for stage in ("models", "statistics"):
+    for stage in ("segmentation", "models", "statistics"):
         marker = tables / f".{stage}.key"
         if marker.is_file():
             keys[stage] = marker.read_text()

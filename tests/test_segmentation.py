@@ -256,7 +256,8 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
 
     folder = tmp_path / "cohort"
     rows = [{**_blob_case(folder, f"c{i}", i, lesion=i % 5 != 4),
-             "split": "train" if i < 8 else "tuning" if i < 10 else "test"}
+             "split": "train" if i < 8 else "tuning" if i < 10 else "test",
+             "grade": "severe" if i % 2 else "mild"}  # a manifest column, not a covariate
             for i in range(14)]  # fmt: skip
     rows[12]["reference"] = ""  # no reference: predicted, not evaluated
     odd = sitk.ReadImage(str(folder / rows[13]["reference"]))
@@ -266,7 +267,8 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     (tmp_path / "params.yaml").write_text(params)
     study = load_study(make_study(rows, {
         "cohort": {"columns": {"reference": "reference"}},
-        "segmentation": {**_spec(cv_folds=2, max_epochs=3).model_dump(mode="json"),
+        "segmentation": {**_spec(cv_folds=2, max_epochs=3, subgroup="grade")
+                         .model_dump(mode="json"),
                          "variants": {"plain": {"filter": "none"},
                                       "smooth": {"filter": "denoise", "strength": 2}}},
         "rois": {"auto": {"generator": "unet", "settings": {"model": "plain"}}},
@@ -289,6 +291,8 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     assert set(cases[cases.model == "fold 1"].variant) == {"plain", "smooth"}
     assert not cases[list(("dice", "iou", "hd95"))].isna().any().any()
     assert len(pd.read_csv(tables / "seg_variants.csv")) == 1
+    groups = pd.read_csv(tables / "seg_subgroups.csv")
+    assert set(groups[groups.by == "subgroup"].group) == {"mild", "severe"}
     froc = pd.read_csv(tables / "seg_froc.csv")
     assert set(froc.iou_threshold) == {0.1, 0.2, 0.3, 0.4, 0.5}
     rois = pd.read_csv(tables / "rois.csv")

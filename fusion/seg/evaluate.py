@@ -15,14 +15,32 @@ import pandas as pd
 import SimpleITK as sitk
 
 from fusion.config import Study
-from fusion.stats.froc import case_lesions, froc_tables
+from fusion.errors import FusionError
+from fusion.stats.froc import froc_tables
 from fusion.stats.segmentation import METRICS, case_metrics, summarise
+
+
+def _subgroups(study: Study) -> dict[str, str]:
+    """case -> its value in the manifest column ``segmentation.subgroup`` (blank: "")."""
+    from fusion.cohort import read_manifest
+
+    column = study.segmentation.subgroup
+    if column is None:
+        return {}
+    manifest = read_manifest(study.cohort)
+    if column not in manifest.columns:
+        raise FusionError(
+            f"segmentation.subgroup: the manifest {study.cohort.manifest} has no column "
+            f"{column!r}; it has {', '.join(manifest.columns)}"
+        )
+    values = manifest[column].fillna("").astype(str)
+    return dict(zip(manifest[study.cohort.columns.case_id].astype(str), values, strict=True))
 
 
 def _case_rows(study, sets, cases, images, predictions):  # noqa: ANN001, ANN202
     """Per case, variant, model and class: the overlap metrics; and the skipped cases."""
     spec = study.segmentation
-    subgroup = spec.subgroup
+    subgroups = _subgroups(study)
     rows, skipped, lesions = [], [], {}
     for (variant, model), preds in predictions.items():
         for case_id, pred in preds.items():
@@ -53,7 +71,7 @@ def _case_rows(study, sets, cases, images, predictions):  # noqa: ANN001, ANN202
                 "variant": variant,
                 "model": model,
                 "institution": case.institution or "",
-                "subgroup": str(case.clinical.get(subgroup, "")) if subgroup else "",
+                "subgroup": subgroups.get(case_id, ""),
                 "note": "; ".join(pred.notes),
             }
             rows += [{**base, **m} for m in case_metrics(labels, ref, spacing, spec.labels)]
@@ -64,10 +82,9 @@ def _case_rows(study, sets, cases, images, predictions):  # noqa: ANN001, ANN202
                     for m in case_metrics(labels > 0, ref > 0, spacing, {1: "all"})
                 ]
             if model == "final":
-                foreground = 1.0 - pred.probabilities[0]
                 lesions[(variant, case_id)] = (
-                    case_lesions(case_id, labels > 0, foreground, ref > 0),
-                    float(foreground.max()),
+                    pred.lesions,
+                    pred.max_probability,
                     float((labels > 0).sum() * np.prod(image.GetSpacing()) / 1000.0),
                 )
     return (

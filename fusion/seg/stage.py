@@ -35,6 +35,7 @@ from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
 from fusion.errors import FusionError
 from fusion.seg.data import prepare
 from fusion.seg.infer import pick_device, predict_image
+from fusion.stats.froc import CaseLesions, case_lesions
 
 SEG_VERSION = 1
 # study fields that cannot change a trained model, each with the reason
@@ -213,26 +214,49 @@ def _train_variant(study, variant, sets, images, spacing, digests, store, device
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """What evaluation keeps of one prediction: the labels on the case's grid, the notes,
+    the highest foreground probability and, with a reference, the matched lesions. The
+    probability volumes themselves are dropped as soon as these are read from them."""
+
+    labels: sitk.Image
+    notes: tuple[str, ...]
+    max_probability: float
+    lesions: CaseLesions | None
+
+
 def _predict(model_file: Path, case_ids, images, threshold, device):  # noqa: ANN001, ANN202
-    """case -> Prediction with one model; a case that fails is returned as its error."""
+    """case -> :class:`Predicted` with one model; a case that fails is its error."""
     from fusion.seg.infer import model_from
 
     model, meta = model_from(model_file)
     out = {}
     for c in case_ids:
         try:
-            out[c] = predict_image(model, meta, images[c][0], device, threshold)
+            pred = predict_image(model, meta, images[c][0], device, threshold)
         except Exception as exc:  # noqa: BLE001 - one case's failure is that case's
             out[c] = FusionError(f"case {c}: prediction failed: {type(exc).__name__}: {exc}")
+            continue
+        foreground = 1.0 - pred.probabilities[0]
+        reference = images[c][1]
+        lesions = None
+        if reference is not None:
+            found = sitk.GetArrayViewFromImage(pred.labels) > 0
+            lesions = case_lesions(c, found, foreground, sitk.GetArrayViewFromImage(reference) > 0)
+        out[c] = Predicted(pred.labels, pred.notes, float(foreground.max()), lesions)
     return out
 
 
 def stage_key(study: Study, cases: list[Case], digests: dict, device: str) -> str:
     from fusion.provenance import source_hash
 
-    payload = [
+    payload = [  # what the tables depend on beyond the models: labels and subgroups in
+        # the manifest, the evaluation settings (bootstrap, confidence level)
         seg_settings(study, device),
         study.segmentation.model_dump(mode="json"),
+        study.evaluation.model_dump(mode="json"),
+        hashlib.sha256(study.cohort.manifest.read_bytes()).hexdigest(),
         [(c.case_id, c.split, c.institution, digests[c.case_id]) for c in cases],
         source_hash(),
     ]

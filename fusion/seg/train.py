@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,10 +133,7 @@ def train_unet(
     Dice, ``done.json`` at the end); a finished folder is returned as it is, an
     unfinished one resumes from ``last.pt``."""
     import torch
-    from monai.data import CacheDataset, DataLoader, set_track_meta
-    from monai.losses import DiceCELoss
     from monai.utils import set_determinism
-    from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / DONE).is_file():
@@ -149,10 +148,47 @@ def train_unet(
         optimiser.load_state_dict(saved["optimiser"])
         state = json.loads(saved["state"])
     transforms = _transforms(spec)
-    set_track_meta(False)  # plain tensors: MONAI's metadata tracking doubles the cost here
-    # a case without a lesion cannot give a lesion-centred patch: MONAI warns, then takes a
-    # background patch, which is what training on such a case should do
-    warnings.filterwarnings("ignore", "Num foregrounds 0", UserWarning)
+    with _plain_tensors():
+        _epochs(model, optimiser, state, transforms, train, val, spec, meta, folder, seed, device,
+                desc)  # fmt: skip
+    done = {
+        "best_epoch": state["best_epoch"],
+        "val_dice": state["best"],
+        "history": state["history"],
+        "stopped_early": state["epoch"] < spec.max_epochs,
+    }
+    write_text_atomic(json.dumps(done), folder / DONE)
+    return _trained(folder)
+
+
+@contextmanager
+def _plain_tensors() -> Iterator[None]:
+    """MONAI's metadata tracking off (it doubles the cost of the transforms here) and its
+    warning about a case without a lesion silenced (it then takes a background patch,
+    which is what training on such a case should do); both restored afterwards."""
+    from monai.data import get_track_meta, set_track_meta
+
+    before = get_track_meta()
+    set_track_meta(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Num foregrounds 0", UserWarning)
+            yield
+    finally:
+        set_track_meta(before)
+
+
+def _epochs(
+    model, optimiser, state, transforms, train, val, spec, meta, folder, seed, device, desc
+) -> None:  # noqa: ANN001 - train_unet's own objects
+    """Epochs until ``max_epochs`` or ``patience``; ``state`` and the checkpoints updated
+    after each."""
+    import torch
+    from monai.data import CacheDataset, DataLoader
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+    from tqdm.auto import tqdm
+
     data = CacheDataset(
         _items(train, spec.network.dims, spec.skip_empty_slices),
         transforms,
@@ -209,15 +245,6 @@ def train_unet(
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}")
     bar.close()
-    set_track_meta(True)
-    done = {
-        "best_epoch": state["best_epoch"],
-        "val_dice": state["best"],
-        "history": state["history"],
-        "stopped_early": state["epoch"] < spec.max_epochs,
-    }
-    write_text_atomic(json.dumps(done), folder / DONE)
-    return _trained(folder)
 
 
 def _trained(folder: Path) -> Trained:
