@@ -24,7 +24,8 @@ import torch
 from fusion.cohort import load_cohort
 from fusion.config import DeepSpec, load_study
 from fusion.demo import generate_demo_cohort
-from fusion.features.deep import build_model, load_weights, pick_device, run_deep
+from fusion.device import pick_device
+from fusion.features.deep import build_model, load_weights, run_deep
 from fusion.hashing import case_digests
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from fusion.config import NormaliseSpec, SegmentationSpec, UNetSpec, VariantSpec
+from fusion.device import autocast, pick_device
 from fusion.seg.data import Prepared
-from fusion.seg.infer import autocast, pick_device, window_batch, window_inference
+from fusion.seg.infer import window_batch, window_inference
 from fusion.seg.network import build_unet, model_meta
 from fusion.seg.train import train_unet
 

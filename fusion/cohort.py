@@ -20,6 +20,9 @@ from fusion.config import CohortSpec, Study
 from fusion.errors import ManifestError, did_you_mean
 
 SPLITS = ("train", "test")
+# splits only some studies have: the set that tunes a segmentation model's operating
+# point, the set that stops and thresholds an image classifier
+EXTRA_SPLITS = {"tuning": "segmentation", "validation": "image classifier"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,11 @@ def _clinical_values(row: pd.Series, study: Study) -> tuple[dict[str, Any], list
     return values, bad
 
 
+def _allowed_splits(study: Study) -> tuple[str, ...]:
+    extra = ("tuning",) if study.segmentation else ("validation",) if study.classifier else ()
+    return (*SPLITS, *extra)
+
+
 def read_manifest(spec: CohortSpec) -> pd.DataFrame:
     """Read the manifest with every column as text, so IDs like '007' keep their zeros."""
     try:
@@ -143,13 +151,14 @@ def load_cohort(study: Study) -> list[Case]:
             continue
         institution = _text(row[cols.institution]) if cols.institution else None
         split = _split_of(row[cols.split] if "split" in needed else None, institution, spec)
-        allowed = (*SPLITS, "tuning") if study.segmentation else SPLITS
+        allowed = _allowed_splits(study)
         if split is not None and split not in (*allowed, "external"):
             problems.append(
                 f"line {line}, case {case_id!r}: split {split!r} is not one of "
                 f"{', '.join(allowed)}.{did_you_mean(split, allowed)}"
-                + (" ('tuning' is for segmentation studies)" if split == "tuning" else "")
-            )
+                + (f" ({split!r} is for {EXTRA_SPLITS[split]} studies)"
+                   if split in EXTRA_SPLITS else "")
+            )  # fmt: skip
         if case_id in seen:
             first_line, first_split = seen[case_id]
             if first_split != split:

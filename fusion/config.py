@@ -103,6 +103,8 @@ class QCSpec(_Strict):
     ct_min_below_hu: float = -500.0
     ct_max_above_hu: float = 3000.0
     max_obliquity_deg: float = Field(default=25.0, ge=0, le=90)
+    min_image_px: int = Field(default=64, ge=1, description="2D images: the shorter side "
+                              "must have at least this many pixels")  # fmt: skip
 
 
 class RadiomicsSpec(_Strict):
@@ -291,6 +293,67 @@ class SegmentationSpec(_Strict):
         return self
 
 
+class ImageAugmentSpec(_Strict):
+    """Training-time augmentation of 2D images (never applied at evaluation): rotation
+    up to ``rotate_deg``, horizontal flip, zoom by up to ``scale`` and a contrast change
+    of up to ``contrast`` (a factor around the image mean)."""
+
+    flip: bool = True
+    rotate_deg: float = Field(default=10.0, ge=0, le=180)
+    scale: float = Field(default=0.1, ge=0, lt=1)
+    contrast: float = Field(default=0.1, ge=0, lt=1)
+
+
+class FreezeSpec(_Strict):
+    """Transfer learning in two phases: the new head alone for ``head_epochs``, then the
+    last ``train_blocks`` blocks of the backbone as well (0: the head only throughout;
+    5: the whole network, stem included)."""
+
+    head_epochs: int = Field(default=1, ge=0)
+    train_blocks: int = Field(default=2, ge=0, le=5)
+
+
+class ClassifierSpec(_Strict):
+    """Image classifiers on 2D radiographs (fusion.learn.cnn), seed 004's protocol:
+    torchvision CNNs with a one-logit head, BCE, Adam, early stopping on the validation
+    set, the threshold chosen on the validation set, Grad-CAM on the test set."""
+
+    architectures: list[Literal["resnet50", "densenet121"]] = Field(
+        default=["resnet50", "densenet121"], min_length=1)  # fmt: skip
+    weights: str = Field(
+        default="imagenet", description="'imagenet', 'random' or a checkpoint file (a "
+        "state dict of the architecture, or a fusion classifier checkpoint)",
+    )  # fmt: skip
+    allow_random_weights: bool = False
+    image_size: int = Field(default=224, ge=32)
+    batch_size: int = Field(default=32, ge=2)
+    max_epochs: int = Field(default=50, ge=1)
+    patience: int = Field(default=5, ge=1)
+    monitor: Literal["auc", "loss"] = "auc"
+    learning_rate: float = Field(default=1e-4, gt=0)
+    class_weights: Literal["none", "balanced"] = Field(
+        default="none", description="balanced: BCE's positive weight is negatives/positives "
+        "of the training set",
+    )  # fmt: skip
+    freeze: FreezeSpec = FreezeSpec()
+    augment: ImageAugmentSpec = ImageAugmentSpec()
+    validation_size: float = Field(default=0.15, gt=0, lt=1)
+    test_size: float = Field(default=0.15, gt=0, lt=1)
+    ensemble: bool = Field(default=True, description="also evaluate the mean probability "
+                           "of the architectures")  # fmt: skip
+    gallery: int = Field(default=6, ge=0, description="Grad-CAM images per gallery")
+    device: str = "auto"
+    num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ClassifierSpec:
+        if self.validation_size + self.test_size >= 0.9:
+            raise ValueError("validation_size + test_size leave under 10% for training")
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ValueError("architectures: each at most once")
+        return self
+
+
 class ModelSpec(_Strict):
     features: list[str] = Field(min_length=1)
     classifier: Literal["svm", "logistic"] = "svm"
@@ -324,6 +387,7 @@ class Study(_Strict):
     radiomics: RadiomicsSpec | None = None
     deep: DeepSpec | None = None
     segmentation: SegmentationSpec | None = None
+    classifier: ClassifierSpec | None = None
     rois: dict[str, RoiSpec] = {}
     models: dict[str, ModelSpec] = {}
     evaluation: EvaluationSpec = EvaluationSpec()

@@ -101,7 +101,7 @@ def segmentation_stage(study: Study, options: RunOptions, checked: Checked) -> N
     """Train the study's U-Nets, predict and evaluate (``tables/seg_*.csv``); the final
     models are published for the ``unet`` ROI generator. Skipped when its key (settings,
     case contents, fusion's source) is unchanged and its outputs are there."""
-    from fusion.seg.infer import pick_device
+    from fusion.device import pick_device
     from fusion.seg.stage import model_path, run_segmentation, stage_key, write_tables
 
     folder = options.reports / study.name

@@ -34,6 +34,7 @@ import pandas as pd
 from fusion.atomic import atomic_path
 from fusion.cohort import Case
 from fusion.config import DeepSpec, Study
+from fusion.device import autocast, pick_device, precision
 from fusion.engine import (
     CASE_COHORT_EXCLUDES,
     CaseCache,
@@ -169,14 +170,6 @@ def build_model(spec: DeepSpec, weights: Weights, seed: int):  # noqa: ANN201 - 
     return create_feature_extractor(model, return_nodes={spec.layer: "out"}).eval()
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 @dataclass(slots=True)
 class DeepOutput:
     features: pd.DataFrame
@@ -267,15 +260,6 @@ def _on_generated(cases: list[Case], study: Study, generated: dict | None):  # n
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
-
-
-def precision(device: str) -> str:
-    """The numeric precision the forward pass runs in on ``device`` (autocast on CUDA)."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return "float32"
-    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def deep_settings(study: Study, device: str, weights_id: str, forward_batch: int) -> dict[str, Any]:
@@ -481,7 +465,7 @@ def forward(model, crops: np.ndarray, device: str) -> np.ndarray:  # noqa: ANN00
         batch = torch.from_numpy(imagenet_normalise(crops)).to(device, non_blocking=True)
         if device.startswith("cuda"):
             batch = batch.to(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=getattr(torch, precision(device))):
+            with autocast(device):
                 out = model(batch)
         else:
             out = model(batch)

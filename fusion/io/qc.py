@@ -35,7 +35,7 @@ from fusion.io.orientation import obliquity_deg
 from fusion.io.rois import read_roi, roi_names
 
 Severity = Literal["fail", "warn"]
-QC_VERSION = 3  # bump when a check changes, so cached QC results are recomputed
+QC_VERSION = 4  # bump when a check changes, so cached QC results are recomputed
 
 # study fields that cannot change a case's QC result, each with the reason
 QC_KEY_EXCLUDES = {
@@ -50,7 +50,7 @@ def qc_settings(study: Study) -> dict:
     planes are cut for deep features (then the slice axis must be near axial)."""
     return stage_settings(
         study, QC_KEY_EXCLUDES, version=QC_VERSION, used_labels=_used_labels(study),
-        cuts_planes=study.deep is not None,
+        cuts_planes=study.deep is not None, radiograph=study.classifier is not None,
     )  # fmt: skip
 
 
@@ -80,6 +80,7 @@ class QCResult:
     problems: tuple[Problem, ...]
     roi_voxels: int | None = None
     roi_volume_ml: float | None = None
+    content: str | None = None  # 2D images: hash of the decoded pixels (duplicates)
 
     @property
     def status(self) -> Literal["ok", "warn", "fail"]:
@@ -258,6 +259,10 @@ def _check_case(case: Case, study: Study) -> QCResult:
         missing.append(f"reference file not found: {case.reference} (manifest line {case.row})")
     if missing:
         return QCResult(case.case_id, tuple(Problem("missing_file", "fail", m) for m in missing))
+    if study.classifier is not None:  # a 2D radiograph
+        from fusion.io.radiograph_qc import check_radiograph
+
+        return check_radiograph(case, study)
     image = read_image(case.image, case.series_uid)
     if image.GetNumberOfComponentsPerPixel() != 1:
         return QCResult(
@@ -337,12 +342,14 @@ def _to_dict(result: QCResult) -> dict:
         "problems": [[p.code, p.severity, p.message] for p in result.problems],
         "roi_voxels": result.roi_voxels,
         "roi_volume_ml": result.roi_volume_ml,
+        "content": result.content,
     }
 
 
 def _from_dict(case_id: str, value: dict) -> QCResult:
     problems = tuple(Problem(*p) for p in value["problems"])
-    return QCResult(case_id, problems, value["roi_voxels"], value["roi_volume_ml"])
+    return QCResult(case_id, problems, value["roi_voxels"], value["roi_volume_ml"],
+                    value.get("content"))
 
 
 def run_qc(
@@ -360,12 +367,17 @@ def run_qc(
     cache = CaseCache(cache_root, "qc") if cache_root else None
     run = run_tasks(_check_payload, tasks, cache, jobs=jobs, scheduler=scheduler, desc="QC")
     died = {f.case_id: f for f in run.failures}
-    return [
+    results = [
         _from_dict(c.case_id, run.results[c.case_id])
         if c.case_id in run.results
         else QCResult(c.case_id, (Problem("error", "fail", died[c.case_id].message),))
         for c in cases
     ]
+    if study.classifier is not None:
+        from fusion.io.radiograph_qc import flag_duplicates
+
+        return flag_duplicates(results, cases)
+    return results
 
 
 def qc_table(results: Iterable[QCResult]) -> pd.DataFrame:

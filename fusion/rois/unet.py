@@ -36,7 +36,8 @@ class Unet:
             )
 
     def __call__(self, image: sitk.Image, roi: sitk.Image | None) -> LabelMap:
-        from fusion.seg.infer import model_from, pick_device, predict_image
+        from fusion.device import pick_device
+        from fusion.seg.infer import model_from, predict_image
 
         if self.checkpoint is None:
             raise ValueError(f"unet: model {self.model!r} was not resolved to a checkpoint")

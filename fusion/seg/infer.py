@@ -10,7 +10,6 @@ confidence (FROC) and the case score (max probability) are read from them.
 from __future__ import annotations
 
 import functools
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,28 +18,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from fusion.config import NormaliseSpec, VariantSpec
+from fusion.device import autocast
 from fusion.seg.data import onto, prepare
 
 OVERLAP = 0.25
-
-
-def pick_device(name: str) -> str:
-    """``auto``: CUDA when there is one, else the CPU."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def autocast(device: str) -> Any:
-    """Mixed precision on CUDA (bf16 where supported), nothing on the CPU."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 def window_batch(device: str) -> int:

@@ -31,10 +31,11 @@ import SimpleITK as sitk
 from fusion.atomic import atomic_path, write_csv_atomic, write_text_atomic
 from fusion.cohort import Case
 from fusion.config import SegmentationSpec, Study
+from fusion.device import pick_device
 from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
 from fusion.errors import FusionError
 from fusion.seg.data import prepare
-from fusion.seg.infer import pick_device, predict_image
+from fusion.seg.infer import predict_image
 from fusion.stats.froc import CaseLesions, case_lesions
 
 SEG_VERSION = 1
@@ -61,7 +62,7 @@ def model_path(folder: Path, variant: str) -> Path:
 
 
 def seg_settings(study: Study, device: str) -> dict[str, Any]:
-    from fusion.features.deep import precision
+    from fusion.device import precision
 
     return stage_settings(
         study, SEG_KEY_EXCLUDES, device=device, precision=precision(device), version=SEG_VERSION

@@ -24,8 +24,9 @@ import numpy as np
 
 from fusion.atomic import write_text_atomic
 from fusion.config import AugmentSpec, SegmentationSpec
+from fusion.device import autocast, grad_scaler
 from fusion.seg.data import Prepared
-from fusion.seg.infer import autocast, to_labels, window_inference
+from fusion.seg.infer import to_labels, window_inference
 from fusion.seg.network import build_unet, read_checkpoint, save_checkpoint
 
 DONE = "done.json"
@@ -196,9 +197,7 @@ def _epochs(
         progress=False,
     )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported()
-    )
+    scaler = grad_scaler(device)
     bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False, disable=None)
     while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
         epoch = state["epoch"] + 1
