@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := data/demo_hematoma
 MEDIASTINAL := data/demo_mediastinal
 LUNG   := data/demo_lung_involvement
+PNEUMO := data/demo_pneumothorax
 STUDIES := $(wildcard pipelines/*.yaml)
 
 .PHONY: install all test test-fast lint demo-data check report-check clean
@@ -25,7 +26,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e ".[dev]"
 	touch $(STAMP)
 
-demo-data: $(DEMO)/manifest.csv $(MEDIASTINAL)/manifest.csv $(LUNG)/manifest.csv
+demo-data: $(DEMO)/manifest.csv $(MEDIASTINAL)/manifest.csv $(LUNG)/manifest.csv \
+	$(PNEUMO)/manifest.csv
 
 $(DEMO)/manifest.csv: | $(STAMP)
 	$(VENV)/bin/fusion demo-data --out $(DEMO)
@@ -35,6 +37,9 @@ $(MEDIASTINAL)/manifest.csv: | $(STAMP)
 
 $(LUNG)/manifest.csv: | $(STAMP)
 	$(VENV)/bin/fusion demo-data --study lung --out $(LUNG)
+
+$(PNEUMO)/manifest.csv: | $(STAMP)
+	$(VENV)/bin/fusion demo-data --study pneumothorax --out $(PNEUMO)
 
 check: install demo-data
 	@for s in $(STUDIES); do $(VENV)/bin/fusion check $$s || exit 1; done

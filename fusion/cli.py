@@ -161,6 +161,13 @@ def _print_qc(table) -> None:  # noqa: ANN001 - a pandas DataFrame; pandas is im
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
+    if args.study == "pneumothorax":
+        from fusion.demo_radiograph import generate_pneumothorax_cohort
+
+        n, seed = args.n or 600, 17 if args.seed is None else args.seed
+        manifest = generate_pneumothorax_cohort(args.out, n, seed, jobs=args.jobs)
+        print(f"pneumothorax demo cohort of {n} radiographs written; manifest: {manifest}")
+        return 0
     if args.study == "lung":
         from fusion.demo_chest import generate_lung_cohort
 
@@ -295,13 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-data", help="write a synthetic demo cohort")
     demo.add_argument("--out", required=True, help="folder to write the cohort into")
     demo.add_argument(
-        "--study", choices=["hematoma", "mediastinal", "lung"], default="hematoma",
-        help="hematoma (head CT, default), mediastinal or lung (chest CT)",
+        "--study", choices=["hematoma", "mediastinal", "lung", "pneumothorax"],
+        default="hematoma", help="hematoma (head CT, default), mediastinal or lung (chest "
+        "CT), pneumothorax (chest radiographs)",
     )  # fmt: skip
     demo.add_argument("--n", type=int, default=None,
-                      help="cases (hematoma, default 235; lung, 22) or cases per "
-                      "institution (mediastinal, default 12)")  # fmt: skip
-    demo.add_argument("--seed", type=int, default=None, help="random seed (7; mediastinal 11)")
+                      help="cases (hematoma, default 235; lung, 22; pneumothorax, 600) or "
+                      "cases per institution (mediastinal, default 12)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=None,
+                      help="random seed (7; mediastinal 11, lung 13, pneumothorax 17)")
     demo.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
     demo.set_defaults(func=_cmd_demo_data)
     return parser

@@ -343,7 +343,6 @@ class ClassifierSpec(_Strict):
                            "of the architectures")  # fmt: skip
     gallery: int = Field(default=6, ge=0, description="Grad-CAM images per gallery")
     device: str = "auto"
-    num_workers: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _sizes(self) -> ClassifierSpec:
@@ -410,6 +409,17 @@ class Study(_Strict):
                       for s in self.rois.values())  # fmt: skip
         deep = self.deep is not None and self.deep.roi is None
         return deep or derived or (self.radiomics is not None and not self.rois)
+
+    @model_validator(mode="after")
+    def _classifier_stands_alone(self) -> Study:
+        """An image-classifier study reads 2D images; the CT stages cannot run on them."""
+        if self.classifier is not None:
+            clash = [name for name in ("radiomics", "deep", "segmentation", "rois", "models")
+                     if getattr(self, name)]  # fmt: skip
+            if clash:
+                raise ValueError(f"a classifier study (2D images) cannot also have "
+                                 f"{', '.join(clash)}: those stages read CT volumes")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _deep_roi_is_generated(self) -> Study:

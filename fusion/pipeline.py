@@ -1,7 +1,7 @@
 """The order of a study's stages, and where each reads and writes its tables.
 
-This is the only module that knows the order: qc -> segmentation -> rois ->
-involvement -> radiomics -> deep -> models -> statistics -> report. Each stage reads what
+This is the only module that knows the order: qc -> classifier -> segmentation ->
+rois -> involvement -> radiomics -> deep -> models -> statistics -> report. Each stage reads what
 earlier stages wrote under ``reports/<study>/tables`` and writes its own tables there,
 so ``--from`` and ``--only`` can start anywhere whose inputs exist. A stage that fails
 stops the run with a :class:`StageError` naming the stage; what finished stages wrote
@@ -30,13 +30,15 @@ from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 from fusion.provenance import source_hash
 
-STAGES = ("qc", "segmentation", "rois", "involvement", "radiomics", "deep", "models",
-          "statistics", "report")  # fmt: skip
+STAGES = ("qc", "classifier", "segmentation", "rois", "involvement", "radiomics", "deep",
+          "models", "statistics", "report")  # fmt: skip
 
 # what each stage writes under reports/<study>/, so that a failed run can move what
 # later stages wrote in an earlier run out of the way (it no longer matches the inputs)
 STAGE_OUTPUTS = {
     "qc": ["tables/qc.csv"],
+    "classifier": ["tables/cnn_*.csv", "tables/gradcam*.csv", "tables/.classifier.key",
+                   "figures/gradcam"],
     "segmentation": ["tables/seg_*.csv", "tables/.segmentation.key", "segmentation"],
     "rois": ["tables/rois.csv", "rois"],
     "involvement": ["tables/involvement*.csv", "tables/lung_outline.csv"],
@@ -95,6 +97,26 @@ def qc_stage(study: Study, options: RunOptions, out: Path | None = None) -> Chec
     )
     write_csv_atomic(qc_table(results), out or tables_dir(study, options) / "qc.csv")
     return Checked(cases, results, digests)
+
+
+def classifier_stage(study: Study, options: RunOptions, checked: Checked) -> None:
+    """Train the study's image classifiers on the cases that passed QC, score the
+    held-out sets, explain them with Grad-CAM, and write the statistics (``scores``,
+    ``performance``, ``delong``... as in outcome-model studies, plus ``cnn_*`` and
+    ``gradcam*``). Skipped when its key is unchanged and its outputs are there."""
+    from fusion.device import pick_device
+    from fusion.learn.cnn.stage import model_path, run_classifier, stage_key, write_tables
+
+    folder = options.reports / study.name
+    device = pick_device(study.classifier.device)
+    key = stage_key(study, checked.passed, checked.digests, device)
+    models = [model_path(folder, a) for a in study.classifier.architectures]
+    if _up_to_date(folder / "tables", "classifier", key, options, "cnn_models") and all(
+        m.is_file() for m in models
+    ):
+        return
+    tables = run_classifier(study, checked.passed, checked.digests, folder, device)
+    write_tables(tables, folder, key)
 
 
 def segmentation_stage(study: Study, options: RunOptions, checked: Checked) -> None:
@@ -377,6 +399,10 @@ def report_stage(
     if digests is None:
         digests = case_digests(load_cohort(study), cache=options.cache)
     info = provenance(study, digests, weights, _stage_keys(study, folder / "tables", weights))
+    if study.classifier is not None:
+        from fusion.report.classifier import provenance_models
+
+        info["classifier_models"] = provenance_models(folder / "tables")
     write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
     return build_report(study, folder)
 
@@ -400,7 +426,7 @@ def _stage_keys(study: Study, tables: Path, weights: dict | None) -> dict[str, s
         keys["radiomics"] = cache_key(radiomics_settings(study, params))
     if weights and weights.get("settings_key"):
         keys["deep"] = weights["settings_key"]
-    for stage in ("segmentation", "models", "statistics"):
+    for stage in ("classifier", "segmentation", "models", "statistics"):
         marker = tables / f".{stage}.key"
         if marker.is_file():
             keys[stage] = marker.read_text()
@@ -417,15 +443,17 @@ class RunResult:
 
 def applicable_stages(study: Study) -> list[str]:
     """The stages a study has: a stage without its section is skipped."""
+    no_outcome_model = not study.models and (study.segmentation or study.classifier) is not None
     skip = {
+        "classifier": study.classifier is None,
         "segmentation": study.segmentation is None,
         "rois": not study.rois,
         "involvement": study.segmentation is None or study.segmentation.involvement is None,
         "radiomics": study.radiomics is None,
         "deep": study.deep is None,
-        # a segmentation study may have no outcome model to fit
-        "models": not study.models and study.segmentation is not None,
-        "statistics": not study.models and study.segmentation is not None,
+        # a segmentation or image-classifier study may have no outcome model to fit
+        "models": no_outcome_model,
+        "statistics": no_outcome_model,
     }
     return [s for s in STAGES if not skip.get(s, False)]
 
@@ -457,6 +485,7 @@ def run_study(
 
     steps: dict[str, Callable[[], object]] = {
         "qc": checked,
+        "classifier": lambda: classifier_stage(study, options, checked()),
         "segmentation": lambda: segmentation_stage(study, options, checked()),
         "rois": generated,
         "involvement": lambda: involvement_stage(study, options, checked()),

@@ -68,10 +68,11 @@ DEEP_KEY_EXCLUDES = {
     ),
 }
 IMAGENET_HELP = (
-    "ImageNet weights for ResNet50 could not be loaded ({reason}). Either put the file "
-    "{filename} (from {url}) into {folder}, or set deep.weights in the study to the path "
-    "of a local checkpoint (a ResNet50 state dict), or set deep.allow_random_weights: true "
-    "to go on with random weights (the report will say the features are not pretrained)."
+    "ImageNet weights for {arch} could not be loaded ({reason}). Either put the file "
+    "{filename} (from {url}) into {folder}, or set {section}.weights in the study to the "
+    "path of a local checkpoint (a {arch} state dict), or set "
+    "{section}.allow_random_weights: true to go on with random weights (the report will "
+    "say the network is not pretrained)."
 )
 
 
@@ -94,16 +95,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_weights(spec: DeepSpec, base: Path | None = None) -> Weights:
-    """Resolve ``deep.weights`` to a state dict; FusionError explains what to do."""
+def load_weights(
+    spec: Any, base: Path | None = None, arch: str = "resnet50", section: str = "deep"
+) -> Weights:
+    """Resolve ``<section>.weights`` (``imagenet``, ``random`` or a checkpoint path; the
+    deep stage's ``finetune`` starts from ``imagenet``) to a state dict of ``arch``;
+    FusionError explains what to do. ``spec`` has ``weights`` and
+    ``allow_random_weights`` (the deep and classifier sections both do)."""
     import torch
 
     if spec.weights == "random":
         return Weights(None, "random", None, pretrained=False, warning="random weights (asked for)")
-    if spec.weights == "imagenet":
-        from torchvision.models import ResNet50_Weights
+    if spec.weights in ("imagenet", "finetune"):
+        from torchvision.models import get_model_weights
 
-        meta = ResNet50_Weights.IMAGENET1K_V2
+        meta = get_model_weights(arch).DEFAULT  # ResNet50: IMAGENET1K_V2
         folder = Path(torch.hub.get_dir()) / "checkpoints"
         filename = meta.url.rsplit("/", 1)[-1]
         try:
@@ -113,11 +119,11 @@ def load_weights(spec: DeepSpec, base: Path | None = None) -> Weights:
             if not spec.allow_random_weights:
                 raise FusionError(
                     IMAGENET_HELP.format(reason=reason, filename=filename, url=meta.url,
-                                         folder=folder)
+                                         folder=folder, arch=arch, section=section)
                 ) from None  # fmt: skip
             message = (
-                f"ImageNet weights unavailable ({reason}); deep features use RANDOM weights "
-                "(deep.allow_random_weights: true) and are NOT pretrained"
+                f"ImageNet weights unavailable ({reason}); {arch} uses RANDOM weights "
+                f"({section}.allow_random_weights: true) and is NOT pretrained"
             )
             log.warning(message)
             return Weights(None, "random (imagenet unavailable)", None, False, message)
@@ -127,8 +133,8 @@ def load_weights(spec: DeepSpec, base: Path | None = None) -> Weights:
         path = base / path
     if not path.is_file():
         raise ConfigError(
-            f"deep.weights: {spec.weights!r} is not 'imagenet', 'random' or an existing "
-            f"checkpoint file (looked for {path})"
+            f"{section}.weights: {spec.weights!r} is not 'imagenet', 'random' or an "
+            f"existing checkpoint file (looked for {path})"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -130,10 +130,10 @@ def _read_dicom(path: Path) -> Radiograph:
         raise FusionError(f"{path}: photometric interpretation {photometric!r}; a "
                           "radiograph should be MONOCHROME1 or MONOCHROME2")  # fmt: skip
     stored = ds.pixel_array
-    values = apply_modality_lut(stored, ds).astype(np.float64)
+    values = apply_modality_lut(stored, ds)  # integers stay integers (a VOI LUT indexes)
     lo, hi, how = _voi_range(ds)
     if how != "none":
-        values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
+        values = apply_voi_lut(values, ds, prefer_lut=True)
     else:
         lo, hi = float(values.min()), float(values.max())
     pixels = _unit(values, lo, hi)

@@ -233,6 +233,8 @@ def report_warnings(
 
 def build_report(study: Study, folder: Path) -> Path:
     """Write figures, ``tables/README.md`` and ``index.html`` under ``folder``."""
+    if study.classifier is not None:
+        return _classifier_report(study, folder)
     if not study.models:
         return _segmentation_report(study, folder)
     tables, figures = folder / "tables", folder / "figures"
@@ -379,6 +381,20 @@ def _segmentation_report(study: Study, folder: Path) -> Path:
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
     html = env.get_template("segmentation.html.j2").render(**context)
+    write_text_atomic(html, folder / "index.html")
+    return folder / "index.html"
+
+
+def _classifier_report(study: Study, folder: Path) -> Path:
+    """The report of an image-classifier study (fusion.report.classifier)."""
+    from fusion.report.classifier import classifier_context
+
+    provenance = json.loads((folder / "provenance.json").read_text())
+    write_text_atomic((TEMPLATES / "tables_README.md").read_text(), folder / "tables" / "README.md")
+    context = {"study": study, "provenance": _provenance_rows(provenance),
+               **classifier_context(study, folder, _read, html_table)}  # fmt: skip
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    html = env.get_template("classifier.html.j2").render(**context)
     write_text_atomic(html, folder / "index.html")
     return folder / "index.html"
 

@@ -1,0 +1,333 @@
+"""The image-classifier stage: splits, one trained network per architecture, scores of
+every held-out case, the ensemble, and Grad-CAM with its localisation figures.
+
+Sets (seed 004's protocol): train / validation / test, 70/15/15 by default, stratified
+by label and grouped by patient when the manifest has a patient column, or the
+manifest's own split (``validation`` drawn from ``train`` when the manifest has none).
+Networks see the training set; the validation set stops training and sets each model's
+threshold (Youden); the test and external sets are touched once, by the final models.
+The statistics are fusion.stats' own (AUC with DeLong CI, paired DeLong between the
+architectures and the ensemble, calibration, decision curves), on the same long
+``scores`` table as the outcome-model studies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.cohort import Case
+from fusion.config import ClassifierSpec, Study
+from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
+from fusion.errors import FusionError
+
+ENSEMBLE = "ensemble"
+CLASSIFIER_VERSION = 1
+# study fields that cannot change the stage's output, each with the reason
+CLASSIFIER_KEY_EXCLUDES = {
+    "classifier": ("device",),  # replaced by the resolved device and precision
+    "cohort": CASE_COHORT_EXCLUDES,
+    "seed": (),
+    "evaluation": (),
+    "qc": (),  # acts through which cases pass, and those are hashed
+}
+ESTIMATES = {"validation": "validation set (early stopping and threshold chosen on it)"}
+
+
+def classifier_sets(cases: list[Case], spec: ClassifierSpec, seed: int) -> pd.Series:
+    """case_id -> 'train', 'validation', 'test' or 'external:<institution>'."""
+    from fusion.learn.splits import set_name
+
+    named = {c.case_id: set_name(c) for c in cases if c.split is not None or c.is_external}
+    internal = [c for c in cases if not c.is_external]
+    given = [c for c in internal if c.split is not None]
+    if given and len(given) < len(internal):
+        raise FusionError(f"the manifest gives a split for {len(given)} of {len(internal)} "
+                          "internal cases; give one for every case or for none")  # fmt: skip
+    if not given:
+        train, test = _draw(internal, spec.test_size, seed)
+        named |= dict.fromkeys(test, "test")
+        internal = [c for c in internal if c.case_id in set(train)]
+        named |= dict.fromkeys(train, "train")
+    if "validation" not in named.values():
+        pool = [c for c in internal if named[c.case_id] == "train"]
+        share = spec.validation_size / (1 - (0 if given else spec.test_size))
+        train, validation = _draw(pool, share, seed + 1)
+        named |= dict.fromkeys(validation, "validation")
+    return pd.Series({c.case_id: named[c.case_id] for c in cases}, name="set")
+
+
+def _draw(cases: list[Case], share: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split off ``share`` of ``cases``, stratified by label, grouped by patient."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    ids = [c.case_id for c in cases]
+    labels = [c.label for c in cases]
+    if min(sum(labels), len(labels) - sum(labels)) < 2:
+        raise FusionError(f"{len(cases)} cases with {sum(labels)} positive cannot be split "
+                          "into sets that each hold both classes")  # fmt: skip
+    if any(c.patient is not None for c in cases):
+        groups = [c.patient or f"case:{c.case_id}" for c in cases]
+        splitter = StratifiedGroupKFold(max(2, round(1 / share)), shuffle=True, random_state=seed)
+        keep, held = next(splitter.split(ids, labels, groups))
+        return [ids[i] for i in keep], [ids[i] for i in held]
+    keep, held = train_test_split(ids, test_size=share, stratify=labels, random_state=seed)
+    return list(keep), list(held)
+
+
+def stage_key(study: Study, cases: list[Case], digests: dict[str, tuple[str, str]],
+              device: str) -> str:  # fmt: skip
+    """Settings, the resolved device and precision, every case's content and the
+    manifest, and fusion's source: a change to any re-runs the stage."""
+    from fusion.device import precision
+    from fusion.provenance import source_hash
+
+    settings = stage_settings(study, CLASSIFIER_KEY_EXCLUDES, device=device,
+                              precision=precision(device), version=CLASSIFIER_VERSION)  # fmt: skip
+    contents = sorted((c.case_id, digests[c.case_id]) for c in cases)
+    return cache_key("classifier", settings, contents, study.cohort.manifest.read_bytes().hex(),
+                     source_hash())  # fmt: skip
+
+
+def run_folder(folder: Path, arch: str, key: str) -> Path:
+    """Where ``arch`` trains: one folder per training key, so a changed setting never
+    resumes an incompatible run."""
+    return folder / "classifier" / "runs" / f"{arch}-{key[:16]}"
+
+
+def model_path(folder: Path, arch: str) -> Path:
+    return folder / "classifier" / "models" / f"{arch}.pt"
+
+
+def training_key(study: Study, arch: str, train_ids: list[str], val_ids: list[str],
+                 digests: dict[str, tuple[str, str]], device: str) -> str:  # fmt: skip
+    """What one network's training depends on: never the test cases."""
+    from fusion.device import precision
+
+    spec = study.classifier.model_dump(mode="json", exclude={"device", "gallery", "ensemble"})
+    return cache_key("cnn-train", arch, spec, study.seed, device, precision(device),
+                     [(c, digests[c], "train") for c in sorted(train_ids)],
+                     [(c, digests[c], "validation") for c in sorted(val_ids)])  # fmt: skip
+
+
+def run_classifier(
+    study: Study, cases: list[Case], digests: dict[str, tuple[str, str]], folder: Path,
+    device: str,
+) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Train, predict and explain; returns the stage's tables by name."""
+    from fusion.features.deep import load_weights
+    from fusion.learn.cnn.data import load_images
+    from fusion.learn.cnn.train import predict, train_classifier, weights_digest
+
+    spec = study.classifier
+    sets = classifier_sets(cases, spec, study.seed)
+    images = load_images(cases, spec.image_size)
+    ids = {name: [c for c in images.case_ids if sets[c] == name] for name in sets.unique()}
+    train, val = images.subset(ids["train"]), images.subset(ids.get("validation", []))
+    held = [c for c in images.case_ids if sets[c] not in ("train", "validation")]
+    scored = images.subset(ids.get("validation", []) + held)
+    base = study.source.parent if study.source else None
+    probs: dict[str, np.ndarray] = {}
+    rows, history, cams = [], [], []
+    for arch in spec.architectures:
+        weights = load_weights(spec, base, arch, "classifier")
+        key = training_key(study, arch, ids["train"], ids.get("validation", []), digests, device)
+        meta = {"architecture": arch, "image_size": spec.image_size, "study": study.name,
+                "seed": study.seed, "weights": weights.source, "weights_sha256": weights.sha256,
+                "training_key": key, "device": device, "versions": _versions()}  # fmt: skip
+        trained = train_classifier(arch, train, val, spec, weights, meta,
+                                   run_folder(folder, arch, key), study.seed, device)  # fmt: skip
+        model_path(folder, arch).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(trained.checkpoint, model_path(folder, arch))
+        model = _load(arch, trained.checkpoint, device)
+        probs[arch] = predict(model, scored.pixels, device, spec.batch_size)
+        rows.append({"model": arch, "weights": weights.source, "pretrained": weights.pretrained,
+                     "weights_warning": weights.warning or "", "best_epoch": trained.best_epoch,
+                     "epochs_run": len(trained.history), "stopped_early": trained.stopped_early,
+                     "monitor": spec.monitor, "best_value": trained.best_value,
+                     "weights_sha256": weights_digest(model.state_dict())})  # fmt: skip
+        history += [{"model": arch, **h} for h in trained.history]
+        cams.append((arch, model))
+    if spec.ensemble and len(spec.architectures) > 1:
+        probs[ENSEMBLE] = np.mean([probs[a] for a in spec.architectures], axis=0)
+    scores, thresholds = _scores(scored, sets, probs)
+    models = pd.DataFrame(rows)
+    models = pd.concat([models, pd.DataFrame([{"model": ENSEMBLE}])], ignore_index=True) \
+        if ENSEMBLE in probs else models  # fmt: skip
+    models["threshold"] = models.model.map(thresholds)
+    tables = {"cohort": _cohort(cases, sets), "scores": scores, "cnn_models": models,
+              "cnn_training": pd.DataFrame(history)}  # fmt: skip
+    tables |= _statistics(study, scores, thresholds)
+    tables |= _gradcam_tables(study, cams, images.subset(held), scores, thresholds, folder,
+                              device)  # fmt: skip
+    return tables
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}  # fmt: skip
+
+
+def _load(arch: str, checkpoint: Path, device: str) -> Any:
+    from fusion.learn.cnn.network import build_classifier
+    from fusion.learn.cnn.train import read
+
+    model = build_classifier(arch, read(checkpoint)["state_dict"], 0, str(checkpoint))
+    return model.to(device).eval()
+
+
+def _scores(scored, sets: pd.Series, probs: dict[str, np.ndarray]):  # noqa: ANN001, ANN202
+    """The long scores table (score = probability) and each model's validation-set
+    Youden threshold."""
+    from fusion.stats.metrics import youden_threshold
+
+    frames, thresholds = [], {}
+    case_sets = sets[scored.case_ids].to_numpy()
+    validation = case_sets == "validation"
+    for model, prob in probs.items():
+        thresholds[model] = youden_threshold(scored.labels[validation], prob[validation])
+        frames.append(pd.DataFrame({
+            "case_id": scored.case_ids, "set": case_sets, "label": scored.labels.astype(int),
+            "model": model, "score": prob.astype(float), "prob": prob.astype(float),
+            "predicted": (prob >= thresholds[model]).astype(int),
+            "estimate": [ESTIMATES.get(s, "held-out") for s in case_sets],
+        }))  # fmt: skip
+    return pd.concat(frames, ignore_index=True), thresholds
+
+
+def _cohort(cases: list[Case], sets: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"case_id": [c.case_id for c in cases],
+                         "set": [sets[c.case_id] for c in cases],
+                         "label": [c.label for c in cases], "included": True, "reason": "",
+                         "patient": [c.patient or "" for c in cases]})  # fmt: skip
+
+
+def _statistics(study: Study, scores: pd.DataFrame, thresholds: dict[str, float]) -> dict:
+    """fusion.stats' tables of the held-out and validation scores."""
+    from fusion.stats import evaluate
+
+    ev = study.evaluation
+    lo, hi, step = ev.dca_thresholds
+    grid = np.round(np.arange(lo, hi + 1e-9, step), 6)
+    return {
+        "performance": evaluate.performance_table(scores, thresholds, ev.conf_level,
+                                                  ev.bootstrap, study.seed),
+        "delong": evaluate.delong_table(scores, ev.conf_level),
+        "calibration": evaluate.calibration_table(scores),
+        "calibration_curve": evaluate.calibration_curve_table(scores, ev.conf_level),
+        "net_benefit": evaluate.net_benefit_table(scores, grid, ev.bootstrap, study.seed,
+                                                  ev.conf_level),
+        "roc_points": evaluate.roc_table(scores),
+    }  # fmt: skip
+
+
+def _outcome(label: int, predicted: int) -> str:
+    return {(1, 1): "TP", (0, 1): "FP", (1, 0): "FN", (0, 0): "TN"}[(label, predicted)]
+
+
+def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> dict:  # noqa: ANN001
+    """Grad-CAM of every test and external case per architecture: ``gradcam`` (one row
+    per case), ``gradcam_localisation`` (per model and case group), and overlays of the
+    gallery cases under ``figures/gradcam/<model>/``."""
+    from PIL import Image
+
+    from fusion.atomic import atomic_path
+    from fusion.learn.cnn.data import as_input
+    from fusion.learn.cnn.gradcam import GradCam, localisation, overlay
+    from fusion.learn.cnn.network import CAM_LAYER
+    from fusion.stats.segmentation import bootstrap_mean_ci
+
+    spec = study.classifier
+    rows = []
+    figures = folder / "figures" / "gradcam"
+    shutil.rmtree(figures, ignore_errors=True)
+    for arch, model in cams:
+        cam_of = GradCam(model, CAM_LAYER[arch])
+        part = scores[scores.model == arch].set_index("case_id")
+        maps = []
+        try:
+            for start in range(0, len(held.case_ids), spec.batch_size):
+                batch = as_input(held.pixels[start : start + spec.batch_size], device)
+                maps += cam_of(batch)
+        finally:
+            cam_of.close()
+        for i, case_id in enumerate(held.case_ids):
+            cam, mask = maps[i], held.masks[i] if held.has_mask[i] else None
+            loc = localisation(cam, mask) if mask is not None else None
+            rows.append({
+                "model": arch, "case_id": case_id, "set": part.at[case_id, "set"],
+                "label": int(held.labels[i]), "prob": part.at[case_id, "prob"],
+                "outcome": _outcome(int(held.labels[i]), int(part.at[case_id, "predicted"])),
+                "zero_map": cam.zero, "peak_row": cam.peak[0], "peak_col": cam.peak[1],
+                "map_cells": f"{cam.cells[0]}x{cam.cells[1]}",
+                "has_mask": mask is not None and bool(mask.any()),
+                "energy_in_mask": loc.energy_in_mask if loc else np.nan,
+                "chance_energy": loc.chance if loc else np.nan,
+                "pointing_hit": loc.pointing_hit if loc else np.nan,
+                "_overlay": (held.pixels[i], cam, mask),
+            })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return {"gradcam": frame, "gradcam_localisation": pd.DataFrame()}
+    frame["gallery"] = False
+    for (arch, outcome), part in frame.groupby(["model", "outcome"]):
+        if outcome == "TN":
+            continue
+        confident = part.prob if outcome != "FN" else -part.prob
+        chosen = part.loc[confident.sort_values(ascending=False).index[: spec.gallery]]
+        for index, row in chosen.iterrows():
+            frame.at[index, "gallery"] = True
+            path = figures / arch / f"{row.case_id}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Image.fromarray(overlay(*row["_overlay"])).save(tmp, format="PNG")
+    frame = frame.drop(columns="_overlay")
+    summary = []
+    ev = study.evaluation
+    for arch, part in frame.groupby("model", sort=False):
+        for group, rows_ in (("positives with a mask", part[part.has_mask & (part.label == 1)]),
+                             ("true positives with a mask",
+                              part[part.has_mask & (part.outcome == "TP")])):  # fmt: skip
+            measured = rows_[~rows_.zero_map]
+            energy = measured.energy_in_mask.to_numpy(float)
+            hits = measured.pointing_hit.astype(float).to_numpy()
+            lo, hi = bootstrap_mean_ci(energy, ev.bootstrap, study.seed, ev.conf_level)
+            hit_lo, hit_hi = _wilson(int(hits.sum()), len(hits), ev.conf_level)
+            summary.append({
+                "model": arch, "cases": group, "n": len(rows_), "map_cells": part.map_cells.iloc[0],
+                "zero_maps": int(rows_.zero_map.sum()),
+                "energy_in_mask": float(energy.mean()) if len(energy) else np.nan,
+                "energy_ci_low": lo, "energy_ci_high": hi,
+                "chance_energy": float(measured.chance_energy.mean()) if len(energy) else np.nan,
+                "pointing_hit_rate": float(hits.mean()) if len(hits) else np.nan,
+                "pointing_ci_low": hit_lo, "pointing_ci_high": hit_hi,
+            })  # fmt: skip
+    return {"gradcam": frame, "gradcam_localisation": pd.DataFrame(summary)}
+
+
+def _wilson(hits: int, n: int, conf_level: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion (statsmodels)."""
+    if n == 0:
+        return np.nan, np.nan
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(hits, n, alpha=1 - conf_level, method="wilson")
+    return float(lo), float(hi)
+
+
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path, key: str) -> None:
+    from fusion.atomic import write_csv_atomic, write_text_atomic
+
+    for name, frame in tables.items():
+        write_csv_atomic(frame, folder / "tables" / f"{name}.csv")
+    write_text_atomic(key, folder / "tables" / ".classifier.key")

@@ -1,0 +1,232 @@
+"""Training one image classifier: BCE (optionally class-weighted), Adam, the head first
+and then the last blocks, early stopping on the validation AUC or loss, a checkpoint
+after every epoch so an interrupted run resumes where it stopped.
+
+Reproducible and resumable by construction: every epoch draws its order and its
+augmentations from a generator seeded with (seed, epoch), so an epoch depends on nothing
+but the seed, the epoch and the weights and optimiser state it starts from, all of
+which ``last.pt`` holds. A resumed run therefore ends with the same weights as an
+uninterrupted one (on the same device). The validation set is only ever predicted,
+never augmented or trained on; the test set never reaches this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusion.atomic import write_text_atomic
+from fusion.config import ClassifierSpec
+from fusion.device import autocast, grad_scaler
+from fusion.errors import FusionError
+from fusion.learn.cnn.data import Images, as_input
+from fusion.learn.cnn.network import build_classifier, set_trainable
+
+DONE = "done.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Trained:
+    """A finished training: the best epoch's checkpoint and the per-epoch history
+    (epoch, phase, loss, val_loss, val_auc)."""
+
+    checkpoint: Path
+    best_epoch: int
+    best_value: float
+    history: list[dict[str, Any]]
+    stopped_early: bool
+
+
+def check_sets(train: Images, val: Images, what: str) -> None:
+    """Refuse sets that cannot train or stop a classifier, naming the set."""
+    for name, data in (("training", train), ("validation", val)):
+        positives = int(data.labels.sum())
+        if positives in (0, len(data.labels)):
+            kind = "no positive" if positives == 0 else "no negative"
+            need = ("a classifier cannot learn from one class" if name == "training" else
+                    "early stopping and the threshold need both classes")  # fmt: skip
+            raise FusionError(
+                f"{what}: the {name} set ({len(data.labels)} cases) has {kind} case: {need} "
+                "(give more cases of both classes, or set the split in the manifest)"
+            )
+
+
+def save(path: Path, model: Any, meta: dict[str, Any], **state: Any) -> None:
+    import torch
+
+    from fusion.atomic import atomic_path
+
+    payload = {"format": FORMAT, "state_dict": model.state_dict(), "meta": meta, **state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def weights_digest(state_dict: dict[str, Any]) -> str:
+    """SHA-256 of the weights themselves (names, shapes, bytes): the same weights give
+    the same digest whatever file they were saved in (a checkpoint file's own bytes
+    depend on its name, which torch writes into the archive)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.numpy().tobytes())
+    return h.hexdigest()
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A classifier checkpoint (read with ``weights_only=True``: no code runs)."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+        raise FusionError(f"{path}: not a readable checkpoint: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise FusionError(f"{path}: not a fusion classifier checkpoint")
+    return payload
+
+
+def predict(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:
+    """Probabilities of the positive class, without augmentation, in eval mode."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode(), autocast(device):
+        for start in range(0, len(pixels), batch):
+            logits = model(as_input(pixels[start : start + batch], device))
+            out.append(torch.sigmoid(logits.float()).squeeze(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _batches(n: int, size: int, generator: Any) -> list[Any]:
+    """A shuffled epoch in batches; a last batch of one joins the one before (batch
+    norm cannot train on a single image)."""
+    import torch
+
+    order = torch.randperm(n, generator=generator)
+    parts = list(order.split(size))
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2] = torch.cat(parts[-2:])
+        parts.pop()
+    return parts
+
+
+def train_classifier(
+    arch: str,
+    train: Images,
+    val: Images,
+    spec: ClassifierSpec,
+    weights: Any,
+    meta: dict[str, Any],
+    folder: Path,
+    seed: int,
+    device: str,
+    desc: str = "",
+) -> Trained:
+    """Train in ``folder`` (``last.pt`` every epoch, ``best.pt`` at each better
+    validation value, ``done.json`` at the end); a finished folder is returned as it
+    is, an unfinished one resumes from ``last.pt``. ``weights`` is a
+    :class:`fusion.features.deep.Weights` (None: random)."""
+    import torch
+
+    check_sets(train, val, desc or arch)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / DONE).is_file():
+        return _trained(folder)
+    state_dict = weights.state_dict if weights is not None else None
+    source = weights.source if weights is not None else "random"
+    model = build_classifier(arch, state_dict, seed, source).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0,
+                             "history": []}  # fmt: skip
+    if (folder / "last.pt").is_file():  # resume after an interruption
+        saved = read(folder / "last.pt")
+        model.load_state_dict(saved["state_dict"])
+        optimiser.load_state_dict(saved["optimiser"])
+        state = json.loads(saved["state"])
+    _epochs(arch, model, optimiser, state, train, val, spec, meta, folder, seed, device,
+            desc or arch)  # fmt: skip
+    done = {"best_epoch": state["best_epoch"], "best_value": state["best"],
+            "history": state["history"],
+            "stopped_early": state["epoch"] < spec.max_epochs}  # fmt: skip
+    write_text_atomic(json.dumps(done), folder / DONE)
+    return _trained(folder)
+
+
+def _loss_fn(train: Images, spec: ClassifierSpec, device: str) -> Any:
+    import torch
+
+    pos_weight = None
+    if spec.class_weights == "balanced":
+        positives = float(train.labels.sum())
+        pos_weight = torch.tensor([(len(train.labels) - positives) / positives], device=device)
+    return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+
+def _epochs(arch, model, optimiser, state, train, val, spec, meta, folder, seed, device,
+            desc) -> None:  # noqa: ANN001 - train_classifier's own objects
+    """Epochs until ``max_epochs`` or ``patience``; ``state`` and the checkpoints updated
+    after each."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from fusion.stats.roc import auc_value
+
+    loss_fn = _loss_fn(train, spec, device)
+    scaler = grad_scaler(device)
+    labels = torch.from_numpy(train.labels)
+    bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False,
+               disable=None)  # fmt: skip
+    while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
+        epoch = state["epoch"] + 1
+        head_only = epoch <= spec.freeze.head_epochs
+        frozen = set_trainable(model, arch, 0 if head_only else spec.freeze.train_blocks)
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        model.train()
+        for module in frozen:
+            module.eval()  # frozen blocks keep their batch-norm statistics
+        losses = []
+        for rows in _batches(len(train.labels), spec.batch_size, generator):
+            x = as_input(train.pixels[rows.numpy()], device, spec.augment, generator)
+            optimiser.zero_grad(set_to_none=True)
+            with autocast(device):
+                logits = model(x).squeeze(1).float()
+            loss = loss_fn(logits, labels[rows].to(device))
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        prob = predict(model, val.pixels, device, spec.batch_size)
+        val_loss = float(torch.nn.functional.binary_cross_entropy(
+            torch.from_numpy(prob).double().clamp(1e-7, 1 - 1e-7),
+            torch.from_numpy(val.labels).double()))  # fmt: skip
+        val_auc = auc_value(val.labels, prob)
+        row = {"epoch": epoch, "phase": "head" if head_only else "blocks",
+               "loss": float(np.mean(losses)), "val_loss": val_loss,
+               "val_auc": val_auc}  # fmt: skip
+        state["history"].append(row)
+        state["epoch"] = epoch
+        value = val_auc if spec.monitor == "auc" else -val_loss
+        if state["best"] is None or value > state["best"] + 1e-6:
+            state.update(best=value, best_epoch=epoch, bad_epochs=0)
+            save(folder / "best.pt", model, {**meta, "epoch": epoch, **row})
+        else:
+            state["bad_epochs"] += 1
+        save(folder / "last.pt", model, meta, optimiser=optimiser.state_dict(),
+             state=json.dumps(state))  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", val_auc=f"{val_auc:.3f}")
+    bar.close()
+
+
+def _trained(folder: Path) -> Trained:
+    done = json.loads((folder / DONE).read_text())
+    return Trained(folder / "best.pt", done["best_epoch"], done["best_value"], done["history"],
+                   done["stopped_early"])  # fmt: skip

@@ -1,0 +1,235 @@
+"""The report of an image-classifier study: methods, cohort, training, performance with
+DeLong comparisons, ROC / calibration / decision curves, and Grad-CAM galleries with
+the localisation figures (energy in the lesion mask against chance, pointing game)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from fusion.config import Study
+from fusion.report import figures as figs
+
+OUTCOMES = {"TP": "true positives", "FP": "false positives", "FN": "false negatives"}
+
+
+def methods_text(study: Study, cohort: pd.DataFrame, models: pd.DataFrame) -> list[str]:
+    """The methods paragraphs, from the settings actually used."""
+    spec = study.classifier
+    weights = "; ".join(f"{r.model}: {r.weights}" for r in models.itertuples()
+                        if isinstance(r.weights, str))  # fmt: skip
+    grouped = "grouped by patient" if cohort.patient.astype(str).str.len().gt(0).any() else \
+        "case by case"  # fmt: skip
+    aug = spec.augment
+    parts = (f"rotation up to {aug.rotate_deg:g} degrees" if aug.rotate_deg else "",
+             "horizontal flips" if aug.flip else "",
+             f"zoom up to {aug.scale:.0%}" if aug.scale else "",
+             f"contrast up to {aug.contrast:.0%}" if aug.contrast else "")  # fmt: skip
+    augmentation = ", ".join(p for p in parts if p) or "none"
+    train_share = 1 - spec.validation_size - spec.test_size
+    weighting = (" with the positive class weighted by negatives/positives"
+                 if spec.class_weights == "balanced" else "")  # fmt: skip
+    return [
+        f"Images were padded to a square and resized to {spec.image_size} x "
+        f"{spec.image_size} pixels (DICOM after its modality and VOI LUT, MONOCHROME1 "
+        "inverted), replicated to three channels and normalised with the ImageNet mean "
+        "and standard deviation.",
+        f"Cases were split into training, validation and test sets ({train_share:.0%}/"
+        f"{spec.validation_size:.0%}/{spec.test_size:.0%} unless the manifest gave the split), "
+        f"stratified by label and {grouped}; external institutions were held out entirely.",
+        f"Architectures: {', '.join(spec.architectures)}, each with its classifier replaced "
+        f"by one logit; initial weights {weights}. The head was trained alone for "
+        f"{spec.freeze.head_epochs} epoch(s), then with the last {spec.freeze.train_blocks} "
+        f"of 5 backbone blocks. Loss: binary cross-entropy"
+        f"{weighting}"
+        f"; Adam (learning rate {spec.learning_rate:g}), batch {spec.batch_size}, up to "
+        f"{spec.max_epochs} epochs with early stopping on the validation "
+        f"{spec.monitor.upper() if spec.monitor == 'auc' else 'loss'} (patience "
+        f"{spec.patience}); the best epoch's weights were kept. Training augmentation: "
+        f"{augmentation}; none at evaluation.",
+        "Each model's threshold was chosen on the validation set (Youden index) and applied "
+        "unchanged to the test set. AUCs have DeLong confidence intervals; architectures and "
+        "their ensemble (mean probability) were compared on the same test cases with "
+        "paired DeLong tests.",
+        "Grad-CAM maps of the positive logit were computed at the last convolutional block "
+        "for every test case. Where a lesion mask exists, the share of the map's energy "
+        "inside the mask (chance level: the mask's share of the image) and the pointing "
+        "game (is the map's maximum inside the lesion?) measure whether the models look at "
+        "the lesion.",
+    ]
+
+
+def training_figure(history: pd.DataFrame) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    for i, (model, part) in enumerate(history.groupby("model", sort=False)):
+        colour = figs.COLOURS[i % 10]
+        axes[0].plot(part.epoch, part.loss, color=colour, label=f"{model} training")
+        axes[0].plot(part.epoch, part.val_loss, color=colour, linestyle="--",
+                     label=f"{model} validation")  # fmt: skip
+        axes[1].plot(part.epoch, part.val_auc, color=colour, marker="o", markersize=3,
+                     label=model)  # fmt: skip
+    axes[0].set(xlabel="epoch", ylabel="BCE loss", title="Loss")
+    axes[1].set(xlabel="epoch", ylabel="AUC", title="Validation AUC", ylim=(0.4, 1.01))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def localisation_figure(gradcam: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
+    """Energy in the mask per positive test case against its chance level, and the
+    pointing-game hit rate with its CI, per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    part = gradcam[gradcam.has_mask & (gradcam.label == 1) & ~gradcam.zero_map]
+    models = list(dict.fromkeys(gradcam.model))
+    for i, model in enumerate(models):
+        rows = part[part.model == model]
+        x = np.full(len(rows), i) + np.linspace(-0.15, 0.15, max(len(rows), 1))[: len(rows)]
+        axes[0].scatter(x, rows.energy_in_mask, s=9, color=figs.COLOURS[i % 10], alpha=0.7)
+        axes[0].scatter(x, rows.chance_energy, s=6, color="grey", marker="_")
+    axes[0].set_xticks(range(len(models)), models)
+    axes[0].set(ylabel="Grad-CAM energy in the lesion", ylim=(0, 1),
+                title="Energy in mask (grey: chance)")  # fmt: skip
+    rows = summary[summary.cases == "positives with a mask"].set_index("model").reindex(models)
+    rate = rows.pointing_hit_rate.to_numpy(float)
+    err = np.vstack([rate - rows.pointing_ci_low.to_numpy(float),
+                     rows.pointing_ci_high.to_numpy(float) - rate]).clip(0)  # fmt: skip
+    axes[1].bar(range(len(models)), rate, yerr=np.nan_to_num(err), capsize=4,
+                color=[figs.COLOURS[i % 10] for i in range(len(models))])  # fmt: skip
+    axes[1].set_xticks(range(len(models)), models)
+    axes[1].set(ylabel="share of positives", ylim=(0, 1), title="Pointing game hit rate")
+    return fig
+
+
+def galleries(gradcam: pd.DataFrame, folder: Path) -> list[dict[str, Any]]:
+    """Per model and outcome (TP, FP, FN): the overlays the stage drew."""
+    out = []
+    shown = gradcam[gradcam.gallery]
+    for model, part in shown.groupby("model", sort=False):
+        groups = []
+        for outcome, title in OUTCOMES.items():
+            items = []
+            for row in part[part.outcome == outcome].itertuples():
+                png = folder / "figures" / "gradcam" / model / f"{row.case_id}.png"
+                if not png.is_file():
+                    continue
+                if row.zero_map:
+                    caption = "all-zero map: every channel argues against the positive class"
+                elif pd.notna(row.energy_in_mask):
+                    caption = (f"energy in lesion {row.energy_in_mask:.0%} (chance "
+                               f"{row.chance_energy:.0%}), peak "
+                               f"{'inside' if row.pointing_hit else 'outside'}")  # fmt: skip
+                else:
+                    caption = "no lesion mask"
+                items.append({"case": row.case_id, "prob": row.prob, "caption": caption,
+                              "zero": bool(row.zero_map),
+                              "png": base64.b64encode(png.read_bytes()).decode()})  # fmt: skip
+            groups.append({"title": title, "items": items})
+        out.append({"model": model, "groups": groups})
+    return out
+
+
+def warnings(models: pd.DataFrame, performance: pd.DataFrame, gradcam: pd.DataFrame,
+             summary: pd.DataFrame) -> list[str]:  # fmt: skip
+    out = []
+    for row in models.itertuples():
+        if row.model != "ensemble" and row.pretrained is False:
+            out.append(f"{row.model} started from RANDOM weights, not pretrained "
+                       f"({row.weights_warning or row.weights}).")  # fmt: skip
+        if row.model != "ensemble" and row.stopped_early is False:
+            out.append(f"{row.model} reached the epoch limit without early stopping: it may "
+                       "be under-trained.")  # fmt: skip
+    test = performance[performance.set == "test"]
+    for row in test.itertuples():
+        if pd.notna(getattr(row, "auc_ci_low", np.nan)) and row.auc_ci_low <= 0.5:
+            out.append(f"{row.model}: the test AUC's CI includes 0.5.")
+    if not gradcam.empty:
+        for model, part in gradcam.groupby("model", sort=False):
+            zero = int(part.zero_map.sum())
+            if zero:
+                out.append(f"{model}: {zero} of {len(part)} test Grad-CAM maps are all zero "
+                           "(negative evidence clipped by the ReLU); they are labelled, not "
+                           "drawn blank, and left out of the localisation numbers.")  # fmt: skip
+    for row in summary[summary.cases == "positives with a mask"].itertuples():
+        rows, cols = (int(v) for v in str(row.map_cells).split("x"))
+        if min(rows, cols) < 7:
+            out.append(f"{row.model}: its Grad-CAM maps have {row.map_cells} cells at this "
+                       "image size (ImageNet-sized inputs give 7x7); they can point to a "
+                       "region of the image, not to a lesion smaller than a cell, so the "
+                       "localisation numbers are coarse.")  # fmt: skip
+        if pd.notna(row.energy_ci_high) and row.energy_ci_high < row.chance_energy * 1.5:
+            out.append(f"{row.model}: Grad-CAM energy in the lesion is near chance; the "
+                       "model may rely on something other than the lesion, or its maps are "
+                       "too coarse to show it.")  # fmt: skip
+    return out
+
+
+def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -> dict[str, Any]:
+    """Everything the template shows; ``read`` and ``html_table`` are html.py's."""
+    tables, figures = folder / "tables", folder / "figures"
+    t = {name: read(tables, name) for name in (
+        "cohort", "qc", "scores", "performance", "delong", "calibration", "calibration_curve",
+        "net_benefit", "roc_points", "cnn_models", "cnn_training", "gradcam",
+        "gradcam_localisation")}  # fmt: skip
+    perf, cohort = t["performance"], t["cohort"]
+    qc = t["qc"]
+    failed = qc[qc.status == "fail"] if not qc.empty else qc
+    flow = [("listed in the manifest", len(qc), ""), ("excluded by QC", len(failed), "")]
+    for set_name, part in cohort.groupby("set", sort=False):
+        flow.append((f"{set_name} set", len(part),
+                     f"{int(part.label.sum())} positive ({part.label.mean():.1%})"))  # fmt: skip
+    sets = list(dict.fromkeys(perf.set))
+    shown = perf.assign(
+        auc_95ci=[_auc(r) for r in perf.to_dict("records")],
+    ).rename(columns={"ppv": "precision", "sensitivity": "recall"})[
+        ["model", "set", "n", "positives", "auc_95ci", "accuracy", "precision", "recall", "f1",
+         "specificity", "threshold"]]  # fmt: skip
+    localisation = t["gradcam_localisation"]
+    return {
+        "methods": methods_text(study, cohort, t["cnn_models"]),
+        "warnings": warnings(t["cnn_models"], perf, t["gradcam"], localisation),
+        "flow": html_table(pd.DataFrame(flow, columns=["step", "cases", "outcome"])),
+        "qc_problems": html_table(qc[qc.status != "ok"][["case_id", "status", "problems"]])
+        if not qc.empty and (qc.status != "ok").any() else "",
+        "models": html_table(t["cnn_models"].drop(columns=["weights_sha256", "weights_warning"],
+                                                  errors="ignore")),
+        "training_svg": figs.save(training_figure(t["cnn_training"]), figures, "cnn_training"),
+        "performance": html_table(shown),
+        "delong": html_table(t["delong"].drop(columns=["estimate"], errors="ignore")),
+        "calibration": html_table(t["calibration"].drop(columns=["estimate"], errors="ignore")),
+        "roc": [figs.save(figs.roc_figure(t["roc_points"], perf, s), figures, f"roc_{s}")
+                for s in sets if s in set(t["roc_points"].set)],
+        "calibration_svgs": [figs.save(figs.calibration_figure(
+            t["scores"], t["calibration"], t["calibration_curve"], s), figures,
+            f"calibration_{s}") for s in sets],
+        "dca": [figs.save(figs.dca_figure(t["net_benefit"], s), figures, f"dca_{s}")
+                for s in sets],
+        "localisation": html_table(localisation) if not localisation.empty else "",
+        "localisation_svg": figs.save(localisation_figure(t["gradcam"], localisation), figures,
+                                      "gradcam_localisation")
+        if not localisation.empty else "",
+        "galleries": galleries(t["gradcam"], folder) if not t["gradcam"].empty else [],
+    }  # fmt: skip
+
+
+def _auc(row: dict[str, Any]) -> str:
+    auc, lo, hi = row.get("auc"), row.get("auc_ci_low"), row.get("auc_ci_high")
+    if auc is None or pd.isna(auc):
+        return "–"
+    return f"{auc:.3f}" if lo is None or pd.isna(lo) else f"{auc:.3f} ({lo:.3f}–{hi:.3f})"
+
+
+def provenance_models(tables: Path) -> list[dict[str, Any]] | None:
+    """The networks' weights and checkpoints, for provenance.json."""
+    path = tables / "cnn_models.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    keep = [c for c in ("model", "weights", "pretrained", "best_epoch", "weights_sha256")
+            if c in frame.columns]  # fmt: skip
+    return json.loads(frame[keep].to_json(orient="records"))
