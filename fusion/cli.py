@@ -309,8 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=None,
                       help="cases (hematoma, default 235; lung, 22; pneumothorax, 600) or "
                       "cases per institution (mediastinal, default 12)")  # fmt: skip
-    demo.add_argument("--seed", type=int, default=None,
-                      help="random seed (7; mediastinal 11, lung 13, pneumothorax 17)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (7; mediastinal 11, lung 13, pneumothorax 17)",
+    )
     demo.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
     demo.set_defaults(func=_cmd_demo_data)
     return parser

@@ -113,9 +113,52 @@ class RadiomicsSpec(_Strict):
     max_failures: int = Field(default=0, ge=0)
 
 
+class ImageAugmentSpec(_Strict):
+    """Training-time augmentation of 2D images (never applied at evaluation): rotation
+    up to ``rotate_deg``, horizontal flip, zoom by up to ``scale`` and a contrast change
+    of up to ``contrast`` (a factor around the image mean)."""
+
+    flip: bool = True
+    rotate_deg: float = Field(default=10.0, ge=0, le=180)
+    scale: float = Field(default=0.1, ge=0, lt=1)
+    contrast: float = Field(default=0.1, ge=0, lt=1)
+
+
+class FreezeSpec(_Strict):
+    """Transfer learning in two phases: the new head alone for ``head_epochs``, then the
+    last ``train_blocks`` blocks of the backbone as well (0: the head only throughout;
+    5: the whole network, stem included)."""
+
+    head_epochs: int = Field(default=1, ge=0)
+    train_blocks: int = Field(default=2, ge=0, le=5)
+
+
+class FinetuneSpec(_Strict):
+    """``deep.weights: finetune``: the ResNet50 is first trained (fusion.learn.cnn) to
+    predict the outcome from the training set's crops, each plane an image with its
+    case's label; a share of the training cases (by case) stops it early. Test and
+    external cases are never used."""
+
+    start: Literal["imagenet", "random"] = Field(
+        default="imagenet", description="initial weights (imagenet falls back to random "
+        "with deep.allow_random_weights)",
+    )  # fmt: skip
+    max_epochs: int = Field(default=5, ge=1)
+    patience: int = Field(default=2, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=32, ge=2)
+    validation_size: float = Field(default=0.2, gt=0, lt=1)
+    freeze: FreezeSpec = FreezeSpec()
+    augment: ImageAugmentSpec = ImageAugmentSpec()
+
+
 class DeepSpec(_Strict):
     backbone: Literal["resnet50"] = "resnet50"
-    weights: str = "imagenet"
+    weights: str = Field(
+        default="imagenet", description="'imagenet', 'random', 'finetune' (see finetune) "
+        "or a checkpoint file (a ResNet50 state dict)",
+    )  # fmt: skip
+    finetune: FinetuneSpec = FinetuneSpec()
     allow_random_weights: bool = False
     layer: str = "avgpool"
     offsets_mm: list[float] = [-2.0, -1.0, 0.0, 1.0, 2.0]
@@ -291,26 +334,6 @@ class SegmentationSpec(_Strict):
         if 0 in self.labels:
             raise ValueError("labels: 0 is the background; name the foreground labels")
         return self
-
-
-class ImageAugmentSpec(_Strict):
-    """Training-time augmentation of 2D images (never applied at evaluation): rotation
-    up to ``rotate_deg``, horizontal flip, zoom by up to ``scale`` and a contrast change
-    of up to ``contrast`` (a factor around the image mean)."""
-
-    flip: bool = True
-    rotate_deg: float = Field(default=10.0, ge=0, le=180)
-    scale: float = Field(default=0.1, ge=0, lt=1)
-    contrast: float = Field(default=0.1, ge=0, lt=1)
-
-
-class FreezeSpec(_Strict):
-    """Transfer learning in two phases: the new head alone for ``head_epochs``, then the
-    last ``train_blocks`` blocks of the backbone as well (0: the head only throughout;
-    5: the whole network, stem included)."""
-
-    head_epochs: int = Field(default=1, ge=0)
-    train_blocks: int = Field(default=2, ge=0, le=5)
 
 
 class ClassifierSpec(_Strict):

@@ -240,3 +240,37 @@ def test_dask_cluster_gives_the_local_features(make_study, tmp_path: Path) -> No
     b = remote.features.set_index("case_id").loc[["c0", "c1"]].to_numpy()
     assert np.allclose(a, b, rtol=1e-4, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "strips").iterdir()) == ["c0.png", "c1.png"]
+
+
+def test_finetune_trains_on_the_training_cases_only_and_changes_the_features(
+    make_study, tmp_path: Path, monkeypatch
+) -> None:
+    """deep.weights: finetune trains on the models stage's training cases (never a test
+    case), is cached, and the fine-tuned weights give other features than the start."""
+    import fusion.learn.cnn.train as train_module
+    from fusion.cohort import load_cohort
+    from fusion.learn.splits import assign_sets
+
+    seen = []
+    original = train_module.train_classifier
+
+    def spy(arch, fit, val, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(set(fit.case_ids) | set(val.case_ids))
+        return original(arch, fit, val, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_classifier", spy)
+    finetune = {"start": "random", "max_epochs": 1, "batch_size": 8, "validation_size": 0.3,
+                "freeze": {"head_epochs": 0, "train_blocks": 1}}  # fmt: skip
+    path = _study(make_study, tmp_path, 12, weights="finetune", size=32, finetune=finetune)
+    tuned = run(path, tmp_path)
+    study = load_study(path)
+    sets = assign_sets(load_cohort(study), study.evaluation.test_size, study.seed)
+    assert seen and seen[0] <= set(sets.index[sets == "train"])
+    assert len(seen[0]) == (sets == "train").sum()
+    assert tuned.weights.source.startswith("fine-tuned from random")
+    assert tuned.weights.sha256 and len(tuned.weights.sha256) == 64
+    again = run(path, tmp_path)
+    assert len(seen) == 1 and (again.computed, again.cached) == (0, 12)  # nothing retrained
+    start = run(_study(make_study, tmp_path, 12, size=32), tmp_path, cache=False)
+    assert not np.allclose(start.features.iloc[:, 1:].to_numpy(),
+                           tuned.features.iloc[:, 1:].to_numpy())  # fmt: skip

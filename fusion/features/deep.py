@@ -98,15 +98,14 @@ def _sha256(path: Path) -> str:
 def load_weights(
     spec: Any, base: Path | None = None, arch: str = "resnet50", section: str = "deep"
 ) -> Weights:
-    """Resolve ``<section>.weights`` (``imagenet``, ``random`` or a checkpoint path; the
-    deep stage's ``finetune`` starts from ``imagenet``) to a state dict of ``arch``;
-    FusionError explains what to do. ``spec`` has ``weights`` and
-    ``allow_random_weights`` (the deep and classifier sections both do)."""
+    """Resolve ``<section>.weights`` (``imagenet``, ``random`` or a checkpoint path) to a
+    state dict of ``arch``; FusionError explains what to do. ``spec`` has ``weights``
+    and ``allow_random_weights`` (the deep and classifier sections both do)."""
     import torch
 
     if spec.weights == "random":
         return Weights(None, "random", None, pretrained=False, warning="random weights (asked for)")
-    if spec.weights in ("imagenet", "finetune"):
+    if spec.weights == "imagenet":
         from torchvision.models import get_model_weights
 
         meta = get_model_weights(arch).DEFAULT  # ResNet50: IMAGENET1K_V2
@@ -133,8 +132,9 @@ def load_weights(
         path = base / path
     if not path.is_file():
         raise ConfigError(
-            f"{section}.weights: {spec.weights!r} is not 'imagenet', 'random' or an "
-            f"existing checkpoint file (looked for {path})"
+            f"{section}.weights: {spec.weights!r} is not 'imagenet', 'random'"
+            f"{', finetune' if section == 'deep' else ''} or an existing checkpoint file "
+            f"(looked for {path})"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -159,10 +159,14 @@ def build_model(spec: DeepSpec, weights: Weights, seed: int):  # noqa: ANN201 - 
     torch.manual_seed(seed)  # random weights are reproducible for a study's seed
     model = resnet50(weights=None)
     if weights.state_dict is not None:
-        try:
-            model.load_state_dict(weights.state_dict)
-        except RuntimeError as exc:
-            raise FusionError(f"{weights.source}: not a ResNet50 state dict: {exc}") from None
+        # the classifier (fc) is never used: a fine-tuned one-logit head is left out
+        state = {k: v for k, v in weights.state_dict.items() if not k.startswith("fc.")}
+        result = model.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+        if missing or result.unexpected_keys:
+            unexpected = result.unexpected_keys[:3]
+            raise FusionError(f"{weights.source}: not a ResNet50 state dict (missing "
+                              f"{missing[:3]}, unexpected {unexpected})")  # fmt: skip
     if spec.layer == "avgpool":
         model.fc = torch.nn.Identity()
         return model.eval()
@@ -312,24 +316,32 @@ def run_deep(
         raise ConfigError(f"{study.source}: the study has no deep section")
     resolve_windows(spec.window)  # a bad window is a study error, not a per-case one
     base = study.source.parent if study.source else None
-    weights = load_weights(spec, base)
     device = pick_device(spec.device)
+    failures: list[Failure] = []
+    roi_digests: dict[str, str] = {}
+    if spec.roi is not None:  # crops around a generated ROI: its content joins the key
+        from fusion.hashing import file_digest
+
+        cases, failures = _on_generated(cases, study, generated)
+        roi_digests = {c.case_id: file_digest(c.roi) for c in cases}
+    if spec.weights == "finetune":  # trained on the training set's crops first
+        from fusion.features.finetune import finetune_backbone
+
+        weights, study = finetune_backbone(study, cases, digests, roi_digests, cache_root,
+                                           device)  # fmt: skip
+        spec = study.deep
+    else:
+        weights = load_weights(spec, base)
     weights_id = weights.sha256 or f"{weights.source}:seed{study.seed}"
     planes = len(spec.offsets_mm)
     batch = planes if scheduler else max(1, spec.batch_size // planes) * planes
     settings = deep_settings(study, device, weights_id, batch)
     cache = CaseCache(cache_root, "deep") if cache_root else None
-    output = DeepOutput(pd.DataFrame(), pd.DataFrame(), [], weights, device,
+    output = DeepOutput(pd.DataFrame(), pd.DataFrame(), failures, weights, device,
                         settings_key=cache_key(settings))  # fmt: skip
-    if spec.roi is not None:  # crops around a generated ROI: its content joins the key
-        from fusion.hashing import file_digest
-
-        cases, output.failures = _on_generated(cases, study, generated)
-        keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid,
-                                     file_digest(c.roi)) for c in cases}  # fmt: skip
-    else:
-        keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid)
-                for c in cases}  # fmt: skip
+    keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid,
+                                 *([roi_digests[c.case_id]] if roi_digests else []))
+            for c in cases}  # fmt: skip
     vectors: dict[str, list[float]] = {}
     geometry: dict[str, dict[str, Any]] = {}
     todo = []

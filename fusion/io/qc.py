@@ -348,8 +348,9 @@ def _to_dict(result: QCResult) -> dict:
 
 def _from_dict(case_id: str, value: dict) -> QCResult:
     problems = tuple(Problem(*p) for p in value["problems"])
-    return QCResult(case_id, problems, value["roi_voxels"], value["roi_volume_ml"],
-                    value.get("content"))
+    return QCResult(
+        case_id, problems, value["roi_voxels"], value["roi_volume_ml"], value.get("content")
+    )
 
 
 def run_qc(

@@ -230,6 +230,7 @@ def provenance_models(tables: Path) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
     frame = pd.read_csv(path)
+    frame = frame[frame.weights.notna()]  # the ensemble has no weights of its own
     keep = [c for c in ("model", "weights", "pretrained", "best_epoch", "weights_sha256")
             if c in frame.columns]  # fmt: skip
     return json.loads(frame[keep].to_json(orient="records"))

@@ -74,7 +74,9 @@ def _models_text(summary: pd.DataFrame) -> str:
     return "; ".join(f"{r.model} = {r.classifier} on {r.features}" for r in summary.itertuples())
 
 
-def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame) -> list[str]:
+def methods_text(
+    study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame, weights: dict | None = None
+) -> list[str]:
     """The methods paragraphs, generated from the study file and the cohort table."""
     included = cohort[cohort.included]
     n_sets = included.set.value_counts()
@@ -144,6 +146,17 @@ def methods_text(study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame
             f"normalised with ImageNet statistics and passed through ResNet50 ({d.weights} "
             f"weights); the {d.layer} output was averaged over planes ({d.aggregate})."
         )
+        if d.weights == "finetune":
+            f = d.finetune
+            text.append(
+                f"Fine-tuning. Before extraction, ResNet50 (from {f.start} weights) was "
+                "trained to predict the outcome from the training set's crops only (each "
+                "plane one image with its case's label; test and external cases never "
+                f"used), with binary cross-entropy and Adam (learning rate "
+                f"{f.learning_rate:g}), up to {f.max_epochs} epochs, early stopping on the "
+                f"AUC of {f.validation_size:.0%} of the training cases held back"
+                + (f": {weights['source']}." if weights else ".")
+            )
     ev = study.evaluation
     text.append(
         "Selection and models. All preprocessing and selection steps were fitted on the "
@@ -200,11 +213,16 @@ def report_warnings(
                 "largest lambda that selects one was used instead (see lasso_cv.csv)."
             )
     if weights and not weights.get("pretrained", True):
+        finetuned = str(weights.get("source", "")).startswith("fine-tuned")
         warnings.append(
+            "Deep features come from a ResNet50 fine-tuned on this study's training crops "
+            "from RANDOM weights (no ImageNet pretraining). They are learned from this "
+            "training set alone; do not report them as ImageNet features."
+            if finetuned else
             f"Deep features were computed with RANDOM, not pretrained, ResNet50 weights "
             f"({weights.get('source')}). They are not ImageNet features; do not report them "
             "as such."
-        )
+        )  # fmt: skip
     excluded = cohort[~cohort.included]
     if len(excluded):
         warnings.append(
@@ -302,7 +320,7 @@ def build_report(study: Study, folder: Path) -> Path:
     context = {
         "study": study,
         "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"]),
-        "methods": methods_text(study, cohort, t["model_summary"]),
+        "methods": methods_text(study, cohort, t["model_summary"], weights),
         "tripod": TRIPOD,
         "tables": {
             "flow": html_table(flow),

@@ -27,8 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True, slots=True)
 class Images:
-    """Cases as an (n, size, size) float32 stack in [0, 1], with labels and masks
-    (all-False where a case has none; ``has_mask`` says which have one)."""
+    """Images as an (n, size, size) float32 stack in [0, 1] (or (n, 3, size, size): CT
+    crops), with labels and masks (all-False where an image has none; ``has_mask`` says
+    which have one). ``case_ids`` name each image's case."""
 
     case_ids: list[str]
     pixels: np.ndarray
@@ -109,13 +110,16 @@ def augment(batch, spec: ImageAugmentSpec, generator):  # noqa: ANN001, ANN201 -
     return ((warped - mean) * contrast.to(batch).view(n, 1, 1, 1) + mean).clamp(0, 1)
 
 
-def as_input(pixels: np.ndarray, device: str, augmentation: ImageAugmentSpec | None = None,
-             generator=None):  # noqa: ANN001, ANN201 - a torch tensor
-    """(n, size, size) in [0, 1] -> the network's (n, 3, size, size) ImageNet-normalised
-    input on ``device``; augmented only when the training loop passes its generator."""
+def as_input(
+    pixels: np.ndarray, device: str, augmentation: ImageAugmentSpec | None = None, generator=None
+):  # noqa: ANN001, ANN201 - a torch tensor
+    """(n, size, size) grey or (n, 3, size, size) (CT crops in three windows) in [0, 1]
+    -> the network's (n, 3, size, size) ImageNet-normalised input on ``device``;
+    augmented only when the training loop passes its generator."""
     import torch
 
-    batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[:, None]
+    batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+    batch = batch[:, None] if batch.ndim == 3 else batch
     if augmentation is not None and generator is not None:
         batch = augment(batch, augmentation, generator)
     batch = batch.to(device, non_blocking=True).expand(-1, 3, -1, -1)

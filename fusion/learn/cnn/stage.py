@@ -13,7 +13,6 @@ architectures and the ensemble, calibration, decision curves), on the same long
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -50,19 +49,19 @@ def classifier_sets(cases: list[Case], spec: ClassifierSpec, seed: int) -> pd.Se
         raise FusionError(f"the manifest gives a split for {len(given)} of {len(internal)} "
                           "internal cases; give one for every case or for none")  # fmt: skip
     if not given:
-        train, test = _draw(internal, spec.test_size, seed)
+        train, test = draw_split(internal, spec.test_size, seed)
         named |= dict.fromkeys(test, "test")
         internal = [c for c in internal if c.case_id in set(train)]
         named |= dict.fromkeys(train, "train")
     if "validation" not in named.values():
         pool = [c for c in internal if named[c.case_id] == "train"]
         share = spec.validation_size / (1 - (0 if given else spec.test_size))
-        train, validation = _draw(pool, share, seed + 1)
+        train, validation = draw_split(pool, share, seed + 1)
         named |= dict.fromkeys(validation, "validation")
     return pd.Series({c.case_id: named[c.case_id] for c in cases}, name="set")
 
 
-def _draw(cases: list[Case], share: float, seed: int) -> tuple[list[str], list[str]]:
+def draw_split(cases: list[Case], share: float, seed: int) -> tuple[list[str], list[str]]:
     """Split off ``share`` of ``cases``, stratified by label, grouped by patient."""
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 

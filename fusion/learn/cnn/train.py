@@ -170,8 +170,9 @@ def _loss_fn(train: Images, spec: ClassifierSpec, device: str) -> Any:
     return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 
-def _epochs(arch, model, optimiser, state, train, val, spec, meta, folder, seed, device,
-            desc) -> None:  # noqa: ANN001 - train_classifier's own objects
+def _epochs(
+    arch, model, optimiser, state, train, val, spec, meta, folder, seed, device, desc
+) -> None:  # noqa: ANN001 - train_classifier's own objects
     """Epochs until ``max_epochs`` or ``patience``; ``state`` and the checkpoints updated
     after each."""
     import torch
@@ -224,6 +225,11 @@ def _epochs(arch, model, optimiser, state, train, val, spec, meta, folder, seed,
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", val_auc=f"{val_auc:.3f}")
     bar.close()
+
+
+def finished(folder: Path) -> Trained | None:
+    """The training finished in ``folder``, or None."""
+    return _trained(folder) if (folder / DONE).is_file() else None
 
 
 def _trained(folder: Path) -> Trained:
