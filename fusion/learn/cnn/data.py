@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,18 +112,22 @@ def augment(batch, spec: ImageAugmentSpec, generator):  # noqa: ANN001, ANN201 -
 
 
 def as_input(
-    pixels: np.ndarray, device: str, augmentation: ImageAugmentSpec | None = None, generator=None
+    pixels: Any, device: str, augmentation: ImageAugmentSpec | None = None, generator=None
 ):  # noqa: ANN001, ANN201 - a torch tensor
-    """(n, size, size) grey or (n, 3, size, size) (CT crops in three windows) in [0, 1]
-    -> the network's (n, 3, size, size) ImageNet-normalised input on ``device``;
-    augmented only when the training loop passes its generator."""
+    """(n, size, size) grey or (n, 3, size, size) (CT crops in three windows) in [0, 1],
+    a NumPy array or a tensor -> the network's (n, 3, size, size) ImageNet-normalised
+    input on ``device`` (where the warp runs too); augmented only when the training
+    loop passes its generator."""
     import torch
 
-    batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+    if isinstance(pixels, torch.Tensor):  # the training loop's images, already in place
+        batch = pixels.to(device, non_blocking=True).float()
+    else:
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device)
     batch = batch[:, None] if batch.ndim == 3 else batch
     if augmentation is not None and generator is not None:
         batch = augment(batch, augmentation, generator)
-    batch = batch.to(device, non_blocking=True).expand(-1, 3, -1, -1)
+    batch = batch.expand(-1, 3, -1, -1)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (batch - mean) / std

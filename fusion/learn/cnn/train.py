@@ -57,14 +57,62 @@ def check_sets(train: Images, val: Images, what: str) -> None:
             )
 
 
-def save(path: Path, model: Any, meta: dict[str, Any], **state: Any) -> None:
+def _payload(model: Any, meta: dict[str, Any], **state: Any) -> dict[str, Any]:
+    """A checkpoint's content, copied to the CPU (clones: training goes on changing the
+    live tensors while the copy is written)."""
+    import torch
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        return value
+
+    return {"format": FORMAT, "state_dict": copy(model.state_dict()), "meta": meta,
+            **copy(state)}  # fmt: skip
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
     import torch
 
     from fusion.atomic import atomic_path
 
-    payload = {"format": FORMAT, "state_dict": model.state_dict(), "meta": meta, **state}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def save(path: Path, model: Any, meta: dict[str, Any], **state: Any) -> None:
+    """Write a checkpoint (weights, ``meta``, training ``state``) atomically, now."""
+    _write(path, _payload(model, meta, **state))
+
+
+class _Writer:
+    """Checkpoints written in order by one background thread, so the next epoch trains
+    while the last one is saved; at most one epoch's writes are pending, and
+    :meth:`wait` (called before the training returns) raises any write error."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: list[Any] = []
+
+    def submit(self, path: Path, payload: dict[str, Any]) -> None:
+        self._pending.append(self._pool.submit(_write, path, payload))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def weights_digest(state_dict: dict[str, Any]) -> str:
@@ -182,49 +230,61 @@ def _epochs(
 
     loss_fn = _loss_fn(train, spec, device)
     scaler = grad_scaler(device)
-    labels = torch.from_numpy(train.labels)
+    # the training images live where the network runs (half precision on a GPU), so a
+    # batch is an index into them, not a copy from host memory
+    pixels = torch.from_numpy(train.pixels)
+    if device.startswith("cuda"):
+        pixels = pixels.to(device, dtype=torch.float16)
+    labels = torch.from_numpy(train.labels).to(device)
+    writer = _Writer()
     bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False,
                disable=None)  # fmt: skip
-    while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
-        epoch = state["epoch"] + 1
-        head_only = epoch <= spec.freeze.head_epochs
-        frozen = set_trainable(model, arch, 0 if head_only else spec.freeze.train_blocks)
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        model.train()
-        for module in frozen:
-            module.eval()  # frozen blocks keep their batch-norm statistics
-        losses = []
-        for rows in _batches(len(train.labels), spec.batch_size, generator):
-            x = as_input(train.pixels[rows.numpy()], device, spec.augment, generator)
-            optimiser.zero_grad(set_to_none=True)
-            with autocast(device):
-                logits = model(x).squeeze(1).float()
-            loss = loss_fn(logits, labels[rows].to(device))
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            losses.append(float(loss.detach()))
-        prob = predict(model, val.pixels, device, spec.batch_size)
-        val_loss = float(torch.nn.functional.binary_cross_entropy(
-            torch.from_numpy(prob).double().clamp(1e-7, 1 - 1e-7),
-            torch.from_numpy(val.labels).double()))  # fmt: skip
-        val_auc = auc_value(val.labels, prob)
-        row = {"epoch": epoch, "phase": "head" if head_only else "blocks",
-               "loss": float(np.mean(losses)), "val_loss": val_loss,
-               "val_auc": val_auc}  # fmt: skip
-        state["history"].append(row)
-        state["epoch"] = epoch
-        value = val_auc if spec.monitor == "auc" else -val_loss
-        if state["best"] is None or value > state["best"] + 1e-6:
-            state.update(best=value, best_epoch=epoch, bad_epochs=0)
-            save(folder / "best.pt", model, {**meta, "epoch": epoch, **row})
-        else:
-            state["bad_epochs"] += 1
-        save(folder / "last.pt", model, meta, optimiser=optimiser.state_dict(),
-             state=json.dumps(state))  # fmt: skip
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", val_auc=f"{val_auc:.3f}")
-    bar.close()
+    try:
+        while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
+            epoch = state["epoch"] + 1
+            head_only = epoch <= spec.freeze.head_epochs
+            frozen = set_trainable(model, arch, 0 if head_only else spec.freeze.train_blocks)
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            model.train()
+            for module in frozen:
+                module.eval()  # frozen blocks keep their batch-norm statistics
+            losses = []
+            for rows in _batches(len(train.labels), spec.batch_size, generator):
+                x = as_input(pixels[rows.to(pixels.device)], device, spec.augment, generator)
+                optimiser.zero_grad(set_to_none=True)
+                with autocast(device):
+                    logits = model(x).squeeze(1).float()
+                loss = loss_fn(logits, labels[rows.to(device)])
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                losses.append(loss.detach())  # no sync with the GPU per step
+            prob = predict(model, val.pixels, device, spec.batch_size)
+            val_loss = float(torch.nn.functional.binary_cross_entropy(
+                torch.from_numpy(prob).double().clamp(1e-7, 1 - 1e-7),
+                torch.from_numpy(val.labels).double()))  # fmt: skip
+            val_auc = auc_value(val.labels, prob)
+            row = {"epoch": epoch, "phase": "head" if head_only else "blocks",
+                   "loss": float(torch.stack(losses).mean()), "val_loss": val_loss,
+                   "val_auc": val_auc}  # fmt: skip
+            state["history"].append(row)
+            state["epoch"] = epoch
+            value = val_auc if spec.monitor == "auc" else -val_loss
+            writer.wait()  # the previous epoch's checkpoints are on disk before new ones
+            if state["best"] is None or value > state["best"] + 1e-6:
+                state.update(best=value, best_epoch=epoch, bad_epochs=0)
+                best = _payload(model, {**meta, "epoch": epoch, **row})
+                writer.submit(folder / "best.pt", best)
+            else:
+                state["bad_epochs"] += 1
+            last = _payload(model, meta, optimiser=optimiser.state_dict(),
+                            state=json.dumps(state))  # fmt: skip
+            writer.submit(folder / "last.pt", last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", val_auc=f"{val_auc:.3f}")
+    finally:
+        writer.close()
+        bar.close()
 
 
 def finished(folder: Path) -> Trained | None:
