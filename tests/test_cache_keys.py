@@ -194,3 +194,35 @@ def test_segmentation_training_key_covers_every_field_and_the_device(study: Stud
 
     assert _check_every_field(with_seg, settings, SEG_KEY_EXCLUDES) == []
     assert seg_settings(with_seg, "cuda:0") != settings(with_seg)  # device and precision
+
+
+def test_classifier_keys_cover_every_field_and_the_device(tmp_path: Path) -> None:
+    from fusion.learn.cnn.stage import (
+        CLASSIFIER_KEY_EXCLUDES,
+        TRAINING_KEY_EXCLUDES,
+        classifier_settings,
+        training_key,
+    )
+
+    (tmp_path / "manifest.csv").write_text("case_id,image,label\n")
+    (tmp_path / "study.yaml").write_text("name: cxr\ncohort: {manifest: manifest.csv}\n"
+                                         "classifier: {}\n")  # fmt: skip
+    study = load_study(tmp_path / "study.yaml")
+
+    def settings(s: Study) -> dict:
+        return classifier_settings(s, "cpu")
+
+    assert _check_every_field(study, settings, CLASSIFIER_KEY_EXCLUDES) == []
+    assert classifier_settings(study, "cuda:0") != settings(study)
+    digests = {"a": ("1", "none"), "b": ("2", "none"), "t": ("3", "none")}
+
+    def key(s: Study, test: str = "3") -> str:
+        return training_key(s, "resnet50", ["a"], ["b"], {**digests, "t": (test, "none")}, "cpu")
+
+    for path, value, annotation in _leaves(study.classifier):
+        changed = _replace(study, ("classifier", *path), _other(value, annotation))
+        if path[0] in TRAINING_KEY_EXCLUDES:
+            assert key(changed) == key(study), ".".join(path)
+        else:
+            assert key(changed) != key(study), ".".join(path)
+    assert key(study, test="changed") == key(study)  # a test case never enters training

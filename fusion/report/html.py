@@ -212,8 +212,15 @@ def report_warnings(
                 f"LASSO selected no feature at the chosen lambda for model {model!r}; the "
                 "largest lambda that selects one was used instead (see lasso_cv.csv)."
             )
+    finetuned = bool(weights) and str(weights.get("source", "")).startswith("fine-tuned")
+    if finetuned:
+        warnings.append(
+            "Deep features come from a ResNet50 fine-tuned on the training cases' labels, so "
+            "the cross-validated training-set numbers of every model that uses them are "
+            "optimistic (the backbone saw the label of every training case, in every CV "
+            "fold). Judge those models on the test and external sets only."
+        )
     if weights and not weights.get("pretrained", True):
-        finetuned = str(weights.get("source", "")).startswith("fine-tuned")
         warnings.append(
             "Deep features come from a ResNet50 fine-tuned on this study's training crops "
             "from RANDOM weights (no ImageNet pretraining). They are learned from this "

@@ -35,6 +35,9 @@ CLASSIFIER_KEY_EXCLUDES = {
     "evaluation": (),
     "qc": (),  # acts through which cases pass, and those are hashed
 }
+# classifier fields that cannot change a network's training: the device is resolved
+# separately, the gallery and the ensemble act after training
+TRAINING_KEY_EXCLUDES = {"device", "gallery", "ensemble"}
 ESTIMATES = {"validation": "validation set (early stopping and threshold chosen on it)"}
 
 
@@ -79,15 +82,22 @@ def draw_split(cases: list[Case], share: float, seed: int) -> tuple[list[str], l
     return list(keep), list(held)
 
 
+def classifier_settings(study: Study, device: str) -> dict[str, Any]:
+    """The study fields the stage's output depends on, with the resolved device and
+    precision (tests/test_cache_keys.py checks that every other field changes it)."""
+    from fusion.device import precision
+
+    return stage_settings(study, CLASSIFIER_KEY_EXCLUDES, device=device,
+                          precision=precision(device), version=CLASSIFIER_VERSION)  # fmt: skip
+
+
 def stage_key(study: Study, cases: list[Case], digests: dict[str, tuple[str, str]],
               device: str) -> str:  # fmt: skip
     """Settings, the resolved device and precision, every case's content and the
     manifest, and fusion's source: a change to any re-runs the stage."""
-    from fusion.device import precision
     from fusion.provenance import source_hash
 
-    settings = stage_settings(study, CLASSIFIER_KEY_EXCLUDES, device=device,
-                              precision=precision(device), version=CLASSIFIER_VERSION)  # fmt: skip
+    settings = classifier_settings(study, device)
     contents = sorted((c.case_id, digests[c.case_id]) for c in cases)
     return cache_key("classifier", settings, contents, study.cohort.manifest.read_bytes().hex(),
                      source_hash())  # fmt: skip
@@ -108,7 +118,7 @@ def training_key(study: Study, arch: str, train_ids: list[str], val_ids: list[st
     """What one network's training depends on: never the test cases."""
     from fusion.device import precision
 
-    spec = study.classifier.model_dump(mode="json", exclude={"device", "gallery", "ensemble"})
+    spec = study.classifier.model_dump(mode="json", exclude=TRAINING_KEY_EXCLUDES)
     return cache_key("cnn-train", arch, spec, study.seed, device, precision(device),
                      [(c, digests[c], "train") for c in sorted(train_ids)],
                      [(c, digests[c], "validation") for c in sorted(val_ids)])  # fmt: skip
