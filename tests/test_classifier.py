@@ -401,3 +401,54 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     again = run_study(study, options)
     assert again.stages == ["qc", "classifier", "report"]
     assert hashlib.sha256((folder / "tables" / "scores.csv").read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "densenet121"])
+def test_torchvision_and_fusion_checkpoints_load_as_the_deep_stage_does(tmp_path, arch) -> None:
+    """A torchvision state dict (1000-class head, DenseNet's old key names) fills the
+    backbone and leaves the new head to the seed; a fusion checkpoint fills the head
+    too; anything else is an error naming the file."""
+    import torch
+    import torchvision
+
+    from fusion.features.deep import load_weights
+    from fusion.learn.cnn.network import HEADS, build_classifier
+    from fusion.learn.cnn.train import save
+
+    reference = getattr(torchvision.models, arch)(weights=None)  # ImageNet's layout
+    state = reference.state_dict()
+    if arch == "densenet121":  # the names the ImageNet file really uses
+        state = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v
+                 for k, v in state.items()}  # fmt: skip
+    torch.save(state, tmp_path / "imagenet_like.pth")
+    spec = ClassifierSpec(weights=str(tmp_path / "imagenet_like.pth"))
+    weights = load_weights(spec, None, arch, "classifier")
+    model = build_classifier(arch, weights.state_dict, 0, weights.source)
+    ours, theirs = model.state_dict(), reference.state_dict()
+    head = HEADS[arch]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs if not k.startswith(head))
+    assert ours[f"{head}.weight"].shape == (1, theirs[f"{head}.weight"].shape[1])
+    save(tmp_path / "fusion.pt", model, {"architecture": arch})
+    checkpoint = ClassifierSpec(weights=str(tmp_path / "fusion.pt"))
+    again = build_classifier(arch, load_weights(checkpoint, None, arch, "classifier").state_dict, 5)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in ours.items())
+    other = "densenet121" if arch == "resnet50" else "resnet50"
+    with pytest.raises(FusionError, match=f"imagenet_like.pth.*not a {other} state dict"):
+        build_classifier(other, weights.state_dict, 0, weights.source)
+
+
+def test_manifest_split_with_validation_is_used_as_given(tmp_path) -> None:
+    from fusion.cohort import load_cohort
+    from fusion.learn.cnn.stage import classifier_sets
+
+    path = _cohort(tmp_path, n=12)
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    manifest["split"] = ["train"] * 6 + ["validation"] * 2 + ["test"] * 4
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    study = load_study(path)
+    sets = classifier_sets(load_cohort(study), study.classifier, study.seed)
+    assert sets.tolist() == manifest.split.tolist()
+    manifest["split"] = ["train"] * 8 + ["test"] * 4  # no validation: drawn from train
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    sets = classifier_sets(load_cohort(load_study(path)), study.classifier, study.seed)
+    assert (sets[8:] == "test").all() and (sets[:8] == "validation").sum() >= 2
