@@ -115,7 +115,9 @@ def classifier_stage(study: Study, options: RunOptions, checked: Checked) -> Non
         m.is_file() for m in models
     ):
         return
-    tables = run_classifier(study, checked.passed, checked.digests, folder, device)
+    excluded = {r.case_id: "QC: " + "; ".join(str(p) for p in r.problems)
+                for r in checked.qc if not r.passed}  # fmt: skip
+    tables = run_classifier(study, checked.passed, checked.digests, folder, device, excluded)
     write_tables(tables, folder, key)
 
 

@@ -389,8 +389,10 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     assert len(delong[delong.set == "test"]) == 3  # the two networks and the ensemble
     gradcam = pd.read_csv(folder / "tables" / "gradcam.csv")
     assert set(gradcam.model) == {"resnet50", "densenet121"}
-    assert gradcam.groupby("model").size().eq((perf.set == "test").sum() and
-                                              perf[perf.set == "test"].n.iloc[0]).all()  # fmt: skip
+    tested = int(perf[(perf.set == "test") & (perf.model == "resnet50")].n.iloc[0])
+    assert gradcam.groupby("model").size().eq(tested).all()  # every test case, per network
+    cohort = pd.read_csv(folder / "tables" / "cohort.csv")
+    assert len(cohort) == 80 and cohort.included.all()
     html = (folder / "index.html").read_text()
     for text in ("DeLong comparison", "Does the model look at the lesion?", "true positives",
                  "Pointing game", "RANDOM weights"):  # fmt: skip

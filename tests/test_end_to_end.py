@@ -163,7 +163,7 @@ def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) 
     with pytest.raises(FusionError, match=r"stage 'models' failed: .*qc.csv not found"):
         run_study(study, options, only="models")
     with pytest.raises(
-        FusionError, match="unknown stage 'model'; stages: qc, segmentation, rois, involvement"
+        FusionError, match="unknown stage 'model'; stages: qc, classifier, segmentation, rois"
     ):
         run_study(study, options, only="model")
 

@@ -24,8 +24,8 @@ def methods_text(study: Study, cohort: pd.DataFrame, models: pd.DataFrame) -> li
     spec = study.classifier
     weights = "; ".join(f"{r.model}: {r.weights}" for r in models.itertuples()
                         if isinstance(r.weights, str))  # fmt: skip
-    grouped = "grouped by patient" if cohort.patient.astype(str).str.len().gt(0).any() else \
-        "case by case"  # fmt: skip
+    has_patient = cohort.patient.fillna("").astype(str).str.len().gt(0).any()
+    grouped = "grouped by patient" if has_patient else "case by case"
     aug = spec.augment
     parts = (f"rotation up to {aug.rotate_deg:g} degrees" if aug.rotate_deg else "",
              "horizontal flips" if aug.flip else "",
@@ -180,7 +180,7 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
     qc = t["qc"]
     failed = qc[qc.status == "fail"] if not qc.empty else qc
     flow = [("listed in the manifest", len(qc), ""), ("excluded by QC", len(failed), "")]
-    for set_name, part in cohort.groupby("set", sort=False):
+    for set_name, part in cohort[cohort.included].groupby("set", sort=False):
         flow.append((f"{set_name} set", len(part),
                      f"{int(part.label.sum())} positive ({part.label.mean():.1%})"))  # fmt: skip
     sets = list(dict.fromkeys(perf.set))

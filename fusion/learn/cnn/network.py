@@ -36,7 +36,8 @@ CAM_LAYER = {"resnet50": "layer4", "densenet121": "features.norm5"}
 # DenseNet's ImageNet file uses the old key names ('norm.1'); torchvision renames them
 # in its own loader, which a state dict from get_state_dict() does not pass through
 _DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 

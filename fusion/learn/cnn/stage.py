@@ -75,7 +75,9 @@ def draw_split(cases: list[Case], share: float, seed: int) -> tuple[list[str], l
                           "into sets that each hold both classes")  # fmt: skip
     if any(c.patient is not None for c in cases):
         groups = [c.patient or f"case:{c.case_id}" for c in cases]
-        splitter = StratifiedGroupKFold(max(2, round(1 / share)), shuffle=True, random_state=seed)
+        # one fold of k is held out; a small set caps k at its smaller class's count
+        k = max(2, min(round(1 / share), sum(labels), len(labels) - sum(labels)))
+        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
         keep, held = next(splitter.split(ids, labels, groups))
         return [ids[i] for i in keep], [ids[i] for i in held]
     keep, held = train_test_split(ids, test_size=share, stratify=labels, random_state=seed)
@@ -113,6 +115,19 @@ def model_path(folder: Path, arch: str) -> Path:
     return folder / "classifier" / "models" / f"{arch}.pt"
 
 
+def training_code() -> str:
+    """Hash of the code a trained network depends on (images, network, loop): a change
+    there retrains; a change to the report or the statistics does not."""
+    import hashlib
+
+    from fusion.learn.cnn import data, network, train
+
+    h = hashlib.sha256()
+    for module in (data, network, train):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
+
+
 def training_key(study: Study, arch: str, train_ids: list[str], val_ids: list[str],
                  digests: dict[str, tuple[str, str]], device: str) -> str:  # fmt: skip
     """What one network's training depends on: never the test cases."""
@@ -120,15 +135,17 @@ def training_key(study: Study, arch: str, train_ids: list[str], val_ids: list[st
 
     spec = study.classifier.model_dump(mode="json", exclude=TRAINING_KEY_EXCLUDES)
     return cache_key("cnn-train", arch, spec, study.seed, device, precision(device),
+                     training_code(),
                      [(c, digests[c], "train") for c in sorted(train_ids)],
                      [(c, digests[c], "validation") for c in sorted(val_ids)])  # fmt: skip
 
 
 def run_classifier(
     study: Study, cases: list[Case], digests: dict[str, tuple[str, str]], folder: Path,
-    device: str,
+    device: str, excluded: dict[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """Train, predict and explain; returns the stage's tables by name."""
+    """Train, predict and explain the cases that passed QC (``excluded``: the others,
+    with the reason, listed in ``cohort.csv``); returns the stage's tables by name."""
     from fusion.features.deep import load_weights
     from fusion.learn.cnn.data import load_images
     from fusion.learn.cnn.train import predict, train_classifier, weights_digest
@@ -169,8 +186,8 @@ def run_classifier(
     models = pd.concat([models, pd.DataFrame([{"model": ENSEMBLE}])], ignore_index=True) \
         if ENSEMBLE in probs else models  # fmt: skip
     models["threshold"] = models.model.map(thresholds)
-    tables = {"cohort": _cohort(cases, sets), "scores": scores, "cnn_models": models,
-              "cnn_training": pd.DataFrame(history)}  # fmt: skip
+    tables = {"cohort": _cohort(cases, sets, excluded or {}), "scores": scores,
+              "cnn_models": models, "cnn_training": pd.DataFrame(history)}  # fmt: skip
     tables |= _statistics(study, scores, thresholds)
     tables |= _gradcam_tables(study, cams, images.subset(held), scores, thresholds, folder,
                               device)  # fmt: skip
@@ -214,11 +231,15 @@ def _scores(scored, sets: pd.Series, probs: dict[str, np.ndarray]):  # noqa: ANN
     return pd.concat(frames, ignore_index=True), thresholds
 
 
-def _cohort(cases: list[Case], sets: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame({"case_id": [c.case_id for c in cases],
-                         "set": [sets[c.case_id] for c in cases],
-                         "label": [c.label for c in cases], "included": True, "reason": "",
-                         "patient": [c.patient or "" for c in cases]})  # fmt: skip
+def _cohort(cases: list[Case], sets: pd.Series, excluded: dict[str, str]) -> pd.DataFrame:
+    included = pd.DataFrame({"case_id": [c.case_id for c in cases],
+                             "set": [sets[c.case_id] for c in cases],
+                             "label": [c.label for c in cases], "included": True, "reason": "",
+                             "patient": [c.patient or "" for c in cases]})  # fmt: skip
+    dropped = pd.DataFrame({"case_id": list(excluded), "set": "", "label": np.nan,
+                            "included": False, "reason": list(excluded.values()),
+                            "patient": ""})  # fmt: skip
+    return pd.concat([included, dropped], ignore_index=True) if excluded else included
 
 
 def _statistics(study: Study, scores: pd.DataFrame, thresholds: dict[str, float]) -> dict:
