@@ -114,7 +114,10 @@ def galleries(gradcam: pd.DataFrame, folder: Path) -> list[dict[str, Any]]:
         groups = []
         for outcome, title in OUTCOMES.items():
             items = []
-            for row in part[part.outcome == outcome].itertuples():
+            rows = part[part.outcome == outcome].sort_values(
+                "prob", ascending=outcome == "FN"
+            )  # the most confident mistakes first
+            for row in rows.itertuples():
                 png = folder / "figures" / "gradcam" / model / f"{row.case_id}.png"
                 if not png.is_file():
                     continue
