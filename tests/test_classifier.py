@@ -254,9 +254,10 @@ def test_augmentation_is_applied_in_training_and_never_at_evaluation(tmp_path, m
 def test_training_resumes_to_the_same_weights(tmp_path) -> None:
     import torch
 
+    from fusion.checkpoint import read
     from fusion.cohort import load_cohort
     from fusion.learn.cnn.data import load_images
-    from fusion.learn.cnn.train import DONE, read, train_classifier
+    from fusion.learn.cnn.train import DONE, train_classifier
 
     study = load_study(_cohort(tmp_path, n=20))
     images = load_images(load_cohort(study), 32)
@@ -270,7 +271,7 @@ def test_training_resumes_to_the_same_weights(tmp_path) -> None:
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert [h["phase"] for h in resumed.history] == ["head", "blocks", "blocks"]
     assert resumed.history == whole.history
-    a, b = read(tmp_path / "whole" / "last.pt"), read(tmp_path / "cut" / "last.pt")
+    a, b = (read(tmp_path / run / "last.pt", "classifier") for run in ("whole", "cut"))
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
@@ -413,9 +414,9 @@ def test_torchvision_and_fusion_checkpoints_load_as_the_deep_stage_does(tmp_path
     import torch
     import torchvision
 
+    from fusion.checkpoint import save
     from fusion.features.deep import load_weights
     from fusion.learn.cnn.network import HEADS, build_classifier
-    from fusion.learn.cnn.train import save
 
     reference = getattr(torchvision.models, arch)(weights=None)  # ImageNet's layout
     state = reference.state_dict()

@@ -144,7 +144,8 @@ def _meta(classes=None, spacing=(2.0, 2.0, 3.0)) -> dict:  # noqa: ANN001
 def test_checkpoint_of_another_architecture_or_classes_is_refused(tmp_path) -> None:
     import torch
 
-    from fusion.seg.network import build_unet, load_model, save_checkpoint
+    from fusion.checkpoint import save as save_checkpoint
+    from fusion.seg.network import build_unet, load_model
 
     torch.manual_seed(0)
     model = build_unet(UNetSpec(**TINY), 2)

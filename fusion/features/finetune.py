@@ -57,11 +57,12 @@ def finetune_backbone(
     with ``deep.weights`` pointing at its checkpoint (what a cluster worker loads)."""
     import tempfile
 
+    from fusion.checkpoint import read
     from fusion.cohort import load_cohort
     from fusion.features.deep import Weights, load_weights
     from fusion.learn.cnn.data import Images
     from fusion.learn.cnn.stage import draw_split
-    from fusion.learn.cnn.train import finished, read, train_classifier, weights_digest
+    from fusion.learn.cnn.train import finished, train_classifier, weights_digest
 
     spec, ft = study.deep, study.deep.finetune
     sets = _training_sets(study, load_cohort(study))
@@ -94,7 +95,7 @@ def finetune_backbone(
         trained = train_classifier("resnet50", images["fit"], images["validation"], training,
                                    start, meta, folder, study.seed, device,
                                    desc="fine-tuning ResNet50")  # fmt: skip
-    state = read(trained.checkpoint)["state_dict"]
+    state = read(trained.checkpoint, "classifier")["state_dict"]
     source = (f"fine-tuned from {start.source} on the crops of {len(fit_ids)} training cases "
               f"(best epoch {trained.best_epoch} of {len(trained.history)}, validation AUC "
               f"{trained.history[trained.best_epoch - 1]['val_auc']:.3f} on "

@@ -14,11 +14,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from fusion.atomic import atomic_path
 from fusion.config import NormaliseSpec, UNetSpec, VariantSpec
 from fusion.errors import FusionError
-
-CHECKPOINT_FORMAT = 1
 
 
 def build_unet(spec: UNetSpec, classes: int) -> Any:
@@ -47,18 +44,8 @@ def versions() -> dict[str, str]:
     }
 
 
-def save_checkpoint(path: Path, model: Any, meta: dict[str, Any], **state: Any) -> None:
-    """Write weights, ``meta`` (architecture, classes, grid, provenance) and any training
-    ``state`` (optimiser, epoch...) atomically."""
-    import torch
-
-    payload = {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "meta": meta, **state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
+    from fusion import checkpoint
 
     path = Path(path)
     if not path.is_file():
@@ -66,13 +53,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: segmentation checkpoint not found (train it first: "
             "`fusion seg train <study>`)"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise FusionError(f"{path}: not a readable checkpoint: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise FusionError(f"{path}: not a fusion segmentation checkpoint")
-    return payload
+    return checkpoint.read(path, "segmentation")
 
 
 def load_model(path: Path, expect: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

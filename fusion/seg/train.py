@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from fusion import checkpoint
 from fusion.atomic import write_text_atomic
 from fusion.config import AugmentSpec, SegmentationSpec
 from fusion.device import autocast, grad_scaler
 from fusion.seg.data import Prepared
 from fusion.seg.infer import to_labels, window_inference
-from fusion.seg.network import build_unet, read_checkpoint, save_checkpoint
+from fusion.seg.network import build_unet
 
 DONE = "done.json"
 
@@ -143,11 +144,7 @@ def train_unet(
     model = build_unet(spec.network, len(spec.labels) + 1).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    if (folder / "last.pt").is_file():  # resume after an interruption
-        saved = read_checkpoint(folder / "last.pt")
-        model.load_state_dict(saved["state_dict"])
-        optimiser.load_state_dict(saved["optimiser"])
-        state = json.loads(saved["state"])
+    state = checkpoint.resume(folder / "last.pt", model, optimiser, state, "segmentation")
     transforms = _transforms(spec)
     with _plain_tensors():
         _epochs(model, optimiser, state, transforms, train, val, spec, meta, folder, seed, device,
@@ -231,10 +228,10 @@ def _epochs(
                 **meta,
                 "provenance": {**meta["provenance"], "epoch": epoch, "val_dice": val_dice},
             }
-            save_checkpoint(folder / "best.pt", model, best_meta)
+            checkpoint.save(folder / "best.pt", model, best_meta)
         else:
             state["bad_epochs"] += 1
-        save_checkpoint(
+        checkpoint.save(
             folder / "last.pt",
             model,
             meta,

@@ -205,10 +205,10 @@ def _versions() -> dict[str, str]:
 
 
 def _load(arch: str, checkpoint: Path, device: str) -> Any:
+    from fusion.checkpoint import read
     from fusion.learn.cnn.network import build_classifier
-    from fusion.learn.cnn.train import read
 
-    model = build_classifier(arch, read(checkpoint)["state_dict"], 0, str(checkpoint))
+    model = build_classifier(arch, read(checkpoint, "classifier")["state_dict"], 0, str(checkpoint))
     return model.to(device).eval()
 
 

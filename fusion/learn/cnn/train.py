@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion import checkpoint
 from fusion.atomic import write_text_atomic
 from fusion.config import ClassifierSpec
 from fusion.device import autocast, grad_scaler
@@ -28,7 +29,6 @@ from fusion.learn.cnn.data import Images, as_input
 from fusion.learn.cnn.network import build_classifier, set_trainable
 
 DONE = "done.json"
-FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,38 +57,6 @@ def check_sets(train: Images, val: Images, what: str) -> None:
             )
 
 
-def _payload(model: Any, meta: dict[str, Any], **state: Any) -> dict[str, Any]:
-    """A checkpoint's content, copied to the CPU (clones: training goes on changing the
-    live tensors while the copy is written)."""
-    import torch
-
-    def copy(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.detach().to("cpu", copy=True)
-        if isinstance(value, dict):
-            return {k: copy(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [copy(v) for v in value]
-        return value
-
-    return {"format": FORMAT, "state_dict": copy(model.state_dict()), "meta": meta,
-            **copy(state)}  # fmt: skip
-
-
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    import torch
-
-    from fusion.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def save(path: Path, model: Any, meta: dict[str, Any], **state: Any) -> None:
-    """Write a checkpoint (weights, ``meta``, training ``state``) atomically, now."""
-    _write(path, _payload(model, meta, **state))
-
-
 class _Writer:
     """Checkpoints written in order by one background thread, so the next epoch trains
     while the last one is saved; at most one epoch's writes are pending, and
@@ -101,7 +69,7 @@ class _Writer:
         self._pending: list[Any] = []
 
     def submit(self, path: Path, payload: dict[str, Any]) -> None:
-        self._pending.append(self._pool.submit(_write, path, payload))
+        self._pending.append(self._pool.submit(checkpoint.write, path, payload))
 
     def wait(self) -> None:
         pending, self._pending = self._pending, []
@@ -125,19 +93,6 @@ def weights_digest(state_dict: dict[str, Any]) -> str:
         h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         h.update(tensor.numpy().tobytes())
     return h.hexdigest()
-
-
-def read(path: Path) -> dict[str, Any]:
-    """A classifier checkpoint (read with ``weights_only=True``: no code runs)."""
-    import torch
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise FusionError(f"{path}: not a readable checkpoint: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise FusionError(f"{path}: not a fusion classifier checkpoint")
-    return payload
 
 
 def predict(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:
@@ -194,11 +149,7 @@ def train_classifier(
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0,
                              "history": []}  # fmt: skip
-    if (folder / "last.pt").is_file():  # resume after an interruption
-        saved = read(folder / "last.pt")
-        model.load_state_dict(saved["state_dict"])
-        optimiser.load_state_dict(saved["optimiser"])
-        state = json.loads(saved["state"])
+    state = checkpoint.resume(folder / "last.pt", model, optimiser, state, "classifier")
     _epochs(arch, model, optimiser, state, train, val, spec, meta, folder, seed, device,
             desc or arch)  # fmt: skip
     done = {"best_epoch": state["best_epoch"], "best_value": state["best"],
@@ -273,11 +224,11 @@ def _epochs(
             writer.wait()  # the previous epoch's checkpoints are on disk before new ones
             if state["best"] is None or value > state["best"] + 1e-6:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                best = _payload(model, {**meta, "epoch": epoch, **row})
+                best = checkpoint.contents(model, {**meta, "epoch": epoch, **row})
                 writer.submit(folder / "best.pt", best)
             else:
                 state["bad_epochs"] += 1
-            last = _payload(model, meta, optimiser=optimiser.state_dict(),
+            last = checkpoint.contents(model, meta, optimiser=optimiser.state_dict(),
                             state=json.dumps(state))  # fmt: skip
             writer.submit(folder / "last.pt", last)
             bar.update(1)
