@@ -100,7 +100,10 @@ def test_youden_threshold_and_roc_points() -> None:
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
     j = dict(zip(thresholds, tpr - fpr, strict=True))
     assert j[0.8] == pytest.approx(j[0.35]) == pytest.approx(1 / 3)  # a tie: take the strictest
-    assert youden_threshold(Y, S) == 0.8
+    # the strictest best threshold (score 0.8), placed midway to the next lower score
+    assert youden_threshold(Y, S) == pytest.approx(0.6)
+    assert youden_threshold([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.25)
+    assert youden_threshold([0, 1, 0, 1], [0.2, 0.2, 0.1, 0.1]) == np.inf  # no better than none
 
 
 def test_hosmer_lemeshow_needs_three_groups() -> None:

@@ -124,3 +124,70 @@ def test_net_benefit_matches_dcurves(data) -> None:
     assert list(ours.columns) == ["threshold", "model", "treat_all", "treat_none"]
     for col in ("model", "treat_all", "treat_none"):
         assert np.allclose(ours[col], ref[col], rtol=0, atol=TOL), col
+
+
+# ------------------------------------------- calibration.R: rms, Hmisc, pROC (see there)
+
+
+@pytest.fixture(scope="module")
+def cal_data() -> pd.DataFrame:
+    return pd.read_csv(REF / "calibration.csv")
+
+
+@pytest.mark.parametrize("column", ["p_old", "p_new", "p_tied"])
+def test_calibration_measures_match_val_prob(cal_data, column) -> None:
+    """rms::val.prob's Intercept, Slope, Brier, Eavg (ICI), E90, Emax and S:z, S:p."""
+    ref = pd.read_csv(REF / "r_val_prob.csv")
+    r = ref[ref.column == column].set_index("name").value.astype(float)
+    c = calibration(cal_data.y, cal_data[column])
+    pairs = {"intercept": "Intercept", "slope": "Slope", "brier": "Brier", "ici": "Eavg",
+             "e90": "E90", "emax": "Emax", "spiegelhalter_z": "S:z",
+             "spiegelhalter_p": "S:p"}  # fmt: skip
+    for ours, theirs in pairs.items():
+        assert getattr(c, ours) == pytest.approx(r[theirs], abs=TOL, rel=1e-6), ours
+    assert c.slope_ci_low < c.slope < c.slope_ci_high
+    assert 0 <= c.e50 <= c.e90 <= c.emax
+
+
+@pytest.mark.parametrize(("old", "new"), [("p_old", "p_new"), ("p_new", "p_tied")])
+def test_nri_and_idi_match_improve_prob(cal_data, old, new) -> None:
+    from fusion.stats.reclassification import improve_prob
+
+    ref = pd.read_csv(REF / "r_improve_prob.csv")
+    r = ref[(ref.old == old) & (ref.new == new)].set_index("name").value.astype(float)
+    ours = improve_prob(cal_data.y, cal_data[old], cal_data[new])
+    pairs = {"nri": "nri", "nri_se": "se.nri", "nri_z": "z.nri", "nri_events": "nri.ev",
+             "nri_events_se": "se.nri.ev", "nri_nonevents": "nri.ne",
+             "nri_nonevents_se": "se.nri.ne", "idi": "idi", "idi_se": "se.idi",
+             "idi_z": "z.idi"}  # fmt: skip
+    for field, name in pairs.items():
+        assert getattr(ours, field) == pytest.approx(r[name], abs=TOL), field
+    assert ours.n_events == r["na"] and ours.n_nonevents == r["nb"]
+
+
+def test_youden_threshold_matches_proc(data, cal_data) -> None:
+    from fusion.stats import youden_threshold
+
+    ref = pd.read_csv(REF / "r_youden.csv")
+    frames = {"data.csv": data, "calibration.csv": cal_data}
+    for row in ref.itertuples():
+        frame = frames[row.data]
+        assert youden_threshold(frame.y, frame[row.column]) == pytest.approx(row.threshold,
+                                                                             abs=TOL)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("r2", "parameters", "prevalence", "expected", "epp"),
+    [  # pmsampsize's own tests (tests/testthat/test_bin.R, version 1.1.x)
+        (0.288, 24, 0.174, (623, 668, 221, 668), 4.84),
+        (0.55, 24, 0.174, (255, 532, 221, 532), 3.86),
+        (0.288, 36, 0.174, (934, 1002, 221, 1002), 4.84),
+        (0.288, 24, 0.25, (623, 583, 289, 623), 6.49),
+    ],
+)
+def test_sample_size_matches_pmsampsize(r2, parameters, prevalence, expected, epp) -> None:
+    from fusion.stats.sample_size import riley_binary
+
+    s = riley_binary(parameters, prevalence, cox_snell_r2=r2)
+    assert (s.n_shrinkage, s.n_optimism, s.n_intercept, s.n_required) == expected
+    assert round(s.epp_required, 2) == epp

@@ -1,5 +1,9 @@
-"""Calibration of predicted probabilities: slope, intercept, calibration-in-the-large,
-Brier score, and the Hosmer-Lemeshow test as R's ResourceSelection::hoslem.test."""
+"""Calibration of predicted probabilities: the logistic recalibration line (intercept and
+slope with Wald CIs), calibration-in-the-large, Brier score, Spiegelhalter's z, the
+integrated calibration index and its quantiles (ICI, E50, E90, Emax), and the
+Hosmer-Lemeshow test as R's ResourceSelection::hoslem.test. Intercept, slope, Brier,
+Spiegelhalter's z and ICI (Eavg), E90 and Emax agree with R's ``rms::val.prob``
+(``tests/reference/calibration.R``)."""
 
 from __future__ import annotations
 
@@ -17,10 +21,37 @@ EPS = 1e-10  # probabilities of exactly 0 or 1 are moved this far inside for the
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
+    """Perfect calibration: intercept 0, slope 1, citl 0, Spiegelhalter z near 0, ICI 0.
+    CIs are Wald intervals at the level asked for; ICI, E50, E90 and Emax are absolute
+    differences between predicted and smoothed observed risk (probability units)."""
+
     intercept: float
+    intercept_ci_low: float
+    intercept_ci_high: float
     slope: float
+    slope_ci_low: float
+    slope_ci_high: float
     citl: float
+    citl_ci_low: float
+    citl_ci_high: float
     brier: float
+    spiegelhalter_z: float
+    spiegelhalter_p: float
+    ici: float
+    e50: float
+    e90: float
+    emax: float
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationErrors:
+    """Distribution of |p - smoothed observed risk| over the cases (Austin & Steyerberg
+    2019): its mean (ICI, rms' Eavg), median (E50), 90th percentile (E90), maximum."""
+
+    ici: float
+    e50: float
+    e90: float
+    emax: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +77,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def calibration(y: ArrayLike, prob: ArrayLike) -> Calibration:
+def calibration(y: ArrayLike, prob: ArrayLike, conf_level: float = 0.95) -> Calibration:
     """Logistic recalibration: y ~ a + b logit(p) gives intercept a and slope b; the
-    model y ~ a + offset(logit(p)) gives calibration-in-the-large; Brier = mean (p - y)^2.
-    Perfect calibration: intercept 0, slope 1, citl 0."""
+    model y ~ a + offset(logit(p)) gives calibration-in-the-large; Brier = mean (p - y)^2;
+    Spiegelhalter's z tests Brier against its expectation under perfect calibration; ICI,
+    E50, E90 and Emax come from :func:`calibration_errors`. Probabilities of exactly 0 or
+    1 enter the logit EPS inside (rms::val.prob drops them instead)."""
     import statsmodels.api as sm
 
     y = as_outcome(y)
@@ -61,13 +94,61 @@ def calibration(y: ArrayLike, prob: ArrayLike) -> Calibration:
             "(a degenerate model: constant scores)"
         )
     lp = _logit(p)
+    alpha = 1 - conf_level
     fit = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit()
     citl = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=lp).fit()
+    line, large = fit.conf_int(alpha), citl.conf_int(alpha)
+    z, z_p = spiegelhalter(y, p)
+    errors = calibration_errors(y, p)
     return Calibration(
         intercept=float(fit.params[0]),
+        intercept_ci_low=float(line[0, 0]),
+        intercept_ci_high=float(line[0, 1]),
         slope=float(fit.params[1]),
+        slope_ci_low=float(line[1, 0]),
+        slope_ci_high=float(line[1, 1]),
         citl=float(citl.params[0]),
+        citl_ci_low=float(large[0, 0]),
+        citl_ci_high=float(large[0, 1]),
         brier=float(np.mean((p - y) ** 2)),
+        spiegelhalter_z=z,
+        spiegelhalter_p=z_p,
+        ici=errors.ici,
+        e50=errors.e50,
+        e90=errors.e90,
+        emax=errors.emax,
+    )
+
+
+def spiegelhalter(y: ArrayLike, prob: ArrayLike) -> tuple[float, float]:
+    """Spiegelhalter's z statistic and its two-sided p-value (Spiegelhalter 1986), as
+    rms::val.prob's S:z and S:p: z = sum((y - p)(1 - 2p)) / sqrt(sum((1 - 2p)^2 p(1 - p)))."""
+    y = as_outcome(y)
+    p = as_probabilities(prob, len(y))
+    denominator = np.sqrt(np.sum((1 - 2 * p) ** 2 * p * (1 - p)))
+    if denominator == 0:
+        return float("nan"), float("nan")
+    z = float(np.sum((y - p) * (1 - 2 * p)) / denominator)
+    return z, float(2 * stats.norm.sf(abs(z)))
+
+
+def calibration_errors(y: ArrayLike, prob: ArrayLike) -> CalibrationErrors:
+    """ICI, E50, E90 and Emax (Austin & Steyerberg 2019, Stat Med 38:4051) from the
+    smoothed calibration curve of rms::val.prob: R's ``lowess(p, y, iter = 0)`` (span
+    2/3, delta 1% of the range of p; statsmodels' port of the same clowess), read at
+    every case's own p."""
+    from statsmodels.nonparametric.smoothers_lowess import lowess
+
+    y = as_outcome(y)
+    p = as_probabilities(prob, len(y))
+    delta = 0.01 * float(p.max() - p.min())
+    smoothed = lowess(y, p, frac=2 / 3, it=0, delta=delta, return_sorted=False)
+    error = np.abs(p - smoothed)
+    return CalibrationErrors(
+        ici=float(error.mean()),
+        e50=float(np.median(error)),
+        e90=float(np.quantile(error, 0.9)),
+        emax=float(error.max()),
     )
 
 

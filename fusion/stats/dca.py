@@ -7,6 +7,15 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from fusion.stats._checks import as_outcome, as_probabilities
+from fusion.stats.bootstrap import case_weights, percentile_interval
+
+
+def threshold_grid(thresholds: ArrayLike) -> np.ndarray:
+    """Threshold probabilities as a 1-D array; ValueError unless each lies in (0, 1)."""
+    pt = np.asarray(thresholds, dtype=float).reshape(-1)
+    if ((pt <= 0) | (pt >= 1)).any():
+        raise ValueError("thresholds must lie strictly between 0 and 1")
+    return pt
 
 
 def net_benefit(y: ArrayLike, risk: ArrayLike, thresholds: ArrayLike) -> pd.DataFrame:
@@ -18,9 +27,7 @@ def net_benefit(y: ArrayLike, risk: ArrayLike, thresholds: ArrayLike) -> pd.Data
     """
     y = as_outcome(y)
     r = as_probabilities(risk, len(y), "risk")
-    pt = np.asarray(thresholds, dtype=float).reshape(-1)
-    if ((pt <= 0) | (pt >= 1)).any():
-        raise ValueError("thresholds must lie strictly between 0 and 1")
+    pt = threshold_grid(thresholds)
     n = len(y)
     odds = pt / (1 - pt)
     positive = r[None, :] >= pt[:, None]
@@ -53,19 +60,48 @@ def net_benefit_ci(
     """
     y = as_outcome(y)
     r = as_probabilities(risk, len(y), "risk")
-    pt = np.asarray(thresholds, dtype=float).reshape(-1)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    n = len(y)
-    odds = pt / (1 - pt)
-    rng = np.random.default_rng(seed)
-    called = r[None, :] >= pt[:, None]  # thresholds x cases
-    values = np.empty((n_boot, len(pt)))
-    for b in range(n_boot):
-        counts = np.bincount(rng.integers(0, n, n), minlength=n)  # times each case drawn
-        tp = called @ (counts * y)
-        fp = called @ (counts * (1 - y))
-        values[b] = tp / n - fp / n * odds
-    alpha = (1 - conf_level) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha], axis=0)
+    pt = threshold_grid(thresholds)
+    values = _weighted_net_benefit(case_weights(len(y), n_boot, seed), y, r, pt)
+    low, high = percentile_interval(values, conf_level)
     return pd.DataFrame({"threshold": pt, "ci_low": low, "ci_high": high})
+
+
+def _weighted_net_benefit(
+    weights: np.ndarray, y: np.ndarray, risk: np.ndarray, pt: np.ndarray
+) -> np.ndarray:
+    """Net benefit under case weights (resamples x cases) -> (resamples x thresholds);
+    n stays the number of cases, as each resample has that many."""
+    n = len(y)
+    called = (risk[None, :] >= pt[:, None]).astype(float)  # thresholds x cases
+    tp = weights @ (called * y).T
+    fp = weights @ (called * (1 - y)).T
+    return tp / n - fp / n * (pt / (1 - pt))
+
+
+def net_benefit_difference(
+    y: ArrayLike,
+    risk_a: ArrayLike,
+    risk_b: ArrayLike,
+    thresholds: ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+    conf_level: float = 0.95,
+) -> pd.DataFrame:
+    """Net benefit of model a minus that of model b at each threshold, with a paired
+    percentile bootstrap band: each resample draws whole cases (outcome and both risks
+    together), so the band reflects the models' correlation on the same cases (as
+    dcurves' and Vickers' paired comparisons). Columns: threshold, difference, ci_low,
+    ci_high; ``n_boot = 0`` leaves the band NaN."""
+    y = as_outcome(y)
+    a = as_probabilities(risk_a, len(y), "risk_a")
+    b = as_probabilities(risk_b, len(y), "risk_b")
+    pt = threshold_grid(thresholds)
+
+    def difference(weights: np.ndarray) -> np.ndarray:
+        return _weighted_net_benefit(weights, y, a, pt) - _weighted_net_benefit(weights, y, b, pt)
+
+    point = difference(np.ones((1, len(y))))[0]
+    low = high = np.full(len(pt), np.nan)
+    if n_boot:
+        low, high = percentile_interval(difference(case_weights(len(y), n_boot, seed)), conf_level)
+    return pd.DataFrame({"threshold": pt, "difference": point, "ci_low": low, "ci_high": high})
