@@ -9,6 +9,7 @@ rewritten to name the file, the key path, what is allowed and the closest spelli
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -384,19 +386,75 @@ class ModelSpec(_Strict):
     correlation_threshold: float | None = Field(default=0.9, gt=0, le=1)
 
 
+class SampleSizeSpec(_Strict):
+    """The anticipated performance behind Riley et al.'s minimum sample size
+    (fusion.stats.sample_size): at most one of a Cox-Snell R2, a C statistic or a
+    Nagelkerke R2; none set means Nagelkerke 0.15, their conservative default."""
+
+    nagelkerke_r2: float | None = Field(default=None, gt=0, lt=1)
+    cox_snell_r2: float | None = Field(default=None, gt=0, lt=1)
+    c_statistic: float | None = Field(default=None, gt=0.5, lt=1)
+    shrinkage: float = Field(default=0.9, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_anticipation(self) -> SampleSizeSpec:
+        given = [k for k in ("nagelkerke_r2", "cox_snell_r2", "c_statistic") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of {', '.join(given)}")
+        return self
+
+
 class EvaluationSpec(_Strict):
     conf_level: float = Field(default=0.95, gt=0, lt=1)
     test_size: float = Field(default=0.2, gt=0, lt=1)
     cv_folds: int = Field(default=5, ge=2)
     bootstrap: int = Field(default=2000, ge=0)
     lasso: LassoSpec = LassoSpec()
-    dca_thresholds: tuple[float, float, float] = (0.01, 0.99, 0.01)
+    dca_thresholds: tuple[float, float, float] = Field(
+        default=(0.01, 0.99, 0.01), description="first, last and step of the decision "
+        "curves' threshold probabilities; first and last strictly inside (0, 1)",
+    )  # fmt: skip
+    risk_thresholds: list[float] = Field(
+        default=[], description="bounds of the risk categories of the categorical NRI, "
+        "increasing, strictly inside (0, 1) (empty: continuous NRI only)",
+    )  # fmt: skip
+    sample_size: SampleSizeSpec = SampleSizeSpec()
+    tuning_score: Literal["log_loss", "brier"] = Field(
+        default="log_loss", description="the proper scoring rule, on Platt-calibrated "
+        "out-of-fold probabilities, that picks each classifier's hyper-parameters",
+    )  # fmt: skip
+    min_score_sd: float = Field(
+        default=0.01, ge=0, description="a hyper-parameter candidate whose out-of-fold "
+        "raw scores (SVM margin or logit units) have a smaller SD is degenerate and is not "
+        "chosen",
+    )  # fmt: skip
     nested_cv: bool = Field(
         default=True,
         description="Nest the CV of a model that uses another model's score, so its "
         "out-of-fold scores never see their own fold's labels (costs cv_folds refits of "
         "the upstream models).",
     )
+
+    @field_validator("dca_thresholds")
+    @classmethod
+    def _dca_range(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        first, last, step = value
+        if not (0 < first <= last < 1):
+            raise ValueError(
+                "first and last threshold must satisfy 0 < first <= last < 1 (at a threshold "
+                "probability of 0 or 1 everyone or no one is treated whatever the model says, "
+                f"and 1 divides by zero); got first {first:g}, last {last:g}"
+            )
+        if step <= 0:
+            raise ValueError(f"the step must be positive; got {step:g}")
+        return value
+
+    @field_validator("risk_thresholds")
+    @classmethod
+    def _risk_categories(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v < 1 for v in value) or any(b <= a for a, b in pairwise(value)):
+            raise ValueError(f"risk thresholds must increase strictly inside (0, 1); got {value}")
+        return value
 
 
 class Study(_Strict):

@@ -45,9 +45,11 @@ STAGE_OUTPUTS = {
     "radiomics": ["tables/radiomics_*.csv"],
     "deep": ["tables/deep_*.csv", "tables/deep_weights.json", "figures/crops"],
     "models": ["tables/cohort.csv", "tables/scores.csv", "tables/model_summary.csv",
-               "tables/selected_features.csv", "tables/lasso_*.csv", "tables/.models.key"],
+               "tables/model_tuning.csv", "tables/selected_features.csv", "tables/lasso_*.csv",
+               "tables/.models.key"],
     "statistics": ["tables/performance.csv", "tables/delong.csv", "tables/calibration*.csv",
-                   "tables/net_benefit.csv", "tables/roc_points.csv", "tables/table1_*.csv",
+                   "tables/net_benefit*.csv", "tables/reclassification.csv",
+                   "tables/sample_size.csv", "tables/roc_points.csv", "tables/table1_*.csv",
                    "tables/clinical_*.csv", "tables/.statistics.key"],
     "report": ["index.html", "provenance.json", "figures/*.svg", "figures/*.png"],
 }  # fmt: skip
@@ -338,8 +340,6 @@ def models_stage(study: Study, options: RunOptions) -> None:
 def statistics_stage(study: Study, options: RunOptions) -> None:
     """Every statistic of the report, as tidy tables, from the saved scores (skipped when
     those and the settings are unchanged)."""
-    import numpy as np
-
     from fusion.learn.table import clinical_frame
     from fusion.stats import evaluate
 
@@ -352,24 +352,12 @@ def statistics_stage(study: Study, options: RunOptions) -> None:
     scores = _read_table(tables, "scores", "models")
     summary = _read_table(tables, "model_summary", "models")
     thresholds = dict(zip(summary.model, summary.threshold, strict=True))
-    level = study.evaluation.conf_level
-    lo, hi, step = study.evaluation.dca_thresholds
-    out = {
-        "performance": evaluate.performance_table(
-            scores, thresholds, level, study.evaluation.bootstrap, study.seed
-        ),
-        "delong": evaluate.delong_table(scores, level),
-        "calibration": evaluate.calibration_table(scores),
-        "calibration_curve": evaluate.calibration_curve_table(scores, level),
-        "net_benefit": evaluate.net_benefit_table(
-            scores,
-            np.round(np.arange(lo, hi + 1e-9, step), 6),
-            study.evaluation.bootstrap,
-            study.seed,
-            level,
-        ),  # fmt: skip
-        "roc_points": evaluate.roc_table(scores),
-    }
+    ev = study.evaluation
+    out = evaluate.statistics_tables(scores, thresholds, ev, study.seed)
+    out["sample_size"] = evaluate.sample_size_table(
+        summary, scores, ev.sample_size.nagelkerke_r2, ev.sample_size.cox_snell_r2,
+        ev.sample_size.c_statistic, ev.sample_size.shrinkage,
+    )  # fmt: skip
     cohort = _read_table(tables, "cohort", "models").set_index("case_id")
     included = cohort[cohort.included]
     cases = [c for c in load_cohort(study) if c.case_id in included.index]

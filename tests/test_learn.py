@@ -93,10 +93,10 @@ def fitted_state(out) -> dict[str, object]:  # noqa: ANN001
             state[f"{name}.scale"] = num.named_steps["scale"].mean_.tolist()
         if fit.lasso is not None:
             state[f"{name}.lasso"] = fit.lasso.coef_.tolist()
-        best = pipe.named_steps["model"].best_estimator_
-        state[f"{name}.model"] = np.ravel(
-            best.dual_coef_ if hasattr(best, "dual_coef_") else best.coef_
-        ).tolist()
+        for k, model in enumerate(pipe.named_steps["model"].estimators_):
+            state[f"{name}.model{k}"] = np.ravel(
+                model.dual_coef_ if hasattr(model, "dual_coef_") else model.coef_
+            ).tolist()
         state[f"{name}.threshold"] = fit.threshold
         state[f"{name}.platt"] = fit.platt
     return state
@@ -159,12 +159,16 @@ def test_selection_counts_and_selected_features(fitted) -> None:
     assert set(out.scores.estimate[out.scores.set == "train"]) == {"cross-validated"}
     assert set(out.scores.columns) == {"case_id", "set", "label", "model", "score", "estimate",
                                        "prob", "predicted", "apparent_score"}  # fmt: skip
-    assert out.scores.prob.between(0, 1).all()
-    # the threshold is the Youden threshold of the out-of-fold scores
+    # score is the calibrated logit, prob its probability, the prediction prob >= threshold
+    assert np.allclose(out.scores.prob, 1 / (1 + np.exp(-out.scores.score)))
+    assert (out.scores.predicted == (out.scores.prob >= out.scores.model.map(
+        {m: f.threshold for m, f in out.fits.items()}))).all()  # fmt: skip
+    # the threshold is the Youden threshold of the out-of-fold probabilities
     from fusion.stats import youden_threshold
 
     labels = out.scores.drop_duplicates("case_id").set_index("case_id").label
-    assert rad.threshold == youden_threshold(labels[train], rad.oof_score[train])
+    oof_prob = 1 / (1 + np.exp(-rad.oof_score[train]))
+    assert rad.threshold == youden_threshold(labels[train], oof_prob)
 
 
 def cases(splits: list[str | None], institutions: list[str | None] | None = None) -> list[Case]:

@@ -1,23 +1,28 @@
 """The study's models: one scikit-learn Pipeline each, fitted on the training set only.
 
 impute -> drop constant features -> standardise -> correlation filter -> LASSO ->
-classifier (SVM or logistic regression, hyper-parameters tuned by stratified CV on the
-training set). Because every learned step sits inside the Pipeline, nothing is ever
-fitted on a test case; ``tests/test_learn.py`` proves it by perturbing the test set.
+classifier (SVM or logistic regression), the classifier tuned and Platt-scaled by
+:class:`~fusion.learn.calibrated.PlattSearchCV` on out-of-fold scores of its own
+hyper-parameters (that module says why). Because every learned step sits inside the
+Pipeline, nothing is ever fitted on a test case; ``tests/test_learn.py`` proves it by
+perturbing the test set.
 
-Scores for ROC are the SVM's decision function or the logistic probability. Training
-cases are scored out of fold (``cv_folds``-fold CV of the whole pipeline), so every
-training-set number is cross-validated; the in-sample ("apparent") score is kept beside
-it. Calibrated probabilities (for calibration and decision curves) come from Platt
-scaling fitted on the out-of-fold scores, and the Youden threshold is chosen on them and
-applied unchanged to every other set. With a patient column every CV (LASSO, tuning,
-out-of-fold scores) keeps a patient's cases in one fold. A model may use the score of an
-earlier model (``<model>-score``): on the training set that input is the earlier model's
-out-of-fold score, so the later model never learns from an in-sample score.
+A model's score is its calibrated logit (the Platt map applied to the SVM's decision
+value or the logistic logit), its probability the logistic transform of that score, so
+the ROC, the threshold, calibration and decision curves all read one scale. Training
+cases are scored out of fold (``cv_folds``-fold CV of the whole pipeline, tuning and
+Platt scaling included in every fold), so every training-set number is cross-validated,
+calibration too; the in-sample ("apparent") score is kept beside it. The Youden
+threshold is chosen on the out-of-fold probabilities and applied unchanged to every
+other set. With a patient column every CV (LASSO, tuning, out-of-fold scores) keeps a
+patient's cases in one fold. A model may use the score of an earlier model
+(``<model>-score``): on the training set that input is the earlier model's out-of-fold
+score, on other sets the final model's, both calibrated logits on one scale.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,20 +34,17 @@ from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import (
-    GridSearchCV,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    cross_val_predict,
-)
+from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from fusion.config import SCORE_SUFFIX, EvaluationSpec, ModelSpec
 from fusion.errors import FusionError
+from fusion.learn.calibrated import PlattSearchCV
 from fusion.learn.filters import CorrelationFilter
 from fusion.learn.lasso import LassoSelector
+from fusion.learn.splits import folds
 from fusion.stats import youden_threshold
 
 C_GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
@@ -51,50 +53,49 @@ GAMMA_GRID = ["scale", 0.001, 0.01, 0.1]
 
 @dataclass(slots=True)
 class ModelFit:
-    """A fitted model and everything the report says about it."""
+    """A fitted model and everything the report says about it. ``threshold`` is a
+    probability; ``oof_score`` the out-of-fold calibrated logit of each training case."""
 
     name: str
     spec: ModelSpec
     pipeline: Pipeline
     columns: list[str]
     threshold: float
-    platt: tuple[float, float]
-    oof_score: pd.Series  # out-of-fold score of each training case
+    oof_score: pd.Series
     counts: dict[str, int] = field(default_factory=dict)
     selected: pd.DataFrame = field(default_factory=pd.DataFrame)
-    best_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lasso(self) -> LassoSelector | None:
         return self.pipeline.named_steps.get("lasso")
 
+    @property
+    def tuner(self) -> PlattSearchCV:
+        return self.pipeline.named_steps["model"]
+
+    @property
+    def platt(self) -> tuple[float, float]:
+        """Intercept and slope of the Platt map (a fold model's raw score -> logit)."""
+        return self.tuner.platt_
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.tuner.best_params_
+
     def score(self, X: pd.DataFrame) -> np.ndarray:
-        model = self.pipeline
-        if self.spec.classifier == "svm":
-            return model.decision_function(X[self.columns])
-        return model.predict_proba(X[self.columns])[:, 1]
+        """The final model's calibrated logit of each row of ``X`` (the logit of its
+        probability), shape (n,)."""
+        return self.pipeline.decision_function(X[self.columns])
 
     def use_out_of_fold(self, oof: pd.Series, y: np.ndarray) -> None:
-        """Adopt out-of-fold training scores: the Youden threshold and the Platt scaling
-        are chosen on them, never on in-sample scores."""
+        """Adopt out-of-fold training scores (calibrated logits): the Youden threshold is
+        chosen on their probabilities, never on in-sample scores."""
         self.oof_score = oof
-        self.threshold = youden_threshold(y, oof.to_numpy())
-        x = _platt_scale(self.spec, oof.to_numpy()).reshape(-1, 1)
-        platt = LogisticRegression(C=np.inf).fit(x, y)
-        self.platt = (float(platt.intercept_[0]), float(platt.coef_[0, 0]))
+        self.threshold = youden_threshold(y, expit(oof.to_numpy()))
 
-    def probability(self, score: np.ndarray) -> np.ndarray:
-        a, b = self.platt
-        return expit(a + b * _platt_scale(self.spec, np.asarray(score)))
-
-
-def _platt_scale(spec: ModelSpec, score: np.ndarray) -> np.ndarray:
-    """Platt scaling works on a logit scale: the SVM's margin is one; a logistic model's
-    probability is taken back to its logit."""
-    if spec.classifier == "svm":
-        return score
-    p = np.clip(score, 1e-10, 1 - 1e-10)
-    return np.log(p / (1 - p))
+    @staticmethod
+    def probability(score: np.ndarray) -> np.ndarray:
+        return expit(np.asarray(score, dtype=float))
 
 
 def block_columns(table: pd.DataFrame, features: list[str]) -> list[str]:
@@ -106,13 +107,6 @@ def block_columns(table: pd.DataFrame, features: list[str]) -> list[str]:
         else:
             columns += [c for c in table.columns if c.startswith(f"{block}:")]
     return columns
-
-
-def folds(n_splits: int, seed: int, grouped: bool) -> StratifiedKFold | StratifiedGroupKFold:
-    """The CV splitter of every CV in a model: by patient when patients are known."""
-    if grouped:
-        return StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
-    return StratifiedKFold(n_splits, shuffle=True, random_state=seed)
 
 
 def build_pipeline(
@@ -153,17 +147,18 @@ def build_pipeline(
                 cv=folds(lasso.folds, seed, grouped),
             ))
         )  # fmt: skip
-    cv = folds(evaluation.cv_folds, seed, grouped)
     if spec.classifier == "svm":
-        grid = {"C": C_GRID}
+        grid: dict[str, list] = {"C": C_GRID}
         if spec.kernel == "rbf":
             grid["gamma"] = GAMMA_GRID
-        classifier = GridSearchCV(SVC(kernel=spec.kernel), grid, cv=cv, scoring="roc_auc")
+        base: Any = SVC(kernel=spec.kernel)
     else:
-        classifier = GridSearchCV(
-            LogisticRegression(max_iter=10000), {"C": C_GRID}, cv=cv, scoring="roc_auc"
-        )
-    steps.append(("model", classifier))
+        grid, base = {"C": C_GRID}, LogisticRegression(max_iter=10000)
+    steps.append(
+        ("model", PlattSearchCV(base, grid, cv=evaluation.cv_folds,
+                                scoring=evaluation.tuning_score,
+                                min_spread=evaluation.min_score_sd, random_state=seed))
+    )  # fmt: skip
     return Pipeline(steps)
 
 
@@ -188,19 +183,33 @@ def _group_params(pipeline: Pipeline, groups: np.ndarray | None) -> dict[str, np
             pipeline.named_steps}  # fmt: skip
 
 
-def check_class_counts(name: str, y: np.ndarray, spec: ModelSpec, ev: EvaluationSpec) -> None:
-    """Every CV needs each class in each fold: say which setting is too large, and why."""
+def check_class_counts(
+    name: str, y: np.ndarray, spec: ModelSpec, ev: EvaluationSpec, out_of_fold: bool = True
+) -> None:
+    """Every CV needs each class in each fold, and the classifier's tuning CV at least two
+    cases of each class in every set it tunes on (the final fit's rows and, with
+    ``out_of_fold``, each outer fold's training part): say which setting is too large or
+    that cases are missing, and why."""
     counts = {c: int((y == c).sum()) for c in (0, 1)}
-    needed = [("evaluation.cv_folds", ev.cv_folds)]
+    smaller = min(counts.values())
+    have = f"the training set has only {counts[1]} positive and {counts[0]} negative case(s)"
+    needed = [("evaluation.cv_folds", ev.cv_folds)] if out_of_fold else []
     if spec.lasso:
         needed.append(("evaluation.lasso.folds", ev.lasso.folds))
     for setting, k in needed:
-        if min(counts.values()) < k:
+        if smaller < k:
             raise FusionError(
-                f"model {name!r}: {setting} = {k}, but the training set has only "
-                f"{counts[1]} positive and {counts[0]} negative case(s); every fold needs "
-                f"both classes. Lower {setting} to at most {min(counts.values())} or add cases."
+                f"model {name!r}: {setting} = {k}, but {have}; every fold needs both classes. "
+                f"Lower {setting} to at most {smaller} or add cases."
             )
+    in_fold = smaller - math.ceil(smaller / ev.cv_folds) if out_of_fold else smaller
+    if in_fold < 2:
+        where = (f"with evaluation.cv_folds = {ev.cv_folds} a fold's training part holds "
+                 f"{in_fold} of the smaller class, " if out_of_fold else "")  # fmt: skip
+        raise FusionError(
+            f"model {name!r}: {have}; {where}and tuning the classifier by cross-validation "
+            "needs at least 2 cases of each class. Add cases."
+        )
 
 
 def fit_model(
@@ -218,33 +227,38 @@ def fit_model(
     patient of each row) keeps a patient's cases in one fold of every CV.
 
     With ``out_of_fold`` (the default) the whole pipeline is also cross-validated on the
-    rows: the out-of-fold scores, and the threshold and Platt scaling chosen on them, are
-    set by :meth:`ModelFit.use_out_of_fold`; without it (a model fitted inside another
-    model's CV fold) only the fitted pipeline is made."""
-    check_class_counts(name, y, spec, evaluation)
+    rows (each fold tunes and calibrates its own classifier): the out-of-fold calibrated
+    logits, and the threshold chosen on them, are set by :meth:`ModelFit.use_out_of_fold`;
+    without it (a model fitted inside another model's CV fold) only the fitted pipeline is
+    made."""
+    check_class_counts(name, y, spec, evaluation, out_of_fold)
     columns = list(X.columns)
     categorical = _categorical(X, references or {})
     numeric = [c for c in columns if c not in categorical]
     grouped = groups is not None
     pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped)
-    method = "decision_function" if spec.classifier == "svm" else "predict_proba"
     params = _group_params(pipeline, groups)
     cv = folds(evaluation.cv_folds, seed, grouped)
     try:
         if out_of_fold:
             oof = cross_val_predict(
-                clone(pipeline), X, y, cv=cv, groups=groups, params=params, method=method
+                clone(pipeline),
+                X,
+                y,
+                cv=cv,
+                groups=groups,
+                params=params,
+                method="decision_function",
             )
         pipeline.fit(X, y, **params)
     except FusionError:
         raise
     except Exception as exc:
         raise FusionError(f"model {name!r}: fitting failed: {type(exc).__name__}: {exc}") from exc
-    fit = ModelFit(name, spec, pipeline, columns, 0.0, (0.0, 1.0), pd.Series(dtype=float))
+    fit = ModelFit(name, spec, pipeline, columns, 0.5, pd.Series(dtype=float))
     if out_of_fold:
-        fit.use_out_of_fold(pd.Series(oof[:, 1] if oof.ndim == 2 else oof, index=X.index), y)
+        fit.use_out_of_fold(pd.Series(oof, index=X.index), y)
     fit.counts, fit.selected = _selection_summary(pipeline, columns)
-    fit.best_params = dict(pipeline.named_steps["model"].best_params_)
     return fit
 
 

@@ -17,6 +17,16 @@ from fusion.cohort import Case
 from fusion.errors import ManifestError
 
 
+def folds(n_splits: int, seed: int | None, grouped: bool):  # noqa: ANN201 - a CV splitter
+    """The CV splitter of every CV in a model (LASSO, tuning, out-of-fold scores):
+    stratified, shuffled with ``seed``, and by patient when patients are known."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if grouped:
+        return StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+    return StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+
+
 def set_name(case: Case) -> str:
     if case.is_external:
         return f"external:{case.institution}"

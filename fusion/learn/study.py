@@ -11,7 +11,8 @@ import pandas as pd
 
 from fusion.config import SCORE_SUFFIX, Study
 from fusion.errors import FusionError
-from fusion.learn.models import ModelFit, block_columns, fit_model, folds
+from fusion.learn.models import ModelFit, block_columns, fit_model
+from fusion.learn.splits import folds
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,9 @@ def fit_study_models(
     ``sets`` and ``groups`` (the patient of each case, or None) are indexed the same way.
     Only rows in the 'train' set are ever fitted on.
 
-    A training case's ``score`` is its out-of-fold score (``estimate`` says
-    "cross-validated"); its in-sample score is kept as ``apparent_score``."""
+    ``score`` is the calibrated logit and ``prob`` its probability; a training case's are
+    out of fold (``estimate`` says "cross-validated"), its in-sample score is kept as
+    ``apparent_score``."""
     table = table.copy()
     train = (sets == "train").to_numpy()
     y = labels.to_numpy().astype(int)
@@ -134,6 +136,7 @@ def fit_study_models(
         score[train] = fit.oof_score.to_numpy()  # training numbers are cross-validated
         table[f"score:{name}"] = score  # so later models see out-of-fold scores too
         fits[name] = fit
+        prob = fit.probability(score)
         frames.append(
             pd.DataFrame(
                 {
@@ -143,8 +146,8 @@ def fit_study_models(
                     "model": name,
                     "score": score,
                     "estimate": np.where(train, "cross-validated", "held-out"),
-                    "prob": fit.probability(score),
-                    "predicted": (score >= fit.threshold).astype(int),
+                    "prob": prob,
+                    "predicted": (prob >= fit.threshold).astype(int),
                     "apparent_score": np.where(train, apparent, np.nan),
                 }
             )
@@ -155,9 +158,21 @@ def fit_study_models(
 
 def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
     """The models stage's tables besides the scores: per model its settings, threshold,
-    feature counts; the selected features; LASSO's CV curve and non-zero path."""
-    summary, selected, cv, path = [], [], [], []
+    Platt map, tuning and feature counts; every tuning candidate's out-of-fold scores;
+    the selected features; LASSO's CV curve and non-zero path."""
+    summary, tuning, selected, cv, path = [], [], [], [], []
     for name, fit in out.fits.items():
+        tuner = fit.tuner
+        results = pd.DataFrame(tuner.cv_results_)
+        tuning.append(
+            results.assign(
+                model=name,
+                params=[", ".join(f"{k}={v}" for k, v in sorted(p.items()))
+                        for p in results.params],
+                chosen=results.index == tuner.best_index_,
+            )[["model", "params", "log_loss", "brier", "auc", "score_sd", "eligible", "chosen",
+               "error"]]
+        )  # fmt: skip
         summary.append(
             {"model": name, "features": " + ".join(fit.spec.features),
              "classifier": fit.spec.classifier + (f" ({fit.spec.kernel})"
@@ -165,6 +180,10 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
              "threshold": fit.threshold, "platt_intercept": fit.platt[0],
              "platt_slope": fit.platt[1],
              "tuned": ", ".join(f"{k}={v}" for k, v in sorted(fit.best_params.items())),
+             "tuning_folds": tuner.n_splits_, "tuning_folds_requested": tuner.cv,
+             "tuning_score": tuner.scoring,
+             "oof_raw_sd": float(results.score_sd[tuner.best_index_]),
+             "degenerate": bool(tuner.degenerate_),
              "lasso_fallback": bool(fit.lasso.fallback_) if fit.lasso is not None else False,
              "lasso_n_iter": fit.lasso.n_iter_ if fit.lasso is not None else 0,
              "lasso_converged": fit.lasso.n_iter_ < fit.lasso.max_iter
@@ -196,6 +215,20 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
 
     return {
         "model_summary": pd.DataFrame(summary),
+        "model_tuning": cat(
+            tuning,
+            [
+                "model",
+                "params",
+                "log_loss",
+                "brier",
+                "auc",
+                "score_sd",
+                "eligible",
+                "chosen",
+                "error",
+            ],
+        ),
         "selected_features": cat(selected, ["feature", "coefficient", "model"])[
             ["model", "feature", "coefficient"]
         ],

@@ -1,10 +1,14 @@
 """Tidy evaluation tables from the saved scores: what the report shows, computed once.
 
 Every function takes the long scores table (case_id, set, label, model, score, estimate,
-prob, predicted, apparent_score) that the models stage writes, so a statistician can
-recompute any number of the report from ``tables/scores.csv`` alone. Training-set rows
-hold out-of-fold scores, so every training-set number here is cross-validated; the
-in-sample AUC appears only as ``auc_apparent``.
+prob, predicted, ...) that the models stage writes, so a statistician can recompute any
+number of the report from ``tables/scores.csv`` alone. ``score`` ranks the cases (the
+ROC and DeLong read it), ``prob`` is the probability that calibration, decision curves,
+reclassification and every threshold metric read; thresholds are probabilities.
+Training-set rows hold out-of-fold values, so every training-set number here is
+cross-validated; the in-sample AUC appears only as ``auc_apparent``. With two or more
+external institutions, their cases also enter every table pooled, as the set
+``external (pooled)``.
 
 Each (model, set) is computed on its own: a degenerate model (constant scores, a set
 without positives) gets a ``note`` saying why a number is missing, and every other
@@ -13,27 +17,31 @@ model's results still come out.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import asdict
 from itertools import combinations
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from fusion.stats.bootstrap import case_weights, percentile_interval
 from fusion.stats.calibration import (
     calibration,
     calibration_curve,
     hosmer_lemeshow,
     near_constant,
 )
-from fusion.stats.dca import net_benefit, net_benefit_ci
-from fusion.stats.metrics import threshold_metrics
+from fusion.stats.dca import net_benefit, net_benefit_ci, net_benefit_difference
+from fusion.stats.metrics import metric_cis, threshold_metrics
+from fusion.stats.reclassification import categorical_nri, improve_prob
 from fusion.stats.roc import auc_value, bootstrap_auc_ci, delong_test, roc_auc, roc_points
 
+if TYPE_CHECKING:
+    from fusion.config import EvaluationSpec
+
 ESTIMATE = {"train": "cross-validated (training set)"}
-# the probabilities are Platt-scaled on the out-of-fold training scores themselves
-TRAINING_CALIBRATION = {
-    "train": "Platt scaling was fitted on these out-of-fold scores, so slope 1 and "
-    "intercept 0 hold by construction; judge calibration on the held-out sets"
-}
+POOLED_EXTERNAL = "external (pooled)"
 
 
 def estimate_of(set_name: str) -> str:
@@ -41,9 +49,28 @@ def estimate_of(set_name: str) -> str:
     return ESTIMATE.get(set_name, "held-out")
 
 
-def _groups(scores: pd.DataFrame):  # noqa: ANN202 - yields (set, model, frame)
+def with_pooled_external(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` plus, when it has two or more ``external:<institution>`` sets, their
+    rows again under the set ``external (pooled)``: per-institution and pooled results."""
+    external = scores[scores.set.astype(str).str.startswith("external:")]
+    if external.set.nunique() < 2:
+        return scores
+    return pd.concat([scores, external.assign(set=POOLED_EXTERNAL)], ignore_index=True)
+
+
+def _groups(scores: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
     for (set_name, model), frame in scores.groupby(["set", "model"], sort=False):
         yield set_name, model, frame
+
+
+def _pairs(scores: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame, pd.Series]]:
+    """(set, model a, model b, wide frame of the column values by case, labels) for every
+    pair of models on every set, a before b in the order the models were declared."""
+    for set_name, frame in scores.groupby("set", sort=False):
+        labels = frame.drop_duplicates("case_id").set_index("case_id").label
+        models = list(dict.fromkeys(frame.model))
+        for a, b in combinations(models, 2):
+            yield set_name, a, b, frame, labels
 
 
 def class_note(y: np.ndarray) -> str | None:
@@ -63,13 +90,18 @@ def performance_table(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per model and set: AUC with DeLong CI (and a stratified bootstrap CI when
-    ``n_boot`` > 0), metrics at the threshold chosen on the out-of-fold training scores,
-    and for the training set the apparent (in-sample) AUC beside the cross-validated one."""
+    ``n_boot`` > 0); sensitivity, specificity, PPV, NPV and accuracy at the model's
+    probability threshold (``thresholds``, chosen on the out-of-fold training set or the
+    validation set) with Wilson CIs; F1 and the Brier score with percentile bootstrap CIs
+    (``n_boot`` resamples of whole cases); the spread of the probabilities (a
+    near-constant model is noted); and for the training set the apparent (in-sample) AUC
+    beside the cross-validated one."""
     rows = []
     for set_name, model, frame in _groups(scores):
-        y, s = frame.label.to_numpy(), frame.score.to_numpy()
-        row = {"model": model, "set": set_name, "estimate": estimate_of(set_name),
-               "n": len(y), "positives": int(y.sum())}  # fmt: skip
+        y, s = frame.label.to_numpy().astype(int), frame.score.to_numpy()
+        p = frame.prob.to_numpy() if "prob" in frame else s
+        row: dict[str, Any] = {"model": model, "set": set_name, "estimate": estimate_of(set_name),
+                               "n": len(y), "positives": int(y.sum())}  # fmt: skip
         notes = []
         if (note := class_note(y)) is not None:
             notes.append(note)
@@ -86,55 +118,87 @@ def performance_table(
             apparent = frame.get("apparent_score")
             if apparent is not None and apparent.notna().all():
                 row["auc_apparent"] = auc_value(y, apparent.to_numpy())
-        m = threshold_metrics(y, s, thresholds[model])
+        m = threshold_metrics(y, p, thresholds[model])
         row |= {
             "threshold": m.threshold, "sensitivity": m.sensitivity,
             "specificity": m.specificity, "accuracy": m.accuracy, "ppv": m.ppv,
             "npv": m.npv, "f1": m.f1, "tp": m.tp, "fp": m.fp, "tn": m.tn, "fn": m.fn,
-            "note": "; ".join(notes),
         }  # fmt: skip
-        rows.append(row)
+        row |= metric_cis(m, conf_level)
+        row |= _bootstrap_brier_f1(y, p, thresholds[model], n_boot, seed, conf_level)
+        row |= {"prob_min": float(p.min()), "prob_max": float(p.max()),
+                "prob_sd": float(p.std(ddof=1)) if len(p) > 1 else np.nan}  # fmt: skip
+        if "prob" in frame and (flat := near_constant(p)) is not None:
+            notes.append(flat)
+        rows.append(row | {"note": "; ".join(notes)})
     return pd.DataFrame(rows)
+
+
+def _bootstrap_brier_f1(
+    y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, seed: int, conf_level: float
+) -> dict[str, float]:
+    """The Brier score, and percentile bootstrap CIs of it and of F1 (resamples of whole
+    cases; NaN without resamples). F1 is NaN on a resample without a positive call or case."""
+    out = {"brier": float(np.mean((p - y) ** 2)), "brier_ci_low": np.nan,
+           "brier_ci_high": np.nan, "f1_ci_low": np.nan, "f1_ci_high": np.nan}  # fmt: skip
+    if not n_boot:
+        return out
+    weights = case_weights(len(y), n_boot, seed)
+    called = (p >= threshold).astype(float)
+    out["brier_ci_low"], out["brier_ci_high"] = percentile_interval(
+        weights @ ((p - y) ** 2) / len(y), conf_level
+    )
+    tp, fp, fn = weights @ (called * y), weights @ (called * (1 - y)), weights @ ((1 - called) * y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * tp / (2 * tp + fp + fn)
+    if np.isfinite(f1).all():
+        out["f1_ci_low"], out["f1_ci_high"] = percentile_interval(f1, conf_level)
+    return {k: float(v) for k, v in out.items()}
 
 
 def delong_table(scores: pd.DataFrame, conf_level: float = 0.95) -> pd.DataFrame:
     """Every pair of models on every set: paired DeLong test of their AUCs; a pair that
     cannot be tested keeps its row with the reason in ``note``."""
     rows = []
-    for set_name, frame in scores.groupby("set", sort=False):
+    for set_name, a, b, frame, labels in _pairs(scores):
         wide = frame.pivot(index="case_id", columns="model", values="score")
-        labels = frame.drop_duplicates("case_id").set_index("case_id").label.loc[wide.index]
-        models = list(dict.fromkeys(frame.model))
-        for a, b in combinations(models, 2):
-            row = {"set": set_name, "estimate": estimate_of(set_name), "model_a": a,
-                   "model_b": b}  # fmt: skip
-            try:
-                t = delong_test(labels, wide[a], wide[b], conf_level=conf_level)
-            except ValueError as exc:  # one class, identical rankings: nothing to compare
-                rows.append(row | {"note": str(exc)})
-                continue
-            rows.append(
-                row | {"auc_a": t.auc_a, "auc_b": t.auc_b, "auc_diff": t.auc_a - t.auc_b,
-                       "diff_ci_low": t.ci_low, "diff_ci_high": t.ci_high, "z": t.z,
-                       "p_value": t.p_value, "note": ""}
-            )  # fmt: skip
+        row = {"set": set_name, "estimate": estimate_of(set_name), "model_a": a, "model_b": b}
+        try:
+            t = delong_test(labels.loc[wide.index], wide[a], wide[b], conf_level=conf_level)
+        except ValueError as exc:  # one class, identical rankings: nothing to compare
+            rows.append(row | {"note": str(exc)})
+            continue
+        rows.append(
+            row | {"auc_a": t.auc_a, "auc_b": t.auc_b, "auc_diff": t.auc_a - t.auc_b,
+                   "diff_ci_low": t.ci_low, "diff_ci_high": t.ci_high, "z": t.z,
+                   "p_value": t.p_value, "note": ""}
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def calibration_table(scores: pd.DataFrame, groups: int = 10) -> pd.DataFrame:
-    """Per model and set: calibration intercept, slope, CITL, Brier, Hosmer-Lemeshow;
-    ``note`` says why a number is missing or not interpretable, ``hl_note`` why the
-    Hosmer-Lemeshow test could not be done."""
+def calibration_table(
+    scores: pd.DataFrame,
+    groups: int = 10,
+    conf_level: float = 0.95,
+    column: str = "prob",
+    apparent: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Per model and set, of the probabilities in ``column``: calibration intercept and
+    slope with Wald CIs, calibration-in-the-large with its CI, Brier, Spiegelhalter's z
+    and p, ICI, E50, E90 and Emax, Hosmer-Lemeshow. ``note`` says why a number is missing
+    or not interpretable (``apparent`` maps a set to the reason its calibration is
+    apparent, e.g. the set the probabilities were recalibrated on); ``hl_note`` why
+    the Hosmer-Lemeshow test could not be done."""
     rows = []
     for set_name, model, frame in _groups(scores):
-        y, p = frame.label.to_numpy(), frame.prob.to_numpy()
+        y, p = frame.label.to_numpy().astype(int), frame[column].to_numpy()
         row = {"model": model, "set": set_name, "estimate": estimate_of(set_name),
                "brier": float(np.mean((p - y) ** 2))}  # fmt: skip
-        note = class_note(y) or near_constant(p) or TRAINING_CALIBRATION.get(set_name)
+        note = class_note(y) or near_constant(p) or (apparent or {}).get(set_name)
         if class_note(y) is None:
             try:
-                c = calibration(y, p)
-                row |= {"intercept": c.intercept, "slope": c.slope, "citl": c.citl}
+                c = calibration(y, p, conf_level)
+                row |= {k: v for k, v in asdict(c).items() if k != "brier"}
             except ValueError as exc:
                 note = str(exc)
             try:
@@ -145,6 +209,62 @@ def calibration_table(scores: pd.DataFrame, groups: int = 10) -> pd.DataFrame:
                 row["hl_note"] = f"Hosmer-Lemeshow not computed: {exc}"
         rows.append(row | {"note": note or ""})
     return pd.DataFrame(rows)
+
+
+def reclassification_table(
+    scores: pd.DataFrame, cutoffs: list[float] | None = None
+) -> pd.DataFrame:
+    """Every pair of models on every set: continuous NRI (events, non-events, total) and
+    IDI of model a against model b (the reference), with standard errors, z and p, as
+    Hmisc::improveProb(b, a, y); with ``cutoffs`` (risk category bounds) also the
+    categorical NRI (``cat_*``). A pair that cannot be compared keeps a note."""
+    rows = []
+    for set_name, a, b, frame, labels in _pairs(scores):
+        wide = frame.pivot(index="case_id", columns="model", values="prob")
+        y = labels.loc[wide.index].to_numpy().astype(int)
+        row: dict[str, Any] = {"set": set_name, "estimate": estimate_of(set_name),
+                               "model_a": a, "model_b": b}  # fmt: skip
+        try:
+            r = improve_prob(y, wide[b], wide[a])
+        except ValueError as exc:
+            rows.append(row | {"note": str(exc)})
+            continue
+        row |= {f: getattr(r, f) for f in ("n_events", "n_nonevents", "nri", "nri_se", "nri_z",
+                                          "nri_p", "nri_events", "nri_events_se",
+                                          "nri_nonevents", "nri_nonevents_se", "idi",
+                                          "idi_se", "idi_z", "idi_p")}  # fmt: skip
+        if cutoffs:
+            c = categorical_nri(y, wide[b], wide[a], cutoffs)
+            row |= {"cat_cutoffs": " ".join(f"{x:g}" for x in cutoffs), "cat_nri": c.nri,
+                    "cat_nri_se": c.nri_se, "cat_nri_p": c.nri_p,
+                    "cat_nri_events": c.nri_events, "cat_nri_nonevents": c.nri_nonevents,
+                    "cat_up_events": c.up_events, "cat_down_events": c.down_events,
+                    "cat_up_nonevents": c.up_nonevents,
+                    "cat_down_nonevents": c.down_nonevents}  # fmt: skip
+        rows.append(row | {"note": ""})
+    return pd.DataFrame(rows)
+
+
+def net_benefit_difference_table(
+    scores: pd.DataFrame,
+    thresholds: np.ndarray,
+    n_boot: int = 0,
+    seed: int = 0,
+    conf_level: float = 0.95,
+) -> pd.DataFrame:
+    """Every pair of models on every set: net benefit of model a minus model b over the
+    threshold grid, with a paired percentile bootstrap band (whole cases resampled, both
+    models' risks together)."""
+    frames = []
+    for set_name, a, b, frame, labels in _pairs(scores):
+        wide = frame.pivot(index="case_id", columns="model", values="prob")
+        y = labels.loc[wide.index]
+        diff = net_benefit_difference(y, wide[a], wide[b], thresholds, n_boot, seed, conf_level)
+        frames.append(diff.assign(set=set_name, model_a=a, model_b=b))
+    columns = ["set", "model_a", "model_b", "threshold", "difference", "ci_low", "ci_high"]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
 
 
 def calibration_curve_table(scores: pd.DataFrame, conf_level: float = 0.95) -> pd.DataFrame:
@@ -196,6 +316,76 @@ def roc_table(scores: pd.DataFrame) -> pd.DataFrame:
                                     "threshold": thr}))  # fmt: skip
     columns = ["set", "model", "fpr", "tpr", "threshold"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def sample_size_table(
+    summary: pd.DataFrame,
+    scores: pd.DataFrame,
+    nagelkerke_r2: float | None = None,
+    cox_snell_r2: float | None = None,
+    c_statistic: float | None = None,
+    shrinkage: float = 0.9,
+) -> pd.DataFrame:
+    """Per model: Riley et al.'s minimum training-set size (fusion.stats.sample_size)
+    for the candidate parameters the model saw (``n_after_constant_and_empty`` of
+    ``summary``: every column after one-hot coding that the supervised steps considered)
+    and the training set's prevalence, beside the training set it had; ``adequate`` is
+    False when the training set is smaller. A model without a computable size keeps a
+    note."""
+    from fusion.stats.sample_size import riley_binary
+
+    rows = []
+    for record in summary.to_dict("records"):
+        model = record["model"]
+        train = scores[(scores.model == model) & (scores.set == "train")]
+        n, events = len(train), int(train.label.sum())
+        parameters = int(record.get("n_after_constant_and_empty", record.get("n_input", 0)))
+        epp = events / parameters if parameters else np.nan
+        row: dict[str, Any] = {"model": model, "parameters": parameters, "n_train": n,
+                               "events_train": events, "epp_train": epp}  # fmt: skip
+        try:
+            size = riley_binary(parameters, events / n if n else float("nan"), cox_snell_r2,
+                                c_statistic, nagelkerke_r2, shrinkage)  # fmt: skip
+        except ValueError as exc:
+            rows.append(row | {"note": str(exc)})
+            continue
+        rows.append(row | {
+            "prevalence": size.prevalence, "r2_cs": size.r2_cs, "max_r2_cs": size.max_r2_cs,
+            "r2_source": size.r2_source, "n_shrinkage": size.n_shrinkage,
+            "n_optimism": size.n_optimism, "n_intercept": size.n_intercept,
+            "n_required": size.n_required, "events_required": size.events_required,
+            "epp_required": size.epp_required, "adequate": n >= size.n_required, "note": "",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def statistics_tables(
+    scores: pd.DataFrame,
+    thresholds: dict[str, float],
+    evaluation: EvaluationSpec,
+    seed: int,
+    apparent: dict[str, str] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Every statistics table of the scores, by name: performance, DeLong, calibration
+    and its curves, decision curves and their pairwise differences, reclassification,
+    ROC points; external institutions pooled besides one by one. ``apparent``: sets whose
+    calibration is apparent (fitted on them), with the reason (see :func:`calibration_table`)."""
+    ev = evaluation
+    scores = with_pooled_external(scores)
+    lo, hi, step = ev.dca_thresholds
+    grid = np.round(np.arange(lo, hi + 1e-9, step), 6)
+    return {
+        "performance": performance_table(scores, thresholds, ev.conf_level, ev.bootstrap, seed),
+        "delong": delong_table(scores, ev.conf_level),
+        "calibration": calibration_table(scores, conf_level=ev.conf_level, apparent=apparent),
+        "calibration_curve": calibration_curve_table(scores, ev.conf_level),
+        "net_benefit": net_benefit_table(scores, grid, ev.bootstrap, seed, ev.conf_level),
+        "net_benefit_difference": net_benefit_difference_table(
+            scores, grid, ev.bootstrap, seed, ev.conf_level
+        ),
+        "reclassification": reclassification_table(scores, ev.risk_thresholds),
+        "roc_points": roc_table(scores),
+    }
 
 
 def clinical_tables(

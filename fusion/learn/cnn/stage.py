@@ -4,8 +4,13 @@ every held-out case, the ensemble, and Grad-CAM with its localisation figures.
 Sets (seed 004's protocol): train / validation / test, 70/15/15 by default, stratified
 by label and grouped by patient when the manifest has a patient column, or the
 manifest's own split (``validation`` drawn from ``train`` when the manifest has none).
-Networks see the training set; the validation set stops training and sets each model's
-threshold (Youden); the test and external sets are touched once, by the final models.
+Networks see the training set; the validation set stops training, recalibrates each
+model's probabilities (Platt scaling of the network's logit: a sigmoid output trained
+with BCE on a few hundred images is rarely calibrated, and the decision curves need
+calibrated risks) and sets its threshold (Youden, on the recalibrated probabilities);
+the test and external sets are touched once, by the final models. The raw sigmoid
+output stays in ``scores.csv`` (``raw_prob``) and its calibration in
+``calibration_raw.csv``.
 The statistics are fusion.stats' own (AUC with DeLong CI, paired DeLong between the
 architectures and the ensemble, calibration, decision curves), on the same long
 ``scores`` table as the outcome-model studies.
@@ -19,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from fusion.cohort import Case
 from fusion.config import ClassifierSpec, Study
@@ -38,7 +44,10 @@ CLASSIFIER_KEY_EXCLUDES = {
 # classifier fields that cannot change a network's training: the device is resolved
 # separately, the gallery and the ensemble act after training
 TRAINING_KEY_EXCLUDES = {"device", "gallery", "ensemble"}
-ESTIMATES = {"validation": "validation set (early stopping and threshold chosen on it)"}
+ESTIMATES = {"validation": "validation set (early stopping, recalibration and threshold "
+                           "chosen on it)"}  # fmt: skip
+RECALIBRATED_ON = {"validation": "apparent: the probabilities were recalibrated (Platt) on "
+                                 "this set; judge calibration on the held-out sets"}  # fmt: skip
 
 
 def classifier_sets(cases: list[Case], spec: ClassifierSpec, seed: int) -> pd.Series:
@@ -181,11 +190,13 @@ def run_classifier(
         cams.append((arch, model))
     if spec.ensemble and len(spec.architectures) > 1:
         probs[ENSEMBLE] = np.mean([probs[a] for a in spec.architectures], axis=0)
-    scores, thresholds = _scores(scored, sets, probs)
+    scores, thresholds, platt = _scores(scored, sets, probs)
     models = pd.DataFrame(rows)
     models = pd.concat([models, pd.DataFrame([{"model": ENSEMBLE}])], ignore_index=True) \
         if ENSEMBLE in probs else models  # fmt: skip
     models["threshold"] = models.model.map(thresholds)
+    models["platt_intercept"] = models.model.map({m: ab[0] for m, ab in platt.items()})
+    models["platt_slope"] = models.model.map({m: ab[1] for m, ab in platt.items()})
     tables = {"cohort": _cohort(cases, sets, excluded or {}), "scores": scores,
               "cnn_models": models, "cnn_training": pd.DataFrame(history)}  # fmt: skip
     tables |= _statistics(study, scores, thresholds)
@@ -213,22 +224,31 @@ def _load(arch: str, checkpoint: Path, device: str) -> Any:
 
 
 def _scores(scored, sets: pd.Series, probs: dict[str, np.ndarray]):  # noqa: ANN001, ANN202
-    """The long scores table (score = probability) and each model's validation-set
-    Youden threshold."""
+    """The long scores table, each model's validation-set Youden threshold and its Platt
+    map. ``score`` is the network's logit (it ranks), ``raw_prob`` its sigmoid, ``prob``
+    the probability recalibrated on the validation set (it feeds calibration, decision
+    curves and the threshold)."""
+    from fusion.learn.calibrated import platt_fit
     from fusion.stats.metrics import youden_threshold
 
-    frames, thresholds = [], {}
+    frames, thresholds, platt = [], {}, {}
     case_sets = sets[scored.case_ids].to_numpy()
     validation = case_sets == "validation"
+    labels = scored.labels.astype(int)
     for model, prob in probs.items():
-        thresholds[model] = youden_threshold(scored.labels[validation], prob[validation])
+        raw = np.clip(prob.astype(float), 1e-7, 1 - 1e-7)
+        logit = np.log(raw / (1 - raw))
+        a, b = platt_fit(logit[validation], labels[validation])
+        calibrated = expit(a + b * logit)
+        platt[model] = (a, b)
+        thresholds[model] = youden_threshold(labels[validation], calibrated[validation])
         frames.append(pd.DataFrame({
-            "case_id": scored.case_ids, "set": case_sets, "label": scored.labels.astype(int),
-            "model": model, "score": prob.astype(float), "prob": prob.astype(float),
-            "predicted": (prob >= thresholds[model]).astype(int),
+            "case_id": scored.case_ids, "set": case_sets, "label": labels,
+            "model": model, "score": logit, "raw_prob": prob.astype(float),
+            "prob": calibrated, "predicted": (calibrated >= thresholds[model]).astype(int),
             "estimate": [ESTIMATES.get(s, "held-out") for s in case_sets],
         }))  # fmt: skip
-    return pd.concat(frames, ignore_index=True), thresholds
+    return pd.concat(frames, ignore_index=True), thresholds, platt
 
 
 def _cohort(cases: list[Case], sets: pd.Series, excluded: dict[str, str]) -> pd.DataFrame:
@@ -243,22 +263,17 @@ def _cohort(cases: list[Case], sets: pd.Series, excluded: dict[str, str]) -> pd.
 
 
 def _statistics(study: Study, scores: pd.DataFrame, thresholds: dict[str, float]) -> dict:
-    """fusion.stats' tables of the held-out and validation scores."""
+    """fusion.stats' tables of the held-out and validation scores, and the calibration of
+    the networks' raw (not recalibrated) probabilities."""
     from fusion.stats import evaluate
 
-    ev = study.evaluation
-    lo, hi, step = ev.dca_thresholds
-    grid = np.round(np.arange(lo, hi + 1e-9, step), 6)
-    return {
-        "performance": evaluate.performance_table(scores, thresholds, ev.conf_level,
-                                                  ev.bootstrap, study.seed),
-        "delong": evaluate.delong_table(scores, ev.conf_level),
-        "calibration": evaluate.calibration_table(scores),
-        "calibration_curve": evaluate.calibration_curve_table(scores, ev.conf_level),
-        "net_benefit": evaluate.net_benefit_table(scores, grid, ev.bootstrap, study.seed,
-                                                  ev.conf_level),
-        "roc_points": evaluate.roc_table(scores),
-    }  # fmt: skip
+    tables = evaluate.statistics_tables(scores, thresholds, study.evaluation, study.seed,
+                                        apparent=RECALIBRATED_ON)  # fmt: skip
+    tables["calibration_raw"] = evaluate.calibration_table(
+        evaluate.with_pooled_external(scores), conf_level=study.evaluation.conf_level,
+        column="raw_prob",
+    )  # fmt: skip
+    return tables
 
 
 def _outcome(label: int, predicted: int) -> str:
@@ -275,6 +290,7 @@ def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> di
     from fusion.learn.cnn.data import as_input
     from fusion.learn.cnn.gradcam import GradCam, localisation, overlay
     from fusion.learn.cnn.network import CAM_LAYER
+    from fusion.stats.metrics import wilson_ci
     from fusion.stats.segmentation import bootstrap_mean_ci
 
     spec = study.classifier
@@ -332,7 +348,7 @@ def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> di
             energy = measured.energy_in_mask.to_numpy(float)
             hits = measured.pointing_hit.astype(float).to_numpy()
             lo, hi = bootstrap_mean_ci(energy, ev.bootstrap, study.seed, ev.conf_level)
-            hit_lo, hit_hi = _wilson(int(hits.sum()), len(hits), ev.conf_level)
+            hit_lo, hit_hi = wilson_ci(int(hits.sum()), len(hits), ev.conf_level)
             summary.append({
                 "model": arch, "cases": group, "n": len(rows_), "map_cells": part.map_cells.iloc[0],
                 "zero_maps": int(rows_.zero_map.sum()),
@@ -343,16 +359,6 @@ def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> di
                 "pointing_ci_low": hit_lo, "pointing_ci_high": hit_hi,
             })  # fmt: skip
     return {"gradcam": frame, "gradcam_localisation": pd.DataFrame(summary)}
-
-
-def _wilson(hits: int, n: int, conf_level: float) -> tuple[float, float]:
-    """Wilson score interval of a proportion (statsmodels)."""
-    if n == 0:
-        return np.nan, np.nan
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(hits, n, alpha=1 - conf_level, method="wilson")
-    return float(lo), float(hi)
 
 
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path, key: str) -> None:
