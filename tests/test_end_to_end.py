@@ -20,7 +20,13 @@ from fusion.config import load_study
 from fusion.demo import generate_demo_cohort
 from fusion.errors import FusionError
 from fusion.pipeline import RunOptions, run_study
-from fusion.stats import bootstrap_auc_ci, delong_test, roc_auc, threshold_metrics
+from fusion.stats import (
+    bootstrap_auc_ci,
+    delong_test,
+    improve_prob,
+    roc_auc,
+    threshold_metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # a whole study with every stage
@@ -68,7 +74,9 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
     assert "RANDOM, not pretrained" in html
     assert "ICH006" in html and "ROI file not found" in html  # the excluded case, with reason
     assert "Cases kept with QC warnings" in html and "extra_labels" in html  # ICH008
-    assert "cross-validated (training set)" in html and "auc_apparent" in html
+    assert "cross-validated (training set)" in html and "apparent AUC" in html
+    for heading in ("Sample size", "Reclassification", "Differences in net benefit"):
+        assert f"<h3>{heading}</h3>" in html, heading
     assert html.count("<svg") >= 6 and "data:image/png;base64," in html
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "https://" not in html and "<script" not in html
@@ -79,6 +87,8 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
         "dca_test",
         "calibration_train",
         "calibration_test",
+        "dca_difference_train",
+        "dca_difference_test",
     ):
         assert (folder / "figures" / f"{name}.svg").is_file()
         assert (folder / "figures" / f"{name}.png").is_file()
@@ -111,10 +121,11 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
         )
         boot = bootstrap_auc_ci(part.label, part.score, n_boot=2000, seed=7)
         assert (row.auc_boot_ci_low, row.auc_boot_ci_high) == (boot.ci_low, boot.ci_high)
-        m = threshold_metrics(part.label, part.score, thresholds[row.model])
+        m = threshold_metrics(part.label, part.prob, thresholds[row.model])  # a probability
         assert (row.sensitivity, row.specificity, row.tp, row.fn) == pytest.approx(
             (m.sensitivity, m.specificity, m.tp, m.fn)
         )
+        assert np.allclose(part.prob, 1 / (1 + np.exp(-part.score)))
         assert row.n == len(part) and row.positives == part.label.sum()
     delong = table(folder, "delong")
     assert len(delong) == 2 * 10  # train and test, every pair of five models
@@ -124,6 +135,19 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
     labels = test.drop_duplicates("case_id").set_index("case_id").label.loc[wide.index]
     again = delong_test(labels, wide[first.model_a], wide[first.model_b])
     assert (first.z, first.p_value) == pytest.approx((again.z, again.p_value), abs=1e-12)
+    reclass = table(folder, "reclassification")
+    first = reclass[reclass.set == "test"].iloc[0]
+    wide_p = test.pivot(index="case_id", columns="model", values="prob")
+    r = improve_prob(labels, wide_p[first.model_b], wide_p[first.model_a])
+    assert (first.nri, first.nri_se, first.idi, first.idi_se) == pytest.approx(
+        (r.nri, r.nri_se, r.idi, r.idi_se), abs=1e-12
+    )
+    diff = table(folder, "net_benefit_difference")
+    assert len(diff) == 2 * 10 * 99  # every pair on both sets over the threshold grid
+    assert (diff.ci_low <= diff.difference + 1e-12).all()
+    size = table(folder, "sample_size").set_index("model")
+    assert size.loc["clinical", "parameters"] == 6  # age, sex (one dummy), four more
+    assert not size.adequate.any()  # 31 training cases are few for any model
     nb = table(folder, "net_benefit")
     assert set(nb.columns) == {"set", "model", "threshold", "net_benefit", "nb_ci_low",
                                "nb_ci_high", "treat_all", "treat_none"}  # fmt: skip

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.config import Study
+from fusion.report import evaluation as ev_report
 from fusion.report import figures as figs
 
 OUTCOMES = {"TP": "true positives", "FP": "false positives", "FN": "false negatives"}
@@ -53,10 +54,15 @@ def methods_text(study: Study, cohort: pd.DataFrame, models: pd.DataFrame) -> li
         f"{spec.monitor.upper() if spec.monitor == 'auc' else 'loss'} (patience "
         f"{spec.patience}); the best epoch's weights were kept. Training augmentation: "
         f"{augmentation}; none at evaluation.",
-        "Each model's threshold was chosen on the validation set (Youden index) and applied "
-        "unchanged to the test set. AUCs have DeLong confidence intervals; architectures and "
-        "their ensemble (mean probability) were compared on the same test cases with "
-        "paired DeLong tests.",
+        "Each model's probabilities were recalibrated on the validation set (Platt scaling "
+        "of the network's logit, with Platt's smoothed targets): the recalibrated "
+        "probabilities feed the calibration table, the decision curves and the threshold; "
+        "the calibration of the raw sigmoid outputs is reported beside them. Each model's "
+        "threshold was chosen on the validation set (Youden index on the recalibrated "
+        "probabilities) and applied unchanged to the test set. AUCs have DeLong confidence "
+        "intervals and the threshold metrics Wilson intervals; architectures and their "
+        "ensemble (mean raw probability, recalibrated in turn) were compared on the same "
+        "test cases with paired DeLong tests, NRI and IDI, and differences in net benefit.",
         "Grad-CAM maps of the positive logit were computed at the last convolutional block "
         "for every test case. Where a lesion mask exists, the share of the map's energy "
         "inside the mask (chance level: the mask's share of the image) and the pointing "
@@ -177,7 +183,8 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
     tables, figures = folder / "tables", folder / "figures"
     t = {name: read(tables, name) for name in (
         "cohort", "qc", "scores", "performance", "delong", "calibration", "calibration_curve",
-        "net_benefit", "roc_points", "cnn_models", "cnn_training", "gradcam",
+        "calibration_raw", "net_benefit", "net_benefit_difference", "reclassification",
+        "roc_points", "cnn_models", "cnn_training", "gradcam",
         "gradcam_localisation")}  # fmt: skip
     perf, cohort = t["performance"], t["cohort"]
     qc = t["qc"]
@@ -187,11 +194,7 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
         flow.append((f"{set_name} set", len(part),
                      f"{int(part.label.sum())} positive ({part.label.mean():.1%})"))  # fmt: skip
     sets = list(dict.fromkeys(perf.set))
-    shown = perf.assign(
-        auc_95ci=[_auc(r) for r in perf.to_dict("records")],
-    ).rename(columns={"ppv": "precision", "sensitivity": "recall"})[
-        ["model", "set", "n", "positives", "auc_95ci", "accuracy", "precision", "recall", "f1",
-         "specificity", "threshold"]]  # fmt: skip
+    shown = ev_report.performance_shown(perf).drop(columns=["estimate", "apparent AUC"])
     localisation = t["gradcam_localisation"]
     return {
         "methods": methods_text(study, cohort, t["cnn_models"]),
@@ -204,7 +207,10 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
         "training_svg": figs.save(training_figure(t["cnn_training"]), figures, "cnn_training"),
         "performance": html_table(shown),
         "delong": html_table(t["delong"].drop(columns=["estimate"], errors="ignore")),
-        "calibration": html_table(t["calibration"].drop(columns=["estimate"], errors="ignore")),
+        "calibration": html_table(ev_report.calibration_shown(t["calibration"])),
+        "calibration_raw": html_table(ev_report.calibration_shown(t["calibration_raw"])),
+        "reclassification": html_table(ev_report.reclassification_shown(t["reclassification"])),
+        "dca_difference": ev_report.comparison_figures(t["net_benefit_difference"], sets, figures),
         "roc": [figs.save(figs.roc_figure(t["roc_points"], perf, s), figures, f"roc_{s}")
                 for s in sets if s in set(t["roc_points"].set)],
         "calibration_svgs": [figs.save(figs.calibration_figure(
@@ -218,13 +224,6 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
         if not localisation.empty else "",
         "galleries": galleries(t["gradcam"], folder) if not t["gradcam"].empty else [],
     }  # fmt: skip
-
-
-def _auc(row: dict[str, Any]) -> str:
-    auc, lo, hi = row.get("auc"), row.get("auc_ci_low"), row.get("auc_ci_high")
-    if auc is None or pd.isna(auc):
-        return "–"
-    return f"{auc:.3f}" if lo is None or pd.isna(lo) else f"{auc:.3f} ({lo:.3f}–{hi:.3f})"
 
 
 def provenance_models(tables: Path) -> list[dict[str, Any]] | None:

@@ -80,6 +80,36 @@ def dca_figure(nb: pd.DataFrame, set_name: str) -> plt.Figure:
     return fig
 
 
+def net_benefit_difference_figure(nbd: pd.DataFrame, set_name: str) -> plt.Figure:
+    """Per model pair, net benefit of model a minus model b over the threshold range,
+    with its paired bootstrap band; above zero, model a does more good than model b."""
+    part = nbd[nbd.set == set_name]
+    pairs = list(dict.fromkeys(zip(part.model_a, part.model_b, strict=True)))
+    ncols = min(3, len(pairs))
+    nrows = -(-len(pairs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.4 * nrows), squeeze=False,
+                             sharex=True, sharey=True)  # fmt: skip
+    for ax, (a, b) in zip(axes.flat, pairs, strict=False):
+        curve = part[(part.model_a == a) & (part.model_b == b)]
+        ax.axhline(0, color="grey", linewidth=0.8)
+        if curve.ci_low.notna().any():
+            ax.fill_between(curve.threshold, curve.ci_low, curve.ci_high, color=COLOURS[0],
+                            alpha=0.18, linewidth=0)  # fmt: skip
+        ax.plot(curve.threshold, curve.difference, color=COLOURS[0])
+        ax.set_title(f"{a} − {b}", fontsize=8)
+    for ax in axes.flat[len(pairs) :]:
+        ax.set_axis_off()
+    for ax in axes.flat[: len(pairs)]:
+        ax.tick_params(labelbottom=True)  # a panel above an empty slot keeps its axis
+    for ax in axes.flat[max(len(pairs) - ncols, 0) : len(pairs)]:
+        ax.set_xlabel("threshold probability")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Δ net benefit")
+    fig.suptitle(f"Net benefit differences, {set_title(set_name)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def calibration_figure(
     scores: pd.DataFrame,
     calibration: pd.DataFrame,

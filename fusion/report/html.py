@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from fusion.atomic import write_text_atomic
 from fusion.config import Study
 from fusion.errors import FusionError
+from fusion.report import evaluation as ev_report
 from fusion.report import figures as figs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -29,7 +30,7 @@ TRIPOD = [
     ("6", "Participants and eligibility (QC)", "Cohort: flow, excluded cases"),
     ("8", "Outcome", "Methods"),
     ("9", "Predictors (radiomics, deep, clinical)", "Methods; Features"),
-    ("10", "Sample size and events", "Cohort: flow; Table 1"),
+    ("10", "Sample size and events", "Cohort: flow; sample size (Riley et al.)"),
     ("11", "Missing data handling", "Methods"),
     ("12", "Analytical methods: selection, models, tuning, validation", "Methods; Features"),
     ("13", "Class imbalance and fairness: outcome prevalence per set", "Cohort: flow"),
@@ -75,7 +76,11 @@ def _models_text(summary: pd.DataFrame) -> str:
 
 
 def methods_text(
-    study: Study, cohort: pd.DataFrame, model_summary: pd.DataFrame, weights: dict | None = None
+    study: Study,
+    cohort: pd.DataFrame,
+    model_summary: pd.DataFrame,
+    weights: dict | None = None,
+    sample_size: pd.DataFrame | None = None,
 ) -> list[str]:
     """The methods paragraphs, generated from the study file and the cohort table."""
     included = cohort[cohort.included]
@@ -165,28 +170,67 @@ def methods_text(
         "standardisation, a correlation filter (of two features with |r| above the "
         "threshold, the one more associated with the outcome was kept), and LASSO "
         f"(L1-penalised logistic regression, {ev.lasso.folds}-fold CV deviance over "
-        f"{ev.lasso.n_lambda} lambdas, {ev.lasso.rule}). Classifiers (SVM or logistic "
-        f"regression) were tuned by {ev.cv_folds}-fold stratified CV on the training set. "
-        f"Models: {_models_text(model_summary)}."
+        f"{ev.lasso.n_lambda} lambdas, {ev.lasso.rule}). Each classifier (SVM or logistic "
+        f"regression) was tuned by {ev.cv_folds}-fold stratified CV within the rows it was "
+        f"fitted on: every hyper-parameter candidate's out-of-fold scores were Platt-scaled "
+        f"and the candidate with the lowest {ev.tuning_score.replace('_', ' ')} of those "
+        "calibrated probabilities was chosen (a candidate whose out-of-fold scores had an SD "
+        f"below {ev.min_score_sd:g} could not be chosen). The chosen candidate's fold models "
+        "make the predictions: a case's probability is the mean over them of the Platt map "
+        "fitted on their pooled out-of-fold scores, applied to each one's score, so the map "
+        "is only ever applied to scores on the scale it was learned on (as scikit-learn's "
+        "CalibratedClassifierCV with ensemble=True, with one pooled map). "
+        f"Models: {_models_text(model_summary)}." + _reduced_tuning_text(model_summary)
     )
     text.append(
         "Statistics. Training-set performance is cross-validated: every training case was "
-        f"scored by the model fitted without its fold ({ev.cv_folds}-fold CV of the whole "
-        "pipeline"
+        f"scored by the pipeline fitted without its fold ({ev.cv_folds}-fold CV of the whole "
+        "pipeline, tuning and Platt scaling included"
         + (", folds grouped by patient" if study.cohort.columns.patient else "")
-        + "); in-sample numbers are labelled apparent. Discrimination: AUC with DeLong 95% "
-        "CI; models were compared with the paired DeLong test. Sensitivity, specificity, "
-        "accuracy, PPV, NPV and F1 are given at the Youden threshold of the out-of-fold "
-        "training scores, applied unchanged to every other set. Probabilities were "
-        "calibrated by Platt scaling on the out-of-fold training scores; calibration is "
-        "shown as a flexible curve (logistic regression on a natural cubic spline of "
-        "logit(p), 3 df, with a 95% band) and reported as slope, intercept, "
-        "calibration-in-the-large, Brier score and the Hosmer-Lemeshow test; clinical "
-        "utility by decision-curve analysis (net benefit). Clinical "
-        "covariates were analysed by univariable and multivariable logistic regression "
-        "(odds ratios, Wald CIs)."
+        + "), so training-set calibration is honest too; in-sample numbers are labelled "
+        "apparent. Discrimination: AUC with DeLong 95% CI; models were compared with the "
+        "paired DeLong test, the continuous net reclassification improvement (events, "
+        "non-events, total) and the integrated discrimination improvement (standard errors "
+        "as Hmisc::improveProb"
+        + (
+            f"; categorical NRI at risks {', '.join(f'{r:g}' for r in ev.risk_thresholds)}"
+            if ev.risk_thresholds
+            else ""
+        )
+        + "), and the difference in net benefit with a paired bootstrap band. Sensitivity, "
+        "specificity, PPV, NPV and accuracy (Wilson 95% CIs) are given at the Youden "
+        "threshold of the out-of-fold training probabilities (midway between adjacent "
+        "probabilities, as pROC), applied unchanged to every other set; F1 and the Brier "
+        "score have percentile bootstrap CIs. Calibration is shown as a flexible curve "
+        "(logistic regression on a natural cubic spline of logit(p), 3 df, with a 95% band) "
+        "and reported as intercept and slope of the logistic recalibration line (Wald CIs), "
+        "calibration-in-the-large, Brier score, Spiegelhalter's z, the integrated "
+        "calibration index with E50, E90 and Emax (lowess as rms::val.prob) and the "
+        "Hosmer-Lemeshow test; clinical utility by decision-curve analysis (net benefit of "
+        "the calibrated probabilities). "
+        + (
+            "External institutions are reported one by one and pooled. "
+            if len(study.cohort.external_institutions) > 1
+            else ""
+        )
+        + "Clinical covariates were analysed by univariable and multivariable logistic "
+        "regression (odds ratios, Wald CIs)."
     )
+    if sample_size is not None and (sentence := ev_report.sample_size_text(sample_size)):
+        text.append(sentence)
     return text
+
+
+def _reduced_tuning_text(summary: pd.DataFrame) -> str:
+    """A sentence for the models whose tuning CV had fewer folds than asked."""
+    if "tuning_folds_requested" not in summary.columns:
+        return ""
+    reduced = summary[summary.tuning_folds < summary.tuning_folds_requested]
+    if reduced.empty:
+        return ""
+    return (" The tuning CV of " + ", ".join(f"{r.model} used {int(r.tuning_folds)} folds"
+                                            for r in reduced.itertuples())
+            + ", as many as the smaller outcome class of the training set allowed.")  # fmt: skip
 
 
 def report_warnings(
@@ -203,7 +247,7 @@ def report_warnings(
                 "iteration limit); its selected features may not be the optimum."
             )
     if calibration is not None and "note" in calibration.columns:
-        noted = calibration[(calibration.note.fillna("") != "") & (calibration.set != "train")]
+        noted = calibration[(ev_report.notes(calibration) != "") & (calibration.set != "train")]
         for row in noted.itertuples():  # training-set notes are in the table, not alarms
             warnings.append(f"Model {row.model!r}, {row.set} set: {row.note}.")
     if "lasso_fallback" in summary.columns:
@@ -267,7 +311,8 @@ def build_report(study: Study, folder: Path) -> Path:
         "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
         "roc_points", "model_summary", "selected_features", "lasso_cv", "table1_train",
         "table1_test", "clinical_univariable", "clinical_multivariable", "calibration_curve",
-        "radiomics_nan_features", "rois",
+        "radiomics_nan_features", "rois", "reclassification", "net_benefit_difference",
+        "sample_size",
     )}  # fmt: skip
     provenance = json.loads((folder / "provenance.json").read_text())
     weights = provenance.get("deep_weights")
@@ -309,12 +354,9 @@ def build_report(study: Study, folder: Path) -> Path:
             f"calibration_{s}") for s in sets],
     }  # fmt: skip
 
-    perf_shown = perf.assign(
-        auc_95ci=[_auc_text(r) for r in perf.to_dict("records")],
-        auc_apparent=perf.get("auc_apparent", np.nan),
-        note=_text(perf, "note"),
-    )[["model", "set", "estimate", "n", "positives", "auc_95ci", "auc_apparent",
-       "sensitivity", "specificity", "accuracy", "ppv", "npv", "f1", "note"]]  # fmt: skip
+    fig_svgs["dca_difference"] = ev_report.comparison_figures(
+        t["net_benefit_difference"], sets, figures
+    )
     counts = t["model_summary"][
         ["model", "features", "classifier", "tuned"]
         + [c for c in t["model_summary"].columns if c.startswith("n_")]
@@ -326,8 +368,9 @@ def build_report(study: Study, folder: Path) -> Path:
     roi_notes, boundary = _roi_notes(t["rois"])
     context = {
         "study": study,
-        "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"]),
-        "methods": methods_text(study, cohort, t["model_summary"], weights),
+        "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"])
+        + ev_report.evaluation_warnings(t["model_summary"], t["sample_size"]),
+        "methods": methods_text(study, cohort, t["model_summary"], weights, t["sample_size"]),
         "tripod": TRIPOD,
         "tables": {
             "flow": html_table(flow),
@@ -338,13 +381,11 @@ def build_report(study: Study, folder: Path) -> Path:
                 if not t[f"table1_{s}"].empty
             ],
             "counts": html_table(counts),
-            "performance": html_table(perf_shown),
-            "delong": html_table(t["delong"].assign(note=_text(t["delong"], "note"))),
-            "calibration": html_table(
-                t["calibration"].assign(
-                    note=_text(t["calibration"], "note"), hl_note=_text(t["calibration"], "hl_note")
-                )
-            ),
+            "performance": html_table(ev_report.performance_shown(perf)),
+            "delong": html_table(t["delong"].assign(note=ev_report.notes(t["delong"]))),
+            "calibration": html_table(ev_report.calibration_shown(t["calibration"]), 3),
+            "reclassification": html_table(ev_report.reclassification_shown(t["reclassification"])),
+            "sample_size": html_table(ev_report.sample_size_shown(t["sample_size"]), 2),
             "qc_warnings": html_table(qc_warned) if len(qc_warned) else "",
             "missing_features": html_table(missing) if len(missing) else "",
             "roi_notes": html_table(roi_notes) if len(roi_notes) else "",
@@ -422,21 +463,6 @@ def _classifier_report(study: Study, folder: Path) -> Path:
     html = env.get_template("classifier.html.j2").render(**context)
     write_text_atomic(html, folder / "index.html")
     return folder / "index.html"
-
-
-def _text(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A notes column as text: read back from CSV, an all-empty one is float NaN."""
-    if column not in frame.columns:
-        return pd.Series("", index=frame.index, dtype=object)
-    return frame[column].astype(object).where(frame[column].notna(), "")
-
-
-def _auc_text(row: dict[str, Any]) -> str:
-    """'0.736 (0.582–0.889)', the AUC alone when its CI is undefined, or '–'."""
-    auc, lo, hi = row.get("auc"), row.get("auc_ci_low"), row.get("auc_ci_high")
-    if auc is None or pd.isna(auc):
-        return "–"
-    return f"{auc:.3f}" if lo is None or pd.isna(lo) else f"{auc:.3f} ({lo:.3f}–{hi:.3f})"
 
 
 def _missing_features(nan_features: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
