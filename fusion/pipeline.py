@@ -29,6 +29,7 @@ from fusion.features.radiomics import RadiomicsOutput, run_radiomics
 from fusion.hashing import case_digests
 from fusion.io.qc import QCResult, qc_table, run_qc
 from fusion.provenance import source_hash
+from fusion.threads import cores
 
 STAGES = ("qc", "classifier", "segmentation", "rois", "involvement", "radiomics", "deep",
           "models", "statistics", "report")  # fmt: skip
@@ -330,7 +331,8 @@ def models_stage(study: Study, options: RunOptions) -> None:
     )
     write_csv_atomic(cohort, tables / "cohort.csv")
     labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
-    out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases))
+    out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases),
+                           jobs=options.jobs or cores())  # fmt: skip
     write_csv_atomic(out.scores, tables / "scores.csv")
     for name, frame in summary_tables(out).items():
         write_csv_atomic(frame, tables / f"{name}.csv")

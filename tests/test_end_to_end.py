@@ -87,11 +87,11 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
         "dca_test",
         "calibration_train",
         "calibration_test",
-        "dca_difference_train",
         "dca_difference_test",
     ):
         assert (folder / "figures" / f"{name}.svg").is_file()
         assert (folder / "figures" / f"{name}.png").is_file()
+    assert not (folder / "figures" / "dca_difference_train.svg").exists()  # in the table only
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["seed"] == 7 and provenance["cases_hashed"] == 40
     assert provenance["settings"]["evaluation"]["cv_folds"] == 3

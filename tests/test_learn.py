@@ -137,6 +137,14 @@ def test_same_seed_same_features_and_scores(fitted) -> None:
 
 
 @pytest.mark.slow
+def test_worker_processes_fit_the_same_models(fitted) -> None:
+    """Each model's fold fits and final fit run in two worker processes: same numbers."""
+    parallel = fit_study_models(study(), *synthetic(), jobs=2)
+    assert parallel.scores.equals(fitted.scores)
+    assert fitted_state(parallel) == fitted_state(fitted)
+
+
+@pytest.mark.slow
 def test_selection_counts_and_selected_features(fitted) -> None:
     out = fitted
     sets = synthetic()[2]

@@ -34,10 +34,10 @@ from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.parallel import Parallel, delayed
 
 from fusion.config import SCORE_SUFFIX, EvaluationSpec, ModelSpec
 from fusion.errors import FusionError
@@ -46,6 +46,7 @@ from fusion.learn.filters import CorrelationFilter
 from fusion.learn.lasso import LassoSelector
 from fusion.learn.splits import folds
 from fusion.stats import youden_threshold
+from fusion.threads import native_threads, threads_per_worker
 
 C_GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
 GAMMA_GRID = ["scale", 0.001, 0.01, 0.1]
@@ -222,6 +223,7 @@ def fit_model(
     references: dict[str, str] | None = None,
     groups: np.ndarray | None = None,
     out_of_fold: bool = True,
+    jobs: int = 1,
 ) -> ModelFit:
     """Fit one model on the training rows ``X``/``y`` (and nothing else); ``groups`` (the
     patient of each row) keeps a patient's cases in one fold of every CV.
@@ -230,7 +232,8 @@ def fit_model(
     rows (each fold tunes and calibrates its own classifier): the out-of-fold calibrated
     logits, and the threshold chosen on them, are set by :meth:`ModelFit.use_out_of_fold`;
     without it (a model fitted inside another model's CV fold) only the fitted pipeline is
-    made."""
+    made. The fold fits and the final fit are independent: ``jobs`` worker processes run
+    them side by side (the same numbers as one at a time)."""
     check_class_counts(name, y, spec, evaluation, out_of_fold)
     columns = list(X.columns)
     categorical = _categorical(X, references or {})
@@ -238,28 +241,47 @@ def fit_model(
     grouped = groups is not None
     pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped)
     params = _group_params(pipeline, groups)
-    cv = folds(evaluation.cv_folds, seed, grouped)
+    splitter = folds(evaluation.cv_folds, seed, grouped)
+    splits = list(splitter.split(X, y, groups)) if out_of_fold else []
+    parts = [*splits, (np.arange(len(y)), None)]  # the last one is the final fit
+    workers = max(1, min(jobs, len(parts)))
     try:
-        if out_of_fold:
-            oof = cross_val_predict(
-                clone(pipeline),
-                X,
-                y,
-                cv=cv,
-                groups=groups,
-                params=params,
-                method="decision_function",
-            )
-        pipeline.fit(X, y, **params)
+        fitted = Parallel(n_jobs=workers)(
+            delayed(_fit_part)(clone(pipeline), X, y, params, train, held,
+                               threads_per_worker(workers))
+            for train, held in parts
+        )  # fmt: skip
     except FusionError:
         raise
     except Exception as exc:
         raise FusionError(f"model {name!r}: fitting failed: {type(exc).__name__}: {exc}") from exc
+    pipeline = fitted[-1][0]
+    oof = np.empty(len(y))
+    for (_, held), (_, scores) in zip(splits, fitted, strict=False):
+        oof[held] = scores
     fit = ModelFit(name, spec, pipeline, columns, 0.5, pd.Series(dtype=float))
     if out_of_fold:
         fit.use_out_of_fold(pd.Series(oof, index=X.index), y)
     fit.counts, fit.selected = _selection_summary(pipeline, columns)
     return fit
+
+
+def _fit_part(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: dict[str, np.ndarray],
+    train: np.ndarray,
+    held: np.ndarray | None,
+    threads: int,
+) -> tuple[Pipeline, np.ndarray | None]:
+    """Fit ``pipeline`` on rows ``train`` (with their share of the group arrays in
+    ``params``) inside the thread budget; return it with its calibrated logits of the
+    rows ``held`` (None for the final fit)."""
+    with native_threads(threads):
+        pipeline.fit(X.iloc[train], y[train], **{k: v[train] for k, v in params.items()})
+        scores = None if held is None else pipeline.decision_function(X.iloc[held])
+    return pipeline, scores
 
 
 def _selection_summary(pipeline: Pipeline, columns: list[str]) -> tuple[dict, pd.DataFrame]:

@@ -48,6 +48,7 @@ class Stacking:
     y: np.ndarray
     groups: np.ndarray | None
     references: dict[str, str]
+    jobs: int = 1  # worker processes for each model's fold and final fits
 
     def chain(self, name: str, rows: np.ndarray, out_of_fold: bool):  # noqa: ANN201
         """Fit ``name`` and the models it builds on, on ``rows`` only. Returns its
@@ -61,7 +62,8 @@ class Stacking:
         groups = None if self.groups is None else self.groups[rows]
         own_oof = out_of_fold and not scorers  # a stacked model's comes from nested_oof
         fit = fit_model(name, spec, X[columns], self.y[rows], ev, self.study.seed,
-                        self.references, groups, out_of_fold=own_oof)  # fmt: skip
+                        self.references, groups, out_of_fold=own_oof,
+                        jobs=self.jobs)  # fmt: skip
 
         def score(other: np.ndarray) -> np.ndarray:
             Xo = self.table.iloc[other].copy()
@@ -94,10 +96,12 @@ def fit_study_models(
     labels: pd.Series,
     sets: pd.Series,
     groups: pd.Series | None = None,
+    jobs: int = 1,
 ) -> ModelsOutput:
     """``table`` is indexed by case_id with ``<block>:<feature>`` columns; ``labels``,
     ``sets`` and ``groups`` (the patient of each case, or None) are indexed the same way.
-    Only rows in the 'train' set are ever fitted on.
+    Only rows in the 'train' set are ever fitted on. ``jobs`` worker processes fit each
+    model's CV folds and final fit side by side; the results do not depend on it.
 
     ``score`` is the calibrated logit and ``prob`` its probability; a training case's are
     out of fold (``estimate`` says "cross-validated"), its in-sample score is kept as
@@ -110,7 +114,7 @@ def fit_study_models(
     references = {f"clinical:{c.name}": c.reference for c in study.clinical if c.reference}
     fits: dict[str, ModelFit] = {}
     frames = []
-    stacking = Stacking(study, table.copy(), y, g_all, references)
+    stacking = Stacking(study, table.copy(), y, g_all, references, jobs)
     train_rows = np.flatnonzero(train)
     for i, (name, spec) in enumerate(study.models.items(), start=1):
         columns = block_columns(table, spec.features)
@@ -126,7 +130,7 @@ def fit_study_models(
                  study.evaluation.cv_folds)  # fmt: skip
         nested = study.evaluation.nested_cv and bool(upstream(study, name))
         fit = fit_model(name, spec, X[train], y[train], study.evaluation, study.seed,
-                        references, g, out_of_fold=not nested)  # fmt: skip
+                        references, g, out_of_fold=not nested, jobs=jobs)  # fmt: skip
         if nested:
             oof = stacking.nested_oof(name, train_rows)
             fit.use_out_of_fold(pd.Series(oof, index=X.index[train]), y[train])

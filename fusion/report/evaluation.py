@@ -133,11 +133,14 @@ def sample_size_shown(size: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_figures(nbd: pd.DataFrame, sets: list[str], folder: Path) -> list[str]:
-    """One figure per set: each model pair's net-benefit difference with its band."""
+    """One figure per held-out set: each model pair's net-benefit difference with its
+    band. The training and validation sets' differences stay in the table: the decision
+    rests on held-out cases, and each figure costs a second of every report."""
     if nbd.empty:
         return []
+    held_out = [s for s in sets if s not in ("train", "validation") and (nbd.set == s).any()]
     return [figs.save(figs.net_benefit_difference_figure(nbd, s), folder, f"dca_difference_{s}")
-            for s in sets if (nbd.set == s).any()]  # fmt: skip
+            for s in held_out]  # fmt: skip
 
 
 def evaluation_warnings(summary: pd.DataFrame, size: pd.DataFrame | None = None) -> list[str]:
