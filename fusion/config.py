@@ -364,8 +364,8 @@ class ClassifierSpec(_Strict):
     augment: ImageAugmentSpec = ImageAugmentSpec()
     validation_size: float = Field(default=0.15, gt=0, lt=1)
     test_size: float = Field(default=0.15, gt=0, lt=1)
-    ensemble: bool = Field(default=True, description="also evaluate the mean probability "
-                           "of the architectures")  # fmt: skip
+    ensemble: bool = Field(default=True, description="also evaluate the mean of the "
+                           "architectures' recalibrated probabilities")  # fmt: skip
     gallery: int = Field(default=6, ge=0, description="Grad-CAM images per gallery")
     device: str = "auto"
 

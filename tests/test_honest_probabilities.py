@@ -16,7 +16,7 @@ from fusion.learn.calibrated import PlattSearchCV, platt_fit, platt_targets
 from fusion.learn.models import fit_model
 from fusion.learn.study import fit_study_models, summary_tables
 from fusion.stats import evaluate
-from fusion.stats.calibration import calibration
+from fusion.stats.calibration import calibration, hosmer_lemeshow
 from fusion.stats.dca import net_benefit, net_benefit_difference
 from fusion.stats.metrics import threshold_metrics
 
@@ -348,11 +348,22 @@ def test_classifier_probabilities_are_recalibrated_on_the_validation_set() -> No
     n = n_val + n_test
     truth = rng.normal(-0.8, 1.2, n)
     y = (rng.uniform(size=n) < expit(truth)).astype(int)
-    raw = expit(3 * truth + 2)  # too extreme, and too high
+    logit = 3 * truth + 2  # too extreme, and too high
+    saturated = 20 * truth + 30  # a second network whose sigmoid piles up at 1
     ids = [f"x{i}" for i in range(n)]
     sets = pd.Series(["validation"] * n_val + ["test"] * n_test, index=ids)
     scored = SimpleNamespace(case_ids=ids, labels=y)
-    scores, thresholds, platt = classifier_scores(scored, sets, {"net": raw})
+    scores, thresholds, platt = classifier_scores(
+        scored, sets, {"net": logit, "sat": saturated}, ensemble=True
+    )
+    ensemble = scores[(scores.model == "ensemble") & (scores.set == "test")]
+    members = scores[(scores.model != "ensemble") & (scores.set == "test")]
+    mean = members.groupby("case_id", sort=False).prob.mean()
+    assert np.allclose(ensemble.raw_prob, mean.loc[ensemble.case_id])  # recalibrated mean
+    from fusion.stats import auc_value
+
+    assert auc_value(ensemble.label, ensemble.score) > 0.75  # not swamped by the piled-up one
+    scores = scores[scores.model == "net"]
     test = scores[scores.set == "test"]
     before, after = calibration(test.label, test.raw_prob), calibration(test.label, test.prob)
     assert abs(before.citl) > 1 and abs(after.citl) < 0.15
@@ -360,7 +371,7 @@ def test_classifier_probabilities_are_recalibrated_on_the_validation_set() -> No
     a, b = platt["net"]
     assert b == pytest.approx(1 / 3, abs=0.06)
     assert (test.predicted == (test.prob >= thresholds["net"])).all()
-    assert np.allclose(test.score, np.log(test.raw_prob / (1 - test.raw_prob)))
+    assert np.allclose(test.score, logit[n_val:])  # the network's logit ranks
 
 
 def test_report_tables_show_each_estimate_with_its_ci() -> None:
@@ -375,3 +386,42 @@ def test_report_tables_show_each_estimate_with_its_ci() -> None:
     assert first["probabilities"].startswith(f"{tables['performance'].prob_min.iloc[0]:.3f}")
     cal = calibration_shown(tables["calibration"])
     assert {"slope (95% CI)", "ICI", "E90", "Emax", "Spiegelhalter z (p)"} <= set(cal.columns)
+
+
+def test_notes_say_when_a_number_should_not_be_read() -> None:
+    """Hosmer-Lemeshow on too few expected events or on probabilities of exactly 1, a
+    Brier score no better than the prevalence's, the validation set's estimate."""
+    scores = _scores({"validation": 40, "test": 400})
+    noise = (scores.model == "b") & (scores.set == "test")
+    scores.loc[noise, "prob"] = np.random.default_rng(2).uniform(0.2, 0.8, noise.sum())
+    tables = evaluate.statistics_tables(scores, {"a": 0.4, "b": 0.4},
+                                        EvaluationSpec(bootstrap=0), seed=0)  # fmt: skip
+    cal = tables["calibration"].set_index(["model", "set"])
+    assert "unreliable" in cal.loc[("b", "validation"), "hl_note"]  # 40 cases, 10 groups
+    assert cal.loc[("a", "test"), "hl_note"] == ""  # 400 cases: nothing to say
+    # a group of probabilities of exactly 1 expects no non-event: 0/0 in the statistic
+    y, p = np.r_[np.zeros(81), np.ones(20)], np.r_[np.linspace(0.1, 0.5, 81), np.ones(20)]
+    hl = hosmer_lemeshow(y, p)
+    assert np.isnan(hl.statistic)
+    assert "undefined" in evaluate._hl_note(y, p, hl.df + 2, hl.statistic)
+    perf = tables["performance"].set_index(["model", "set"])
+    assert perf.loc[("b", "test"), "brier_scaled"] <= 0
+    assert "no better than giving every case the prevalence" in perf.loc[("b", "test"), "note"]
+    assert perf.loc[("a", "validation"), "estimate"].startswith("validation set (apparent")
+
+
+def test_model_summary_flags_grid_edges_and_sample_size_notes_stacking() -> None:
+    from fusion.learn.study import _at_grid_edge
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(80, 3))
+    y = (rng.uniform(size=80) < expit(2 * X[:, 0])).astype(int)
+    tuner = PlattSearchCV(SVC(kernel="linear"), {"C": [0.01, 0.1, 1.0]}, cv=3, random_state=0)
+    tuner.fit(X, y)
+    assert _at_grid_edge(tuner) == (tuner.best_params_["C"] in (0.01, 1.0))
+    rbf = PlattSearchCV(SVC(), {"C": [1.0], "gamma": ["scale", 0.01, 0.1]}, cv=3).fit(X, y)
+    assert _at_grid_edge(rbf) == (rbf.best_params_["gamma"] in (0.01, 0.1))
+    summary = pd.DataFrame({"model": ["combined"], "features": ["fused-score + clinical"],
+                            "n_after_constant_and_empty": [7]})  # fmt: skip
+    scores = pd.DataFrame({"model": "combined", "set": "train", "label": [0, 1] * 100})
+    assert "counts as one parameter" in evaluate.sample_size_table(summary, scores).note[0]

@@ -160,6 +160,20 @@ def fit_study_models(
     return ModelsOutput(fits, scores)
 
 
+def _at_grid_edge(tuner) -> bool:  # noqa: ANN001 - a fitted PlattSearchCV
+    """Whether a numeric hyper-parameter was chosen at the smallest or largest value of
+    its grid (the optimum may lie beyond it)."""
+    for key, value in tuner.best_params_.items():
+        numeric = [v for v in tuner.param_grid[key] if not isinstance(v, str)]
+        if (
+            not isinstance(value, str)
+            and len(numeric) > 1
+            and value in (min(numeric), max(numeric))
+        ):
+            return True
+    return False
+
+
 def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
     """The models stage's tables besides the scores: per model its settings, threshold,
     Platt map, tuning and feature counts; every tuning candidate's out-of-fold scores;
@@ -184,8 +198,9 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
              "threshold": fit.threshold, "platt_intercept": fit.platt[0],
              "platt_slope": fit.platt[1],
              "tuned": ", ".join(f"{k}={v}" for k, v in sorted(fit.best_params.items())),
+             "tuned_at_grid_edge": _at_grid_edge(tuner),
              "tuning_folds": tuner.n_splits_, "tuning_folds_requested": tuner.cv,
-             "tuning_score": tuner.scoring,
+             "tuned_by": tuner.scoring,
              "oof_raw_sd": float(results.score_sd[tuner.best_index_]),
              "degenerate": bool(tuner.degenerate_),
              "lasso_fallback": bool(fit.lasso.fallback_) if fit.lasso is not None else False,

@@ -61,7 +61,8 @@ def methods_text(study: Study, cohort: pd.DataFrame, models: pd.DataFrame) -> li
         "threshold was chosen on the validation set (Youden index on the recalibrated "
         "probabilities) and applied unchanged to the test set. AUCs have DeLong confidence "
         "intervals and the threshold metrics Wilson intervals; architectures and their "
-        "ensemble (mean raw probability, recalibrated in turn) were compared on the same "
+        "ensemble (the mean of their recalibrated probabilities, recalibrated in turn) were "
+        "compared on the same "
         "test cases with paired DeLong tests, NRI and IDI, and differences in net benefit.",
         "Grad-CAM maps of the positive logit were computed at the last convolutional block "
         "for every test case. Where a lesion mask exists, the share of the map's energy "

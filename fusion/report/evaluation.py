@@ -50,6 +50,7 @@ def performance_shown(perf: pd.DataFrame) -> pd.DataFrame:
         "sensitivity": _with_ci(perf, "sensitivity"), "specificity": _with_ci(perf, "specificity"),
         "PPV": _with_ci(perf, "ppv"), "NPV": _with_ci(perf, "npv"),
         "accuracy": _with_ci(perf, "accuracy"), "Brier": _with_ci(perf, "brier"),
+        "scaled Brier": perf.get("brier_scaled", pd.Series(np.nan, index=perf.index)),
         "probabilities": [f"{r['prob_min']:.3f}–{r['prob_max']:.3f} (SD {r['prob_sd']:.3f})"
                           if pd.notna(r.get("prob_sd")) else "–"
                           for r in perf.to_dict("records")],

@@ -179,7 +179,9 @@ def methods_text(
         "make the predictions: a case's probability is the mean over them of the Platt map "
         "fitted on their pooled out-of-fold scores, applied to each one's score, so the map "
         "is only ever applied to scores on the scale it was learned on (as scikit-learn's "
-        "CalibratedClassifierCV with ensemble=True, with one pooled map). "
+        "CalibratedClassifierCV with ensemble=True, with one pooled map). A model built on "
+        "another's score reads, for a training case, that model's out-of-fold score and, "
+        "elsewhere, its final score, both calibrated logits on one scale. "
         f"Models: {_models_text(model_summary)}." + _reduced_tuning_text(model_summary)
     )
     text.append(

@@ -91,7 +91,8 @@ def net_benefit_difference(
     percentile bootstrap band: each resample draws whole cases (outcome and both risks
     together), so the band reflects the models' correlation on the same cases (as
     dcurves' and Vickers' paired comparisons). Columns: threshold, difference, ci_low,
-    ci_high; ``n_boot = 0`` leaves the band NaN."""
+    ci_high, rounded to 12 decimals (two equal net benefits differ by 1e-17 in floating
+    point, which would read as a band above zero); ``n_boot = 0`` leaves the band NaN."""
     y = as_outcome(y)
     a = as_probabilities(risk_a, len(y), "risk_a")
     b = as_probabilities(risk_b, len(y), "risk_b")
@@ -104,4 +105,5 @@ def net_benefit_difference(
     low = high = np.full(len(pt), np.nan)
     if n_boot:
         low, high = percentile_interval(difference(case_weights(len(y), n_boot, seed)), conf_level)
-    return pd.DataFrame({"threshold": pt, "difference": point, "ci_low": low, "ci_high": high})
+    return pd.DataFrame({"threshold": pt, "difference": np.round(point, 12),
+                         "ci_low": np.round(low, 12), "ci_high": np.round(high, 12)})  # fmt: skip

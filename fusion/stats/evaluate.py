@@ -40,7 +40,10 @@ from fusion.stats.roc import auc_value, bootstrap_auc_ci, delong_test, roc_auc, 
 if TYPE_CHECKING:
     from fusion.config import EvaluationSpec
 
-ESTIMATE = {"train": "cross-validated (training set)"}
+ESTIMATE = {
+    "train": "cross-validated (training set)",
+    "validation": "validation set (apparent: it chose the epoch, recalibration and threshold)",
+}
 POOLED_EXTERNAL = "external (pooled)"
 
 
@@ -130,6 +133,9 @@ def performance_table(
                 "prob_sd": float(p.std(ddof=1)) if len(p) > 1 else np.nan}  # fmt: skip
         if "prob" in frame and (flat := near_constant(p)) is not None:
             notes.append(flat)
+        elif "prob" in frame and row.get("brier_scaled", 1.0) <= 0:
+            notes.append("Brier score no better than giving every case the prevalence "
+                         "(scaled Brier <= 0)")  # fmt: skip
         rows.append(row | {"note": "; ".join(notes)})
     return pd.DataFrame(rows)
 
@@ -137,10 +143,15 @@ def performance_table(
 def _bootstrap_brier_f1(
     y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, seed: int, conf_level: float
 ) -> dict[str, float]:
-    """The Brier score, and percentile bootstrap CIs of it and of F1 (resamples of whole
-    cases; NaN without resamples). F1 is NaN on a resample without a positive call or case."""
-    out = {"brier": float(np.mean((p - y) ** 2)), "brier_ci_low": np.nan,
-           "brier_ci_high": np.nan, "f1_ci_low": np.nan, "f1_ci_high": np.nan}  # fmt: skip
+    """The Brier score; the scaled Brier score, 1 - Brier / the Brier score of giving every
+    case the set's prevalence (Steyerberg et al. 2010; 0 or less: no better than that);
+    and percentile bootstrap CIs of the Brier score and of F1 (resamples of whole cases;
+    NaN without resamples). F1 is NaN on a resample without a positive call or case."""
+    brier, prevalence = float(np.mean((p - y) ** 2)), float(y.mean())
+    null = prevalence * (1 - prevalence)
+    out = {"brier": brier, "brier_scaled": 1 - brier / null if null > 0 else np.nan,
+           "brier_ci_low": np.nan, "brier_ci_high": np.nan, "f1_ci_low": np.nan,
+           "f1_ci_high": np.nan}  # fmt: skip
     if not n_boot:
         return out
     weights = case_weights(len(y), n_boot, seed)
@@ -204,11 +215,25 @@ def calibration_table(
             try:
                 hl = hosmer_lemeshow(y, p, groups)
                 row |= {"hl_statistic": hl.statistic, "hl_df": hl.df, "hl_p_value": hl.p_value,
-                        "hl_note": ""}  # fmt: skip
+                        "hl_note": _hl_note(y, p, hl.df + 2, hl.statistic)}  # fmt: skip
             except ValueError as exc:
                 row["hl_note"] = f"Hosmer-Lemeshow not computed: {exc}"
         rows.append(row | {"note": note or ""})
     return pd.DataFrame(rows)
+
+
+def _hl_note(y: np.ndarray, p: np.ndarray, formed: int, statistic: float) -> str:
+    """Why a Hosmer-Lemeshow result should not be read: an undefined statistic (a group
+    expects no case of a class: probabilities of exactly 0 or 1), or too few expected
+    cases per group for its chi-square approximation (fewer than 5 on average)."""
+    if not np.isfinite(statistic):
+        return ("Hosmer-Lemeshow undefined: a group expects no case of one class "
+                "(probabilities of exactly 0 or 1)")  # fmt: skip
+    expected = min(float(p.sum()), float((1 - p).sum())) / formed
+    if expected < 5:
+        return (f"Hosmer-Lemeshow unreliable: {expected:.1f} expected cases of the rarer "
+                f"class per group (fewer than 5) in {len(y)} cases")  # fmt: skip
+    return ""
 
 
 def reclassification_table(
@@ -349,12 +374,15 @@ def sample_size_table(
         except ValueError as exc:
             rows.append(row | {"note": str(exc)})
             continue
+        stacked = "-score" in str(record.get("features", ""))
         rows.append(row | {
             "prevalence": size.prevalence, "r2_cs": size.r2_cs, "max_r2_cs": size.max_r2_cs,
             "r2_source": size.r2_source, "n_shrinkage": size.n_shrinkage,
             "n_optimism": size.n_optimism, "n_intercept": size.n_intercept,
             "n_required": size.n_required, "events_required": size.events_required,
-            "epp_required": size.epp_required, "adequate": n >= size.n_required, "note": "",
+            "epp_required": size.epp_required, "adequate": n >= size.n_required,
+            "note": "an upstream model's score counts as one parameter here; the features "
+                    "behind it count in that model's own row" if stacked else "",
         })  # fmt: skip
     return pd.DataFrame(rows)
 

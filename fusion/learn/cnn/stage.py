@@ -157,7 +157,7 @@ def run_classifier(
     with the reason, listed in ``cohort.csv``); returns the stage's tables by name."""
     from fusion.features.deep import load_weights
     from fusion.learn.cnn.data import load_images
-    from fusion.learn.cnn.train import predict, train_classifier, weights_digest
+    from fusion.learn.cnn.train import logits, train_classifier, weights_digest
 
     spec = study.classifier
     sets = classifier_sets(cases, spec, study.seed)
@@ -167,7 +167,7 @@ def run_classifier(
     held = [c for c in images.case_ids if sets[c] not in ("train", "validation")]
     scored = images.subset(ids.get("validation", []) + held)
     base = study.source.parent if study.source else None
-    probs: dict[str, np.ndarray] = {}
+    logit: dict[str, np.ndarray] = {}
     rows, history, cams = [], [], []
     for arch in spec.architectures:
         weights = load_weights(spec, base, arch, "classifier")
@@ -180,7 +180,7 @@ def run_classifier(
         model_path(folder, arch).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(trained.checkpoint, model_path(folder, arch))
         model = _load(arch, trained.checkpoint, device)
-        probs[arch] = predict(model, scored.pixels, device, spec.batch_size)
+        logit[arch] = logits(model, scored.pixels, device, spec.batch_size).astype(float)
         rows.append({"model": arch, "weights": weights.source, "pretrained": weights.pretrained,
                      "weights_warning": weights.warning or "", "best_epoch": trained.best_epoch,
                      "epochs_run": len(trained.history), "stopped_early": trained.stopped_early,
@@ -188,12 +188,11 @@ def run_classifier(
                      "weights_sha256": weights_digest(model.state_dict())})  # fmt: skip
         history += [{"model": arch, **h} for h in trained.history]
         cams.append((arch, model))
-    if spec.ensemble and len(spec.architectures) > 1:
-        probs[ENSEMBLE] = np.mean([probs[a] for a in spec.architectures], axis=0)
-    scores, thresholds, platt = _scores(scored, sets, probs)
+    ensemble = spec.ensemble and len(spec.architectures) > 1
+    scores, thresholds, platt = _scores(scored, sets, logit, ensemble)
     models = pd.DataFrame(rows)
     models = pd.concat([models, pd.DataFrame([{"model": ENSEMBLE}])], ignore_index=True) \
-        if ENSEMBLE in probs else models  # fmt: skip
+        if ensemble else models  # fmt: skip
     models["threshold"] = models.model.map(thresholds)
     models["platt_intercept"] = models.model.map({m: ab[0] for m, ab in platt.items()})
     models["platt_slope"] = models.model.map({m: ab[1] for m, ab in platt.items()})
@@ -223,29 +222,37 @@ def _load(arch: str, checkpoint: Path, device: str) -> Any:
     return model.to(device).eval()
 
 
-def _scores(scored, sets: pd.Series, probs: dict[str, np.ndarray]):  # noqa: ANN001, ANN202
+def _scores(scored, sets: pd.Series, logit: dict[str, np.ndarray], ensemble: bool = False):  # noqa: ANN001, ANN202
     """The long scores table, each model's validation-set Youden threshold and its Platt
     map. ``score`` is the network's logit (it ranks), ``raw_prob`` its sigmoid, ``prob``
     the probability recalibrated on the validation set (it feeds calibration, decision
-    curves and the threshold)."""
+    curves and the threshold). With ``ensemble``, the ensemble's raw probability is the
+    mean of the architectures' recalibrated ones (averaging raw sigmoids would let one
+    overconfident network, its outputs piled at 0 or 1, swamp the other), recalibrated
+    on the validation set in turn."""
     from fusion.learn.calibrated import platt_fit
     from fusion.stats.metrics import youden_threshold
 
-    frames, thresholds, platt = [], {}, {}
+    frames, thresholds, platt, calibrated = [], {}, {}, {}
     case_sets = sets[scored.case_ids].to_numpy()
     validation = case_sets == "validation"
     labels = scored.labels.astype(int)
-    for model, prob in probs.items():
-        raw = np.clip(prob.astype(float), 1e-7, 1 - 1e-7)
-        logit = np.log(raw / (1 - raw))
-        a, b = platt_fit(logit[validation], labels[validation])
-        calibrated = expit(a + b * logit)
+    models = dict(logit)
+    if ensemble:
+        models[ENSEMBLE] = None  # after its members
+    for model, score in models.items():
+        if score is None:
+            mean = np.mean([calibrated[m] for m in logit], axis=0).clip(1e-12, 1 - 1e-12)
+            score = np.log(mean / (1 - mean))
+        a, b = platt_fit(score[validation], labels[validation])
+        calibrated[model] = expit(a + b * score)
         platt[model] = (a, b)
-        thresholds[model] = youden_threshold(labels[validation], calibrated[validation])
+        thresholds[model] = youden_threshold(labels[validation], calibrated[model][validation])
         frames.append(pd.DataFrame({
             "case_id": scored.case_ids, "set": case_sets, "label": labels,
-            "model": model, "score": logit, "raw_prob": prob.astype(float),
-            "prob": calibrated, "predicted": (calibrated >= thresholds[model]).astype(int),
+            "model": model, "score": score, "raw_prob": expit(score),
+            "prob": calibrated[model],
+            "predicted": (calibrated[model] >= thresholds[model]).astype(int),
             "estimate": [ESTIMATES.get(s, "held-out") for s in case_sets],
         }))  # fmt: skip
     return pd.concat(frames, ignore_index=True), thresholds, platt

@@ -95,17 +95,25 @@ def weights_digest(state_dict: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def predict(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:
-    """Probabilities of the positive class, without augmentation, in eval mode."""
+def logits(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:
+    """The positive class's logit of each image, shape (n,), float32 as the network gives
+    it, without augmentation, in eval mode. A sigmoid in float32 rounds logits above
+    about 17 to a probability of exactly 1; the logits keep those cases ranked."""
     import torch
 
     model.eval()
     out = []
     with torch.inference_mode(), autocast(device):
         for start in range(0, len(pixels), batch):
-            logits = model(as_input(pixels[start : start + batch], device))
-            out.append(torch.sigmoid(logits.float()).squeeze(1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+            out.append(model(as_input(pixels[start : start + batch], device)).float())
+    return torch.cat(out).squeeze(1).cpu().numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def predict(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:
+    """Probabilities of the positive class (float32 sigmoid of :func:`logits`)."""
+    import torch
+
+    return torch.sigmoid(torch.from_numpy(logits(model, pixels, device, batch))).numpy()
 
 
 def _batches(n: int, size: int, generator: Any) -> list[Any]:
