@@ -1,8 +1,8 @@
 """Native thread budgets: worker processes times threads never exceed the cores.
 
-BLAS, OpenMP (glum, torch), ITK and torch each start one thread per core by default.
+BLAS, OpenMP (torch), ITK and torch each start one thread per core by default.
 Inside a pool of worker processes that multiplies: on a busy 2-core machine one small
-glum LASSO fit took 14-19 s with its default OpenMP threads and 0.5 s with one. Every
+LASSO fit (then by glum) took 14-19 s with its default OpenMP threads and 0.5 s with one. Every
 per-case worker and every model fit therefore runs inside :func:`native_threads`.
 """
 
