@@ -223,6 +223,42 @@ def _cmd_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from fusion.errors import ManifestError
+    from fusion.io.dicom_crawl import write_manifest
+    from fusion.io.spreadsheet import read_table
+    from fusion.threads import cores
+
+    outcomes = None
+    if args.outcomes:
+        table = read_table(Path(args.outcomes))
+        if args.id_column not in table.frame.columns:
+            raise ManifestError(
+                f"{table.where}: no column {args.id_column!r} (give the one holding the "
+                f"DICOM PatientID with --id-column); columns: "
+                f"{', '.join(map(repr, table.frame.columns))}"
+            )
+        outcomes = table.frame.set_index(args.id_column)
+    out = Path(args.out)
+    result = write_manifest(Path(args.dicom), out, args.jobs or cores(), outcomes)
+    print(f"{len(result.rows)} series with an ROI -> {out} (one row each; fill in or check "
+          "the label column)")  # fmt: skip
+    print(f"case ID -> PatientID: {out.with_name(out.stem + '.patients.csv')} (keep it "
+          "private: it is the only file with DICOM identifiers)")  # fmt: skip
+    if result.unpaired:
+        print(f"{len(result.unpaired)} ROI file(s) not paired with a series "
+              f"({out.with_name(out.stem + '.unpaired.csv')}):")  # fmt: skip
+        for row in result.unpaired:
+            print(f"  {row['file']}: {row['reason']}")
+    if not result.structures.empty:
+        print("structures (ROI files, patients) and the cohort.structures pattern suggested:")
+        for pattern, group in result.structures.groupby("suggested_pattern", sort=False):
+            names = ", ".join(f"{r.structure} ({r.roi_files}, {r.patients})"
+                              for r in group.itertuples())  # fmt: skip
+            print(f"  {pattern!r}: {names}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusion",
@@ -289,6 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--structure", action="append", help="name or pattern (repeatable)")
     roi.add_argument("--out", help="NIfTI file to write (export)")
     roi.set_defaults(func=_cmd_roi)
+
+    manifest = sub.add_parser(
+        "manifest", help="write a manifest from a DICOM export: series paired with their "
+        "RTSTRUCT/SEG, case IDs that are not DICOM identifiers",
+    )  # fmt: skip
+    manifest.add_argument("dicom", help="folder of the DICOM export (searched recursively)")
+    manifest.add_argument("--out", required=True, help="manifest CSV to write")
+    manifest.add_argument("--outcomes", help="outcome spreadsheet (CSV, .xlsx, .ods) with one "
+                          "row per patient: its columns join the manifest")  # fmt: skip
+    manifest.add_argument("--id-column", default="PatientID",
+                          help="the outcome sheet's column of DICOM PatientIDs")  # fmt: skip
+    manifest.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
+    manifest.set_defaults(func=_cmd_manifest)
 
     seg = sub.add_parser(
         "seg", parents=[how], help="segmentation: train, predict or evaluate a study's U-Nets"

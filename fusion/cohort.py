@@ -18,6 +18,7 @@ import pandas as pd
 
 from fusion.config import CohortSpec, Study
 from fusion.errors import ManifestError, did_you_mean
+from fusion.io.spreadsheet import read_table
 
 SPLITS = ("train", "test")
 # splits only some studies have: the set that tunes a segmentation model's operating
@@ -55,9 +56,11 @@ def _is_blank(value: Any) -> bool:
 
 
 def _resolve(folder: Path, value: Any) -> Path | None:
+    """A manifest path, relative to the manifest's folder unless absolute. Backslashes
+    (a manifest written on Windows, ``img\\c0.nii.gz``) separate folders too."""
     if _is_blank(value):
         return None
-    path = Path(str(value).strip())
+    path = Path(str(value).strip().replace("\\", "/"))
     return path if path.is_absolute() else (folder / path)
 
 
@@ -109,11 +112,12 @@ def _allowed_splits(study: Study) -> tuple[str, ...]:
 
 
 def read_manifest(spec: CohortSpec) -> pd.DataFrame:
-    """Read the manifest with every column as text, so IDs like '007' keep their zeros."""
-    try:
-        return pd.read_csv(spec.manifest, dtype=str, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ManifestError(f"{spec.manifest}: cannot read the manifest: {exc}") from exc
+    """Read the manifest (CSV in any common encoding and separator, or a workbook) with
+    every column as text, so IDs like '007' keep their zeros. ``attrs["where"]`` names
+    the file (and sheet), ``attrs["detected"]`` what was detected (fusion.io.spreadsheet)."""
+    table = read_table(spec.manifest)
+    table.frame.attrs.update(where=table.where, detected=table.detected)
+    return table.frame
 
 
 def load_cohort(study: Study) -> list[Case]:
@@ -121,7 +125,7 @@ def load_cohort(study: Study) -> list[Case]:
     spec = study.cohort
     cols = spec.columns
     df = read_manifest(spec)
-    where = spec.manifest
+    where = df.attrs["where"]
     needed = {"case_id": cols.case_id, "image": cols.image, "label": cols.label}
     for optional in ("roi", "split", "institution", "patient", "series", "reference"):
         name = getattr(cols, optional)
@@ -134,12 +138,12 @@ def load_cohort(study: Study) -> list[Case]:
         hints = "".join(did_you_mean(m.split("'")[1], df.columns) for m in missing)
         raise ManifestError(
             f"{where}: missing {', '.join(missing)}; the manifest has columns "
-            f"{', '.join(df.columns)}.{hints} Fix the column names or the study's "
-            "cohort.columns mapping."
+            f"{', '.join(map(repr, df.columns))} (read as {'; '.join(df.attrs['detected'])})."
+            f"{hints} Fix the column names or the study's cohort.columns mapping."
         )
 
     problems: list[str] = []
-    folder = where.parent
+    folder = spec.manifest.parent
     cases: list[Case] = []
     seen: dict[str, tuple[int, str | None]] = {}
     patient_splits: dict[str, dict[str, str]] = {}

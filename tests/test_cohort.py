@@ -128,5 +128,5 @@ def test_empty_and_unreadable_manifest(make_study, tmp_path) -> None:
     with pytest.raises(ManifestError, match="holds no cases"):
         load_cohort(load_study(path))
     (tmp_path / "cohort" / "manifest.csv").write_text("")
-    with pytest.raises(ManifestError, match="cannot read the manifest"):
+    with pytest.raises(ManifestError, match="cannot read the table: the file is empty"):
         load_cohort(load_study(path))

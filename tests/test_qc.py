@@ -52,8 +52,12 @@ def test_geometry_mismatch_shows_both_values(make_study, tmp_path, roi_kwargs, e
     assert expected in str(r.problems[0])
 
 
-def test_geometry_within_tolerance_passes(make_study, tmp_path) -> None:
+def test_geometry_within_tolerance_passes_with_a_warning(make_study, tmp_path) -> None:
     r = _one(make_study, tmp_path, ct_volume(), cube_roi(), roi_kwargs={"origin": (0, 0, 0.005)})
+    assert r.status == "warn" and codes(r) == {"roi_regridded": "warn"}
+    assert "differs from the image's (origin (mm) by 0.005), within" in str(r.problems[0])
+    # float32 rounding (a NIfTI header) is not worth a warning
+    r = _one(make_study, tmp_path, ct_volume(), cube_roi(), roi_kwargs={"origin": (0, 0, 2e-6)})
     assert r.status == "ok"
 
 

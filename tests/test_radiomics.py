@@ -173,16 +173,21 @@ def test_cache_hit_miss_and_invalidation(make_study, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_failing_case_is_recorded_and_others_finish(make_study, tmp_path: Path, capsys) -> None:
-    rows = synthetic_rows(tmp_path, 3)
-    single = np.zeros((12, 32, 32), np.uint8)
-    single[6, 16, 16] = 1  # PyRadiomics refuses a one-voxel ROI
-    write_image(tmp_path / "cohort" / "roi" / "c1.nrrd", single)
-    params = "cohort/" + write_params(tmp_path / "cohort", FAST_PARAMS)
-    study = {"qc": {"min_roi_voxels": 1}, "radiomics": {"params": params}}
+    """A case PyRadiomics itself fails on after QC passed it: shape2D with force2D
+    raises for an ROI that spans several slices (PyRadiomics 3.0.1 tests the slice
+    count the wrong way round), while the one-slice ROIs of c0 and c2 go through."""
+    flat = np.zeros((12, 32, 32), np.uint8)
+    flat[6, 12:20, 12:20] = 1
+    rows = synthetic_rows(tmp_path, 3, roi=flat)
+    write_image(tmp_path / "cohort" / "roi" / "c1.nrrd", cube_roi())  # 4 slices
+    params = {**FAST_PARAMS, "featureClass": {"shape2D": [], "firstorder": ["Mean"]},
+              "setting": {"binWidth": 10, "label": 1, "force2D": True}}  # fmt: skip
+    params = "cohort/" + write_params(tmp_path / "cohort", params)
+    study = {"radiomics": {"params": params}}
     out = run_stage(make_study(rows, study), tmp_path, jobs=2)
     assert out.features.case_id.tolist() == ["c0", "c2"]
     assert out.failures.case_id.tolist() == ["c1"]
-    assert "1 segmented voxel" in out.failures.message[0]
+    assert "cannot compute 2D shape" in out.failures.message[0]
     assert (tmp_path / "reports" / "unit" / "tables" / "radiomics_failures.csv").is_file()
     args = ["extract", "radiomics", str(make_study(rows, study)), "--reports",
             str(tmp_path / "reports"), "--cache", str(tmp_path / "cache"), "-j", "2"]  # fmt: skip

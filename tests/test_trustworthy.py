@@ -123,14 +123,19 @@ def _rows(tmp_path: Path, n: int) -> list[dict]:
 
 
 def test_fusion_run_enforces_the_radiomics_failure_budget(make_study, tmp_path) -> None:
+    """c1 fails in PyRadiomics after passing QC: shape2D with force2D raises for an ROI
+    over several slices (PyRadiomics 3.0.1 tests the slice count the wrong way round);
+    the one-slice ROIs of c0 and c2 go through."""
     rows = _rows(tmp_path, 3)
-    single = np.zeros((12, 32, 32), np.uint8)
-    single[6, 16, 16] = 1  # PyRadiomics refuses a one-voxel ROI
-    write_image(tmp_path / "cohort" / "roi1.nii.gz", single)
+    flat = np.zeros((12, 32, 32), np.uint8)
+    flat[6, 12:20, 12:20] = 1
+    for i in (0, 2):
+        write_image(tmp_path / "cohort" / f"roi{i}.nii.gz", flat)
     (tmp_path / "cohort" / "params.yaml").write_text(
-        "imageType: {Original: {}}\nfeatureClass: {firstorder:}\nsetting: {binWidth: 25}\n"
+        "imageType: {Original: {}}\nfeatureClass: {shape2D:, firstorder:}\n"
+        "setting: {binWidth: 25, force2D: true}\n"
     )
-    study = {"qc": {"min_roi_voxels": 1}, "radiomics": {"params": "cohort/params.yaml"}}
+    study = {"radiomics": {"params": "cohort/params.yaml"}}
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=1)
     with pytest.raises(FusionError, match=r"1 case\(s\) failed \(allowed: 0.*c1: "):
         run_study(load_study(make_study(rows, study)), options, only="radiomics")

@@ -139,6 +139,18 @@ def roi_labels(study: Study) -> tuple[int, ...]:
     return (study.cohort.roi_label,)
 
 
+def roi_limits(study: Study) -> tuple[int, int]:
+    """What PyRadiomics' ``checkMask`` requires of an ROI, from the study's parameter
+    file: the axes it must span more than one voxel in (``minimumROIDimensions``,
+    default 2) and its fewest voxels (``minimumROISize``, default none: 0). QC applies
+    both, so no case passes QC and is then rejected by PyRadiomics. (1, 0) without a
+    radiomics stage."""
+    if study.radiomics is None:
+        return 1, 0
+    settings = load_params(study.radiomics.params).get("setting") or {}
+    return int(settings.get("minimumROIDimensions", 2)), int(settings.get("minimumROISize") or 0)
+
+
 # a generated ROI handed to the worker: its label map file and the labels to extract
 # with their row names
 Generated = tuple[Path, tuple[tuple[int, str], ...]]
@@ -173,7 +185,7 @@ def extract_case(
         rois, execute_rois(extractor, image, [(m, k) for m, k, _ in rois]), strict=True
     ):
         features = {
-            k: float(np.asarray(v)) for k, v in result.items() if not k.startswith("diagnostics_")
+            k: feature_value(k, v) for k, v in result.items() if not k.startswith("diagnostics_")
         }
         diagnostics = {
             k.removeprefix("diagnostics_"): str(v)
@@ -182,6 +194,29 @@ def extract_case(
         }
         out.append({"roi": name, "features": features, "diagnostics": diagnostics})
     return {"rois": out}
+
+
+def feature_value(name: str, value: Any) -> float:
+    """A PyRadiomics feature value as a float.
+
+    PyRadiomics 3.0.1 takes its axis lengths, elongation and flatness from
+    ``numpy.linalg.eigvals`` of the ROI's covariance; for an ROI with two equal
+    eigenvalues (a 6 x 6 x 8 mm box) that general routine returns them as a complex pair,
+    and the features come back complex with a ~1e-17 imaginary part, on which
+    ``float()`` raises. A negligible imaginary part (below 1e-9 of the magnitude, or
+    1e-12 absolute) is rounding and the real part is kept; anything larger is an error
+    naming the feature.
+    """
+    array = np.asarray(value)
+    if np.iscomplexobj(array):
+        real, imag = float(array.real), float(array.imag)
+        if abs(imag) > max(1e-12, 1e-9 * abs(real)):
+            raise FusionError(
+                f"PyRadiomics returned {name} = {complex(array)!r}, a complex number; "
+                "its imaginary part is not rounding error"
+            )
+        return real
+    return float(array)
 
 
 def on_grid(mask: Any, image: Any, path: Path, tolerance: float = 1e-4) -> Any:

@@ -32,6 +32,9 @@ RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
+PLANE_TOLERANCE = 0.25  # slices: how far a contour plane may lie from the slice it is on
+
+
 def _has_dicom_preamble(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(132)[128:132] == b"DICM"
@@ -154,13 +157,17 @@ def read_rtstruct(path: Path, reference: sitk.Image, structures: list[str] | Non
     for label, name in enumerate(names, start=1):
         roi = contours.get(ids[name])
         mask = np.zeros((nz, ny, nx), dtype=bool)
+        planes: dict[int, float] = {}  # slice -> the continuous index of its contour plane
         for contour in roi.get("ContourSequence", []) if roi is not None else []:
             points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
             index = np.array(
                 [reference.TransformPhysicalPointToContinuousIndex(p.tolist()) for p in points]
             )
             total_points += len(index)
-            k = int(round(float(np.median(index[:, 2]))))
+            plane = float(np.median(index[:, 2]))
+            k = int(round(plane))
+            if 0 <= k < nz:
+                _check_plane(path, name, plane, k, planes, points, reference)
             outside = (index[:, 0] < -0.5) | (index[:, 0] > nx - 0.5) | (index[:, 1] < -0.5)
             outside |= index[:, 1] > ny - 0.5
             if not 0 <= k < nz:
@@ -180,6 +187,28 @@ def read_rtstruct(path: Path, reference: sitk.Image, structures: list[str] | Non
             "were clipped",
         )
     return image
+
+
+def _check_plane(path: Path, name: str, plane: float, k: int, planes: dict[int, float],
+                 points: np.ndarray, reference: sitk.Image) -> None:  # fmt: skip
+    """A contour plane must lie on a slice, and one slice holds one plane: a plane
+    between slices (the slice it was drawn on is missing, or the image is another
+    series) would otherwise be rounded onto a neighbour, where two planes cancel by
+    the even-odd rule."""
+    spacing = reference.GetSpacing()[2]
+    where = f"{path}: structure {name!r}: the contour plane at {points[:, 2].mean():.2f} mm"
+    if abs(plane - k) > PLANE_TOLERANCE:
+        raise FusionError(
+            f"{where} lies {abs(plane - k) * spacing:.2f} mm from the nearest slice (slice "
+            f"{k}, {spacing:g} mm apart): it matches no slice of the image (a slice "
+            "missing from the series, or contours drawn on another series)"
+        )
+    first = planes.setdefault(k, plane)
+    if abs(plane - first) > PLANE_TOLERANCE:
+        raise FusionError(
+            f"{where} and another {abs(plane - first) * spacing:.2f} mm from it both fall "
+            f"on slice {k}: the image's slices are further apart than the contours'"
+        )
 
 
 # ---------------------------------------------------------------- DICOM-SEG

@@ -2,8 +2,10 @@
 
 Readers are registered by format in :data:`IMAGE_READERS`; :func:`detect_format` picks
 one from the path. A DICOM series is a folder; when it holds several series the manifest
-must name the SeriesInstanceUID to use, and the error lists the candidates. Only UIDs and
-file counts are ever printed: DICOM patient tags never leave the reader.
+must name the SeriesInstanceUID to use, and the error lists the candidates. A series'
+geometry is checked from its files' headers first (``fusion.io.dicom_series``: gaps,
+duplicates, mixed geometry fail; a gantry tilt is resampled). Only UIDs, file counts and
+positions are ever printed: DICOM patient tags never leave the reader.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from fusion.errors import FusionError
+from fusion.io.dicom_series import regular_grid, series_layout
 
 ImageReader = Callable[[Path, str | None], sitk.Image]
 
@@ -106,7 +109,7 @@ def dicom_series(folder: Path) -> dict[str, list[str]]:
 
 def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image:
     series = dicom_series(folder)
-    if not series:
+    if not series and series_uid is None:
         raise FusionError(f"{folder}: no DICOM series found in this folder")
     if series_uid is None:
         if len(series) > 1:
@@ -116,19 +119,26 @@ def _read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Imag
                 f"manifest's series column. Series found: {listing}"
             )
         series_uid = next(iter(series))
-    if series_uid not in series:
-        raise FusionError(
-            f"{folder}: series {series_uid} not found; series here: {', '.join(sorted(series))}"
-        )
+    if series_uid not in series:  # a series split across sub-folders (a PACS export)
+        found = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid, False, True)
+        if not found:
+            raise FusionError(
+                f"{folder}: series {series_uid} not found in it or its sub-folders; series "
+                f"here: {', '.join(sorted(series))}"
+            )
+        series[series_uid] = list(found)
+    layout = series_layout(series[series_uid], f"{folder} (series {series_uid})")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[series_uid])
+    reader.SetFileNames(layout.files)
     reader.MetaDataDictionaryArrayUpdateOn()
+    if layout.varying_rescale:  # each file's slope applied without rounding
+        reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
-        image = reader.Execute()
+        image = regular_grid(reader.Execute(), layout)
     except RuntimeError as exc:
         raise FusionError(f"{folder}: cannot read DICOM series {series_uid}: {exc}") from None
     # only the UIDs that tie ROI exports to this image travel with it: no patient tags
-    sops = [reader.GetMetaData(i, "0008|0018").strip() for i in range(len(series[series_uid]))]
+    sops = [reader.GetMetaData(i, "0008|0018").strip() for i in range(len(layout.files))]
     image.SetMetaData("fusion_sop_uids", "\\".join(sops))
     image.SetMetaData("0020|000e", series_uid)
     if reader.HasMetaDataKey(0, "0020|0052"):

@@ -30,12 +30,16 @@ from fusion.engine import (
     stage_settings,
 )
 from fusion.errors import FusionError
+from fusion.io.dicom_series import TILT_KEY
 from fusion.io.images import read_image
 from fusion.io.orientation import obliquity_deg
-from fusion.io.rois import read_roi, roi_names
+from fusion.io.rois import file_geometry, read_roi, roi_names
 
 Severity = Literal["fail", "warn"]
-QC_VERSION = 4  # bump when a check changes, so cached QC results are recomputed
+# geometry differences below this are float32 rounding (NIfTI stores float32) and pass
+# without a warning
+ROUNDING = 1e-4
+QC_VERSION = 5  # bump when a check changes, so cached QC results are recomputed
 
 # study fields that cannot change a case's QC result, each with the reason
 QC_KEY_EXCLUDES = {
@@ -51,6 +55,7 @@ def qc_settings(study: Study) -> dict:
     return stage_settings(
         study, QC_KEY_EXCLUDES, version=QC_VERSION, used_labels=_used_labels(study),
         cuts_planes=study.deep is not None, radiograph=study.classifier is not None,
+        pyradiomics_roi_limits=_roi_limits(study),
     )  # fmt: skip
 
 
@@ -58,6 +63,12 @@ def _used_labels(study: Study) -> list[int]:
     from fusion.features.radiomics import roi_labels
 
     return sorted({study.cohort.roi_label, *roi_labels(study)})
+
+
+def _roi_limits(study: Study) -> tuple[int, int]:
+    from fusion.features.radiomics import roi_limits
+
+    return roi_limits(study)
 
 
 def qc_key(settings: dict, case: Case, digest: tuple[str, str]) -> str:
@@ -93,7 +104,9 @@ class QCResult:
 
 
 def _geometry_problems(image: sitk.Image, roi: sitk.Image, spec: QCSpec) -> Iterator[Problem]:
-    """Compare the ROI's grid with the image's, printing both values when they differ."""
+    """Compare the ROI file's grid with the image's, printing both values when they
+    differ beyond the tolerance; within it, :func:`read_roi` has put the ROI on the
+    image's grid, which a warning says when the difference is more than rounding."""
     if image.GetDimension() != roi.GetDimension():
         yield Problem(
             "geometry",
@@ -101,12 +114,14 @@ def _geometry_problems(image: sitk.Image, roi: sitk.Image, spec: QCSpec) -> Iter
             f"image is {image.GetDimension()}-D but ROI is {roi.GetDimension()}-D",
         )
         return
+    found = file_geometry(roi)
     checks = [
         ("size", image.GetSize(), roi.GetSize(), 0.0),
-        ("spacing (mm)", image.GetSpacing(), roi.GetSpacing(), spec.spacing_tolerance_mm),
-        ("origin (mm)", image.GetOrigin(), roi.GetOrigin(), spec.origin_tolerance_mm),
-        ("direction", image.GetDirection(), roi.GetDirection(), spec.direction_tolerance),
+        ("spacing (mm)", image.GetSpacing(), found["spacing"], spec.spacing_tolerance_mm),
+        ("origin (mm)", image.GetOrigin(), found["origin"], spec.origin_tolerance_mm),
+        ("direction", image.GetDirection(), found["direction"], spec.direction_tolerance),
     ]
+    snapped = []
     for name, a, b, tol in checks:
         diff = np.max(np.abs(np.subtract(a, b)))
         if diff > tol:
@@ -116,6 +131,15 @@ def _geometry_problems(image: sitk.Image, roi: sitk.Image, spec: QCSpec) -> Iter
                 f"{name} differs: image {_fmt(a)} vs ROI {_fmt(b)} "
                 f"(max difference {diff:.4g} > tolerance {tol:g})",
             )
+        elif diff > ROUNDING:
+            snapped.append(f"{name} by {diff:.3g}")
+    if snapped:
+        yield Problem(
+            "roi_regridded",
+            "warn",
+            f"the ROI file's grid differs from the image's ({', '.join(snapped)}), within "
+            "the qc tolerances; the ROI is used on the image's grid",
+        )
 
 
 def _reference_problems(reference: sitk.Image, image: sitk.Image, study: Study) -> list[Problem]:
@@ -139,8 +163,10 @@ def _fmt(values: Iterable[float]) -> str:
 
 
 def _roi_problems(
-    roi_array: np.ndarray, label: int, spec: QCSpec
+    roi_array: np.ndarray, label: int, spec: QCSpec, limits: tuple[int, int] = (1, 0)
 ) -> tuple[list[Problem], int | None]:
+    """``limits``: PyRadiomics' minimumROIDimensions and minimumROISize (roi_limits)."""
+    min_dimensions, min_size = limits
     problems: list[Problem] = []
     if not np.issubdtype(roi_array.dtype, np.integer) and not np.all(
         np.equal(np.mod(roi_array, 1), 0)
@@ -177,6 +203,17 @@ def _roi_problems(
                 f"ROI has {n} voxels, fewer than qc.min_roi_voxels = {spec.min_roi_voxels}",
             )
         )
+    elif n < min_size:
+        problems.append(
+            Problem(
+                "small_roi",
+                "fail",
+                f"ROI has {n} voxels, fewer than the parameter file's minimumROISize = "
+                f"{min_size} (PyRadiomics would reject it)",
+            )
+        )
+    if (thin := _thin_problem(inside, min_dimensions)) is not None:
+        problems.append(thin)
     if spec.roi_at_border != "ignore":
         faces = _border_faces(inside)
         if faces:
@@ -188,6 +225,24 @@ def _roi_problems(
                 )
             )
     return problems, n
+
+
+def _thin_problem(inside: np.ndarray, min_dimensions: int) -> Problem | None:
+    """PyRadiomics rejects an ROI spanning more than one voxel in fewer than
+    ``minimumROIDimensions`` axes ("mask has too few dimensions"); say so per axis."""
+    extents = [int(np.ptp(np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim)
+                                                               if a != axis))))) + 1
+               for axis in range(inside.ndim)][::-1]  # x, y, z  # fmt: skip
+    wide = sum(e > 1 for e in extents)
+    if wide >= min_dimensions:
+        return None
+    sizes = ", ".join(f"{n} {e}" for n, e in zip("xyz", extents, strict=False))
+    return Problem(
+        "roi_too_thin", "fail",
+        f"ROI is 1 voxel thick in {len(extents) - wide} of {len(extents)} axes (extent in "
+        f"voxels: {sizes}); PyRadiomics needs it wider than one voxel in at least "
+        f"{min_dimensions} axes (its minimumROIDimensions setting)",
+    )  # fmt: skip
 
 
 def _border_faces(inside: np.ndarray) -> list[str]:
@@ -239,8 +294,9 @@ def check_case(case: Case, study: Study) -> QCResult:
     """Run every check on one case; never raises."""
     try:
         return _check_case(case, study)
-    except FusionError as exc:
-        return QCResult(case.case_id, (Problem("unreadable", "fail", str(exc)),))
+    except FusionError as exc:  # a series' geometry error carries its own code
+        code = getattr(exc, "code", "unreadable")
+        return QCResult(case.case_id, (Problem(code, "fail", str(exc)),))
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the cohort
         return QCResult(
             case.case_id,
@@ -277,6 +333,8 @@ def _check_case(case: Case, study: Study) -> QCResult:
             ),
         )
     problems = _intensity_problems(sitk.GetArrayViewFromImage(image), study.cohort.modality, spec)
+    if image.HasMetaDataKey(TILT_KEY):
+        problems.append(Problem("gantry_tilt", "warn", image.GetMetaData(TILT_KEY)))
     if study.deep is not None and (tilt := obliquity_deg(image)) > spec.max_obliquity_deg:
         problems.append(
             Problem(
@@ -301,7 +359,7 @@ def _check_case(case: Case, study: Study) -> QCResult:
     array = sitk.GetArrayViewFromImage(roi)
     names = roi_names(roi)
     primary = study.cohort.roi_label
-    labels = range(1, len(structures) + 1) if structures else [primary]
+    labels = _used_labels(study)
     if not structures:
         present = {int(v) for v in np.unique(array)} - {0}
         used = set(_used_labels(study))
@@ -317,8 +375,9 @@ def _check_case(case: Case, study: Study) -> QCResult:
                 )
             )
     n = None
-    for label in labels:  # with named structures, each must hold voxels
-        found, voxels = _roi_problems(array, label, spec)
+    limits = _roi_limits(study)
+    for label in labels:  # each label a stage uses must hold a usable ROI
+        found, voxels = _roi_problems(array, label, spec, limits)
         prefix = f"{names[label]}: " if label in names else ""
         problems += [Problem(p.code, p.severity, prefix + p.message) for p in found]
         if label == primary:

@@ -51,10 +51,47 @@ def read_roi(path: Path, reference: sitk.Image, structures: list[str] | None = N
         raise FusionError(f"{path}: ROI file not found")
     for reader in ROI_READERS:
         if reader.detect(path):
-            return reader.read(path, reference, structures)
+            return _onto_reference_grid(reader.read(path, reference, structures), reference)
     raise FusionError(
         f"{path}: unsupported ROI format; readers: {', '.join(r.name for r in ROI_READERS)}"
     )
+
+
+GEOMETRY = {
+    "origin": sitk.Image.GetOrigin,
+    "spacing": sitk.Image.GetSpacing,
+    "direction": sitk.Image.GetDirection,
+}
+
+
+def _onto_reference_grid(roi: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """A label map with the image's size is given the image's exact geometry.
+
+    Exports round origins and spacings differently (NIfTI keeps float32, some tools
+    write 3 decimals), and PyRadiomics and SimpleITK reject masks off the image's grid
+    by more than 1e-6 relative, far below any difference that moves a voxel. The
+    geometry the file had is kept in metadata (:func:`file_geometry`), so QC judges
+    the difference against ``qc.*_tolerance`` and fails the case beyond it; within it,
+    every stage sees the ROI on the image's grid, and none rejects it later.
+    """
+    if roi.GetDimension() != reference.GetDimension() or roi.GetSize() != reference.GetSize():
+        return roi
+    if all(get(roi) == get(reference) for get in GEOMETRY.values()):
+        return roi
+    for key, get in GEOMETRY.items():
+        roi.SetMetaData(f"fusion_file_{key}", " ".join(repr(float(v)) for v in get(roi)))
+    roi.CopyInformation(reference)
+    return roi
+
+
+def file_geometry(roi: sitk.Image) -> dict[str, tuple[float, ...]]:
+    """Origin, spacing and direction as the ROI file had them, before
+    :func:`read_roi` put the ROI on the image's grid."""
+    return {
+        key: tuple(float(v) for v in roi.GetMetaData(f"fusion_file_{key}").split())
+        if roi.HasMetaDataKey(f"fusion_file_{key}") else tuple(get(roi))
+        for key, get in GEOMETRY.items()
+    }  # fmt: skip
 
 
 def roi_names(roi: sitk.Image) -> dict[int, str]:
