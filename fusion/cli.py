@@ -240,11 +240,15 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
             )
         outcomes = table.frame.set_index(args.id_column)
     out = Path(args.out)
-    result = write_manifest(Path(args.dicom), out, args.jobs or cores(), outcomes)
-    print(f"{len(result.rows)} series with an ROI -> {out} (one row each; fill in or check "
-          "the label column)")  # fmt: skip
-    print(f"case ID -> PatientID: {out.with_name(out.stem + '.patients.csv')} (keep it "
-          "private: it is the only file with DICOM identifiers)")  # fmt: skip
+    mapping = Path(args.mapping) if args.mapping else out.with_name(f"{out.stem}.patients.csv")
+    result = write_manifest(Path(args.dicom), out, args.jobs or cores(), outcomes, mapping)
+    print(f"{result.files_read} DICOM files read, {result.files_skipped} other files skipped")
+    print(f"{len(result.rows)} new series with an ROI -> {out} (one row each; check the label "
+          "column)")  # fmt: skip
+    for note in result.notes:
+        print(note)
+    print(f"case ID -> PatientID: {mapping} (keep it private: the only file fusion writes "
+          "with a DICOM identifier)")  # fmt: skip
     if result.unpaired:
         print(f"{len(result.unpaired)} ROI file(s) not paired with a series "
               f"({out.with_name(out.stem + '.unpaired.csv')}):")  # fmt: skip
@@ -255,7 +259,8 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
         for pattern, group in result.structures.groupby("suggested_pattern", sort=False):
             names = ", ".join(f"{r.structure} ({r.roi_files}, {r.patients})"
                               for r in group.itertuples())  # fmt: skip
-            print(f"  {pattern!r}: {names}")
+            note = next((n for n in group.note if n), "")
+            print(f"  {pattern!r}: {names}" + (f"  [{note}]" if note else ""))
     return 0
 
 
@@ -336,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "row per patient: its columns join the manifest")  # fmt: skip
     manifest.add_argument("--id-column", default="PatientID",
                           help="the outcome sheet's column of DICOM PatientIDs")  # fmt: skip
+    manifest.add_argument("--mapping", help="where to write the case ID -> PatientID file "
+                          "(default: beside the manifest, <name>.patients.csv)")  # fmt: skip
     manifest.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
     manifest.set_defaults(func=_cmd_manifest)
 

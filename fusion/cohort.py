@@ -180,9 +180,10 @@ def load_cohort(study: Study) -> list[Case]:
         label = _parse_label(raw_label, spec.label_map)
         if label is None:
             allowed = sorted(spec.label_map) if spec.label_map else ["0", "1"]
+            what = (f"label in column {cols.label!r} is blank" if _is_blank(raw_label)
+                    else f"label {raw_label!r} in column {cols.label!r} is not binary")  # fmt: skip
             problems.append(
-                f"line {line}, case {case_id!r}: label {raw_label!r} in column "
-                f"{cols.label!r} is not binary; allowed: {', '.join(allowed)} "
+                f"line {line}, case {case_id!r}: {what}; allowed: {', '.join(allowed)} "
                 "(or give cohort.label_map in the study)"
             )
             continue

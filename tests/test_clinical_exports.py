@@ -273,3 +273,40 @@ def test_a_line_roi_fails_qc_with_its_extent_per_axis(tmp_path, box, message) ->
     roi[6, 10:20, 10:20] = 1
     write_image(folder / "roi.nrrd", roi)
     assert check_case(load_cohort(study)[0], study).passed
+
+
+def test_excel_separator_hint_and_a_workbook_under_a_csv_name_are_read(tmp_path) -> None:
+    path = tmp_path / "hint.csv"
+    path.write_text("sep=;\nid;age\n007;61,5\n", encoding="cp1252")
+    assert read_table(path).frame.to_dict("list") == {"id": ["007"], "age": ["61.5"]}
+    renamed = tmp_path / "outcomes.csv"  # an .xlsx saved with the wrong suffix
+    with pd.ExcelWriter(renamed, engine="openpyxl") as writer:
+        pd.DataFrame({"notes": ["x"]}).to_excel(writer, sheet_name="Notes", index=False)
+        pd.DataFrame({"id": [7]}).to_excel(writer, sheet_name="Data", index=False)
+    table = read_table(renamed)
+    assert table.frame.to_dict("list") == {"notes": ["x"]}
+    assert "the first sheet, 'Notes', of 2; the others: 'Data'" in table.detected[0]
+
+
+def test_qc_checks_the_roi_on_the_grid_pyradiomics_resamples_to(tmp_path) -> None:
+    """A 2 x 2 voxel rod and resampledPixelSpacing [4, 4, 4]: on its own grid the rod
+    passes; PyRadiomics' resampling leaves too little of it, so QC fails it now."""
+    folder = tmp_path / "cohort"
+    roi = np.zeros((12, 32, 32), np.uint8)
+    roi[2:10, 15:17, 15:17] = 1
+    write_image(folder / "img.nrrd", ct_volume())
+    write_image(folder / "roi.nrrd", roi)
+    pd.DataFrame([ONE]).to_csv(folder / "manifest.csv", index=False)
+    params = {**FAST_PARAMS, "setting": {"binWidth": 25, "resampledPixelSpacing": [4, 4, 4]}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    study = load_study(
+        study_file(tmp_path, "manifest.csv", {"radiomics": {"params": "cohort/params.yaml"}})
+    )
+    case = load_cohort(study)[0]
+    qc = check_case(case, study)
+    assert not qc.passed and "after resampling to [4, 4, 4] mm" in str(qc.problems)
+    with pytest.raises((RuntimeError, ValueError)):  # what PyRadiomics does with it
+        extract_case((case, params, (1,), None, "roi", ()))
+    # a cube survives the same resampling
+    write_image(folder / "roi.nrrd", cube_roi())
+    assert check_case(case, study).passed

@@ -73,7 +73,7 @@ def test_label_map_turns_text_labels_into_0_1(make_study) -> None:
 def test_missing_label_is_an_error(make_study) -> None:
     r = rows(2)
     r[0]["label"] = None
-    with pytest.raises(ManifestError, match="label nan .* is not binary"):
+    with pytest.raises(ManifestError, match="label in column 'label' is blank; allowed"):
         load_cohort(load_study(make_study(r)))
 
 

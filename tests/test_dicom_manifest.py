@@ -15,34 +15,9 @@ import yaml
 from pydicom.uid import generate_uid
 
 from fusion.cli import main
-from fusion.io.dicom_crawl import _stem, crawl, structure_table, write_manifest
+from fusion.io.dicom_crawl import Header, _stem, crawl, structure_table, write_manifest
 from tests.conftest import needs_shared
-from tests.test_dicom_series import axial, write_rtstruct, write_series
-
-
-def write_seg(path: Path, series_folder: Path, label: str) -> None:
-    """A DICOM-SEG (highdicom) of the sphere on the series' middle slices."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    sources = sorted((pydicom.dcmread(f) for f in series_folder.glob("*.dcm")),
-                     key=lambda ds: float(ds.ImagePositionPatient[2]))  # fmt: skip
-    mask = np.zeros((len(sources), sources[0].Rows, sources[0].Columns), dtype=bool)
-    mask[len(sources) // 2 - 1 : len(sources) // 2 + 2, 16:24, 16:24] = True
-    description = hd.seg.SegmentDescription(
-        segment_number=1, segment_label=label,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-    )  # fmt: skip
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=9,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="fusion-test",
-        manufacturer_model_name="test", software_versions="0", device_serial_number="0",
-    )  # fmt: skip
-    seg.save_as(path)
+from tests.test_dicom_series import axial, write_rtstruct, write_seg, write_series
 
 
 def pacs_export(root: Path) -> None:
@@ -116,25 +91,104 @@ def test_a_second_crawl_reads_only_new_or_changed_files(tmp_path) -> None:
     root = tmp_path / "export"
     pacs_export(root)
     cache = tmp_path / "crawl.jsonl"
-    first = crawl(root, cache)
+    first, skipped = crawl(root, cache)
+    assert skipped == 1  # the README
     lines = len(cache.read_text().splitlines())
-    assert crawl(root, cache) == first
+    assert crawl(root, cache) == (first, skipped)
     assert len(cache.read_text().splitlines()) == lines  # nothing read again
     write_series(root / "patient4" / "ct", axial([0.0, 2.0]), patient="MRN-0004")
-    assert len(crawl(root, cache)) == len(first) + 2
+    assert len(crawl(root, cache)[0]) == len(first) + 2
     assert len(cache.read_text().splitlines()) == lines + 2
+
+
+def test_a_rerun_keeps_the_rows_the_user_filled_in_and_adds_new_series(tmp_path, capsys) -> None:
+    root = tmp_path / "export"
+    pacs_export(root)
+    out = tmp_path / "study" / "manifest.csv"
+    mapping = tmp_path / "private" / "ids.csv"
+    argv = ["manifest", str(root), "--out", str(out), "--mapping", str(mapping)]
+    assert main(argv) == 0
+    edited = pd.read_csv(out, dtype=str)
+    edited["label"] = ["1", "0", "1"]
+    edited.to_csv(out, index=False)
+    # a new patient whose folder sorts first
+    series, frame = write_series(root / "patient0" / "ct", axial(np.arange(-4, 5, 2.0)),
+                                 patient="MRN-0000")  # fmt: skip
+    write_rtstruct(root / "patient0" / "rs.dcm", series, frame, [0.0])
+    assert main(argv) == 0
+    assert "3 row(s) of the existing manifest kept as they were, 1 added" in (
+        capsys.readouterr().out
+    )
+    again = pd.read_csv(out, dtype=str)
+    pd.testing.assert_frame_equal(again.iloc[:3], edited)
+    assert again.case_id.tolist()[3] == "case0004" and again.patient.tolist()[3] == "P0004"
+    ids = pd.read_csv(mapping)
+    assert ids.PatientID.tolist() == ["MRN-0001", "MRN-0002", "MRN-0003", "MRN-0000"]
+    assert not out.with_name("manifest.patients.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("sheet", "message"),
+    [
+        ({"PatientID": ["MRN-0001", "MRN-0001"], "label": [0, 1]},
+         "lists 1 PatientID(s) more than once"),
+        ({"PatientID": ["MRN-0001"], "patient": ["x"], "label": [0]},
+         "has column(s) 'patient', which the manifest writes itself"),
+    ],
+)  # fmt: skip
+def test_an_outcome_sheet_the_manifest_cannot_use_is_an_exit_2_error(
+    tmp_path, capsys, sheet, message
+) -> None:
+    root = tmp_path / "export"
+    pacs_export(root)
+    pd.DataFrame(sheet).to_csv(tmp_path / "outcomes.csv", index=False)
+    argv = ["manifest", str(root), "--out", str(tmp_path / "m.csv"), "--outcomes",
+            str(tmp_path / "outcomes.csv")]  # fmt: skip
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_folders_are_exit_2_errors(tmp_path, capsys) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    cases = [
+        (["manifest", str(tmp_path / "none"), "--out", str(tmp_path / "m.csv")], "not a folder"),
+        (["manifest", str(root), "--out", str(tmp_path)], "is a folder"),
+        (["manifest", str(root), "--out", str(root / "m.csv")], "inside the DICOM export"),
+    ]
+    for argv, message in cases:  # fmt: skip
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_files_without_the_dicom_preamble_are_read(tmp_path) -> None:
+    """GDCM reads DICOM files written without the 128-byte preamble and 'DICM'; so must
+    the crawl, or their series vanish and its RTSTRUCT looks unpaired."""
+    root = tmp_path / "export"
+    series, frame = write_series(root / "ct", axial([0.0, 2.0, 4.0]))
+    for f in (root / "ct").glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.preamble = None
+        ds.save_as(f, enforce_file_format=False)
+        assert f.read_bytes()[128:132] != b"DICM"
+    write_rtstruct(root / "rs.dcm", series, frame, [2.0])
+    headers, skipped = crawl(root, tmp_path / "c.jsonl")
+    assert skipped == 0 and [h.kind for h in headers].count("image") == 3
 
 
 def test_structure_spellings_are_grouped_into_patterns() -> None:
     assert {_stem(n) for n in ["GTV", "gtv_1", "GTV-1", "GTV 2"]} == {"gtv"}
     assert _stem("GTV_Mass") == "gtv_mass"
-    from fusion.io.dicom_crawl import Header
-
-    headers = [Header("a", "rtstruct", "p1", structures=["GTV", "CTV"]),
-               Header("b", "rtstruct", "p2", structures=["gtv_1"])]  # fmt: skip
+    headers = [Header("a", "rtstruct", structures=["GTV", "CTV"]),
+               Header("b", "rtstruct", structures=["gtv_1"]),
+               Header("c", "rtstruct", structures=["PTV_1", "PTV_2"]),
+               Header("d", "rtstruct", structures=["PTV_1"])]  # fmt: skip
     table = structure_table(headers).set_index("structure")
     assert table.loc["GTV", "suggested_pattern"] == "gtv*"
     assert table.loc["CTV", "suggested_pattern"] == "CTV"
+    # a pattern would match PTV_1 and PTV_2 in file c: the commonest name instead
+    assert table.loc["PTV_2", "suggested_pattern"] == "PTV_1"
+    assert "1 ROI file(s) hold several of these names" in table.loc["PTV_2", "note"]
 
 
 @pytest.mark.slow

@@ -113,6 +113,36 @@ def write_rtstruct(path: Path, series: str, frame: str, planes_z, radius=RADIUS 
     ds.save_as(path, enforce_file_format=True)
 
 
+def write_seg(path: Path, series_folder: Path, label: str) -> None:
+    """A DICOM-SEG (highdicom) of the sphere at CENTRE (radius RADIUS - 1), each frame
+    drawn from its source file's own position and orientation."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sources = [pydicom.dcmread(f) for f in sorted(series_folder.glob("*.dcm"))]
+    frames = []
+    for ds in sources:
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        r, c = np.mgrid[0 : ds.Rows, 0 : ds.Columns]
+        points = (np.asarray(ds.ImagePositionPatient, dtype=float)
+                  + c[..., None] * iop[:3] + r[..., None] * iop[3:])  # fmt: skip
+        frames.append(np.linalg.norm(points - CENTRE, axis=-1) < RADIUS - 1)
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=label,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )  # fmt: skip
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.stack(frames),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=9,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="fusion-test",
+        manufacturer_model_name="test", software_versions="0", device_serial_number="0",
+    )  # fmt: skip
+    seg.save_as(path)
+
+
 def axial(z_values) -> list[tuple[float, float, float]]:
     return [(-SIZE / 2, -SIZE / 2, z) for z in z_values]
 
@@ -153,7 +183,9 @@ def test_a_missing_slice_fails_qc_with_the_gap(tmp_path) -> None:
     with pytest.raises(SeriesGeometryError) as error:
         read_image(tmp_path / "cohort" / "ct")
     assert error.value.code == "slice_gap"
-    assert "2 mm apart, but 4 mm between slices 6 and 7" in str(error.value)
+    assert "2 mm apart, but 4 mm between slices 6 and 7 (ct005.dcm and ct006.dcm" in str(
+        error.value
+    )
     assert "(1 slice(s) missing?)" in str(error.value)
     qc = qc_of(tmp_path, "ct", "rs.dcm")
     assert [p.code for p in qc.problems] == ["slice_gap"] and not qc.passed
@@ -180,7 +212,9 @@ def test_two_acquisitions_stacked_in_one_series_fail_with_their_numbers(tmp_path
     with pytest.raises(SeriesGeometryError) as error:
         read_image(tmp_path / "ct")
     assert error.value.code == "duplicate_slices"
-    assert "5 pair(s) of files share a slice position" in str(error.value)
+    assert "5 pair(s) of files share a slice position (ct000.dcm and ct005.dcm;" in str(
+        error.value
+    )
     assert "AcquisitionNumber 1, 2" in str(error.value)
 
 
@@ -189,6 +223,7 @@ def test_files_of_different_sizes_fail(tmp_path) -> None:
     with pytest.raises(SeriesGeometryError, match="2 different row counts") as error:
         read_image(tmp_path / "ct")
     assert error.value.code == "mixed_geometry"
+    assert "1 of 3 differ from the others (ct002.dcm; 40 in the rest)" in str(error.value)
 
 
 def test_a_rescale_that_differs_per_file_is_read_as_float(tmp_path) -> None:
@@ -235,6 +270,10 @@ def test_a_tilted_series_is_resampled_so_the_rtstruct_lands_on_the_lesion(
     write_rtstruct_on_planes(tmp_path / "cohort" / "rs.dcm", series, frame, image)
     roi = read_roi(tmp_path / "cohort" / "rs.dcm", image, ["GTV"])
     assert lesion_mean(image, roi) > 75
+    # a DICOM-SEG places frames by slice: they follow the slices' shifts
+    write_seg(tmp_path / "cohort" / "seg.dcm", tmp_path / "cohort" / "ct", "GTV")
+    seg = read_roi(tmp_path / "cohort" / "seg.dcm", image, ["GTV"])
+    assert lesion_mean(image, seg) > 78, lesion_mean(image, seg)
     qc = qc_of(tmp_path, "ct", "rs.dcm")
     assert qc.passed and "gantry_tilt" in [p.code for p in qc.problems]
     assert "gantry tilt of 20.0 degrees" in str(qc.problems)

@@ -139,16 +139,36 @@ def roi_labels(study: Study) -> tuple[int, ...]:
     return (study.cohort.roi_label,)
 
 
-def roi_limits(study: Study) -> tuple[int, int]:
+def roi_limits(study: Study) -> tuple[int, int, dict]:
     """What PyRadiomics' ``checkMask`` requires of an ROI, from the study's parameter
     file: the axes it must span more than one voxel in (``minimumROIDimensions``,
-    default 2) and its fewest voxels (``minimumROISize``, default none: 0). QC applies
-    both, so no case passes QC and is then rejected by PyRadiomics. (1, 0) without a
-    radiomics stage."""
+    default 2), its fewest voxels (``minimumROISize``, default none: 0), and the
+    settings its resampling uses (``resampledPixelSpacing`` and friends; empty when it
+    does not resample). QC applies them to the ROI as PyRadiomics will see it, so no
+    case passes QC and is then rejected by PyRadiomics. (1, 0, {}) without a radiomics
+    stage."""
     if study.radiomics is None:
-        return 1, 0
+        return 1, 0, {}
     settings = load_params(study.radiomics.params).get("setting") or {}
-    return int(settings.get("minimumROIDimensions", 2)), int(settings.get("minimumROISize") or 0)
+    resampling = {k: settings[k] for k in ("resampledPixelSpacing", "interpolator",
+                                            "padDistance") if k in settings}  # fmt: skip
+    if not resampling.get("resampledPixelSpacing"):
+        resampling = {}
+    return (int(settings.get("minimumROIDimensions", 2)),
+            int(settings.get("minimumROISize") or 0), resampling)  # fmt: skip
+
+
+def resampled_roi(image: Any, roi: Any, label: int, resampling: dict) -> Any:
+    """The ROI's label map after PyRadiomics' own resampling (its ``resampleImage``,
+    nearest neighbour for the mask, cropped to the ROI), or None if nothing of the label
+    is left on the new grid."""
+    from radiomics import imageoperations
+
+    try:
+        _, mask = imageoperations.resampleImage(image, roi, label=label, **resampling)
+    except Exception:  # noqa: BLE001 - PyRadiomics finds no label object: nothing left
+        return None
+    return mask
 
 
 # a generated ROI handed to the worker: its label map file and the labels to extract

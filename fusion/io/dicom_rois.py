@@ -26,6 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fusion.errors import FusionError
+from fusion.io.dicom_series import shift_slices, tilt_shifts
 from fusion.io.rois import RoiReader, register_roi_reader
 
 RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -260,6 +261,8 @@ def read_dicom_seg(path: Path, reference: sitk.Image, structures: list[str] | No
     for j, uid in enumerate(present):
         for s in range(len(chosen)):
             out[position[uid]][pixels[j, :, :, s] > 0] = s + 1
+    if (shifts := tilt_shifts(reference)) is not None:  # frames follow the tilt correction
+        out = shift_slices(out, shifts, order=0)
     return _label_image(out, reference, names)
 
 

@@ -28,7 +28,9 @@ as float so no slice is rounded.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -38,6 +40,7 @@ from fusion.errors import FusionError
 POSITION_TOLERANCE_MM = 0.01  # steps may differ by this much (or 1 %) and still be even
 SHEAR_TOLERANCE_MM = 0.01  # an in-plane step component below this is no shear
 TILT_KEY = "fusion_tilt"  # image metadata: the warning QC shows for a tilted series
+SHIFTS_KEY = "fusion_slice_shifts"  # image metadata: each slice's shift (rows, columns)
 
 
 class SeriesGeometryError(FusionError):
@@ -80,6 +83,22 @@ def _values(datasets: list, keyword: str) -> list:
             if ds.get(keyword) is not None else None for ds in datasets]  # fmt: skip
 
 
+def _rounded(value: tuple | None) -> tuple | None:
+    """A header value compared to 1e-4 (orientation cosines, spacings)."""
+    if value is None:
+        return None
+    try:
+        return tuple(round(float(v), 4) for v in value)
+    except (TypeError, ValueError):
+        return tuple(value)
+
+
+def _show(value: tuple | None) -> str:
+    if value is None:
+        return "none"
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+
+
 def series_layout(files: list[str], where: str) -> SeriesLayout:
     """Validate a series' files (in ITK's order) and say how to stack them.
 
@@ -89,19 +108,18 @@ def series_layout(files: list[str], where: str) -> SeriesLayout:
     for keyword, what in (("ImageOrientationPatient", "orientations"),
                           ("Rows", "row counts"), ("Columns", "column counts"),
                           ("PixelSpacing", "pixel spacings")):  # fmt: skip
-        found = _values(datasets, keyword)
-        distinct = sorted({str(v) for v in found})
-        same = len(distinct) == 1
-        if not same and keyword in ("ImageOrientationPatient", "PixelSpacing"):
-            arrays = [np.asarray(v, dtype=float) for v in found if v is not None]
-            same = len(arrays) == len(found) and all(
-                np.allclose(a, arrays[0], atol=1e-4) for a in arrays
-            )
-        if not same:
+        found = [_rounded(v) for v in _values(datasets, keyword)]
+        counts = Counter(found)
+        if len(counts) > 1:
+            common = counts.most_common(1)[0][0]
+            odd = [Path(f).name for f, v in zip(files, found, strict=True) if v != common]
             raise SeriesGeometryError(
                 "mixed_geometry",
-                f"{where}: its files have {len(distinct)} different {what} "
-                f"({'; '.join(distinct[:4])}); split the series or name one in the manifest",
+                f"{where}: its files have {len(counts)} different {what}: {len(odd)} of "
+                f"{len(files)} differ from the others ({', '.join(odd[:5])}"
+                f"{', ...' if len(odd) > 5 else ''}; {_show(common)} in the rest). Remove "
+                "them from the series folder (a localizer or a reformat stored under the "
+                "same series?)",
             )
     positions = [ds.get("ImagePositionPatient") for ds in datasets]
     orientation = datasets[0].get("ImageOrientationPatient")
@@ -135,11 +153,13 @@ def series_layout(files: list[str], where: str) -> SeriesLayout:
                 stacked.append(f"{keyword} {', '.join(values[:6])}")
         why = (f"; the series stacks several acquisitions or phases ({'; '.join(stacked)})"
                if stacked else "")  # fmt: skip
+        pairs = [f"{Path(ordered[i]).name} and {Path(ordered[i + 1]).name}" for i in duplicate[:3]]
         raise SeriesGeometryError(
             "duplicate_slices",
-            f"{where}: {duplicate.size} pair(s) of files share a slice position (the first "
-            f"at {depth[duplicate[0]]:.2f} mm along the slice normal){why}; export one "
-            "acquisition per series",
+            f"{where}: {duplicate.size} pair(s) of files share a slice position ("
+            f"{'; '.join(pairs)}{'; ...' if duplicate.size > 3 else ''}, the first at "
+            f"{depth[duplicate[0]]:.2f} mm along the slice normal){why}; export one "
+            "acquisition per series, or remove copied files",
         )
     step = float(np.median(steps))
     uneven = np.flatnonzero(np.abs(steps - step) > max(POSITION_TOLERANCE_MM, 0.01 * step))
@@ -150,10 +170,11 @@ def series_layout(files: list[str], where: str) -> SeriesLayout:
         raise SeriesGeometryError(
             "slice_gap",
             f"{where}: slices are {step:.3g} mm apart, but {steps[i]:.3g} mm between slices "
-            f"{i + 1} and {i + 2} (at {depth[i]:.2f} and {depth[i + 1]:.2f} mm along the "
-            f"slice normal){guess}; {uneven.size} uneven step(s) in {len(steps)}: read "
-            "as one regular grid, ROIs and features would be wrong. Re-export the "
-            "complete series",
+            f"{i + 1} and {i + 2} ({Path(ordered[i]).name} and {Path(ordered[i + 1]).name}, "
+            f"at {depth[i]:.2f} and {depth[i + 1]:.2f} mm along the slice normal){guess}; "
+            f"{uneven.size} uneven step(s) in {len(steps)}: read as one regular grid, ROIs "
+            "and features would be wrong. Re-export the complete series (a file GDCM "
+            "cannot read is left out of the series and shows as a gap)",
         )
     offsets = ipp - ipp[0] - np.outer(depth - depth[0], normal)  # in-plane, mm
     shifts = np.column_stack([offsets @ row, offsets @ column])
@@ -163,6 +184,29 @@ def series_layout(files: list[str], where: str) -> SeriesLayout:
                         tilt if sheared else 0.0, varying, row, column, normal, ipp[0])  # fmt: skip
 
 
+def shift_slices(array: np.ndarray, pixels: list[tuple[float, float]], order: int) -> np.ndarray:
+    """Shift each slice of a (slices, rows, columns) array within its plane by
+    (rows, columns) pixels: linearly for an image (order 1, outside filled with its
+    minimum), by nearest neighbour for a label map (order 0, outside 0)."""
+    from scipy import ndimage
+
+    fill = float(array.min()) if order else 0.0
+    out = np.empty(array.shape, dtype=np.float32 if order else array.dtype)
+    for k, shift in enumerate(pixels):
+        out[k] = ndimage.shift(array[k].astype(np.float32) if order else array[k], shift,
+                               order=order, mode="constant", cval=fill)  # fmt: skip
+    return out
+
+
+def tilt_shifts(image: sitk.Image) -> list[tuple[float, float]] | None:
+    """The per-slice shifts :func:`regular_grid` applied to a tilted series, or None:
+    a reader that places ROI frames by slice (DICOM-SEG) applies them too."""
+    if not image.HasMetaDataKey(SHIFTS_KEY):
+        return None
+    values = [float(v) for v in image.GetMetaData(SHIFTS_KEY).split()]
+    return list(zip(values[::2], values[1::2], strict=True))
+
+
 def regular_grid(image: sitk.Image, layout: SeriesLayout) -> sitk.Image:
     """The series on a regular grid with its true geometry: origin at the first slice,
     axes along row, column and normal, the step along the normal as slice spacing.
@@ -170,15 +214,9 @@ def regular_grid(image: sitk.Image, layout: SeriesLayout) -> sitk.Image:
     linearly interpolated, the outside filled with the image's minimum."""
     if layout.tilt_deg == 0.0:
         return image
-    from scipy import ndimage
-
-    array = sitk.GetArrayFromImage(image)  # (slices, rows, columns)
     sx, sy = image.GetSpacing()[:2]
-    fill = float(array.min())
-    out = np.empty(array.shape, dtype=np.float32)
-    for k, (along_row, along_column) in enumerate(layout.shifts):
-        out[k] = ndimage.shift(array[k].astype(np.float32), (along_column / sy, along_row / sx),
-                               order=1, mode="constant", cval=fill)  # fmt: skip
+    pixels = [(along_column / sy, along_row / sx) for along_row, along_column in layout.shifts]
+    out = shift_slices(sitk.GetArrayFromImage(image), pixels, order=1)
     regular = sitk.GetImageFromArray(out)
     regular.SetOrigin(tuple(float(v) for v in layout.origin))
     regular.SetSpacing((sx, sy, layout.step_mm))
@@ -186,6 +224,7 @@ def regular_grid(image: sitk.Image, layout: SeriesLayout) -> sitk.Image:
     regular.SetDirection(tuple(float(v) for v in axes.ravel()))
     for key in image.GetMetaDataKeys():
         regular.SetMetaData(key, image.GetMetaData(key))
+    regular.SetMetaData(SHIFTS_KEY, " ".join(repr(float(v)) for pair in pixels for v in pair))
     regular.SetMetaData(
         TILT_KEY,
         f"the series is sheared by a gantry tilt of {layout.tilt_deg:.1f} degrees; its "

@@ -65,7 +65,7 @@ def _used_labels(study: Study) -> list[int]:
     return sorted({study.cohort.roi_label, *roi_labels(study)})
 
 
-def _roi_limits(study: Study) -> tuple[int, int]:
+def _roi_limits(study: Study) -> tuple[int, int, dict]:
     from fusion.features.radiomics import roi_limits
 
     return roi_limits(study)
@@ -227,6 +227,24 @@ def _roi_problems(
     return problems, n
 
 
+def _resampled_problems(image: sitk.Image, roi: sitk.Image, label: int, resampling: dict,
+                        spec: QCSpec, limits: tuple[int, int]) -> list[Problem]:  # fmt: skip
+    """The ROI checks again on the grid PyRadiomics resamples to: a thin ROI can vanish
+    or become too thin there."""
+    from fusion.features.radiomics import resampled_roi
+
+    mask = resampled_roi(image, roi, label, resampling)
+    spacing = resampling["resampledPixelSpacing"]
+    if mask is None:
+        why = f"nothing of the ROI is left after PyRadiomics resamples it to {spacing} mm"
+        return [Problem("roi_too_thin", "fail", why + " (resampledPixelSpacing)")]
+    # PyRadiomics' own rules there (qc.min_roi_voxels is about the drawn ROI)
+    lenient = spec.model_copy(update={"min_roi_voxels": 1})
+    found, _ = _roi_problems(sitk.GetArrayViewFromImage(mask), label, lenient, limits)
+    return [Problem(p.code, p.severity, f"after resampling to {spacing} mm: {p.message}")
+            for p in found if p.severity == "fail"]  # fmt: skip
+
+
 def _thin_problem(inside: np.ndarray, min_dimensions: int) -> Problem | None:
     """PyRadiomics rejects an ROI spanning more than one voxel in fewer than
     ``minimumROIDimensions`` axes ("mask has too few dimensions"); say so per axis."""
@@ -375,9 +393,12 @@ def _check_case(case: Case, study: Study) -> QCResult:
                 )
             )
     n = None
-    limits = _roi_limits(study)
+    min_dimensions, min_size, resampling = _roi_limits(study)
     for label in labels:  # each label a stage uses must hold a usable ROI
-        found, voxels = _roi_problems(array, label, spec, limits)
+        found, voxels = _roi_problems(array, label, spec, (min_dimensions, min_size))
+        if resampling and voxels and not any(p.severity == "fail" for p in found):
+            found += _resampled_problems(image, roi, label, resampling, spec,
+                                         (min_dimensions, min_size))  # fmt: skip
         prefix = f"{names[label]}: " if label in names else ""
         problems += [Problem(p.code, p.severity, prefix + p.message) for p in found]
         if label == primary:

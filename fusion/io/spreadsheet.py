@@ -13,9 +13,10 @@ semicolon. This module detects each of these instead of assuming UTF-8 and comma
   so quoted cells may hold any separator);
 - decimal comma: with a separator other than a comma, a column whose every non-blank
   cell is a number written with a decimal comma (``61,5``) is rewritten with a point;
-- ``.xlsx``, ``.xlsm``, ``.xls`` and ``.ods`` workbooks are read by python-calamine
-  (the first sheet; numbers that are whole become ``7``, not ``7.0``, so case IDs keep
-  their form; dates become ISO dates).
+- Excel's ``sep=;`` first line is obeyed;
+- ``.xlsx``, ``.xlsm``, ``.xls`` and ``.ods`` workbooks (also under another suffix) are
+  read by python-calamine: the first sheet (the others are named in messages), numbers
+  that are whole as ``7``, not ``7.0``, so case IDs keep their form, dates as ISO dates.
 
 Column names are stripped of surrounding spaces; rows and unnamed columns that are
 entirely empty (a spreadsheet's trailing cells) are dropped. Every cell stays text, so
@@ -59,7 +60,9 @@ def read_table(path: Path) -> Table:
     when it cannot be read."""
     path = Path(path)
     try:
-        if path.suffix.lower() in WORKBOOK_SUFFIXES:
+        with path.open("rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # an .xlsx/.ods saved under another name
+        if path.suffix.lower() in WORKBOOK_SUFFIXES or zipped:
             table = _read_workbook(path)
         else:
             table = _read_text(path)
@@ -110,7 +113,12 @@ def _read_text(path: Path) -> Table:
     text, encoding = decode(path.read_bytes())
     if not text.strip():
         raise ManifestError(f"{path}: cannot read the table: the file is empty")
-    sep = separator(text) or ","
+    first, _, rest = text.partition("\n")
+    if re.fullmatch(r'"?sep=(.)"?\r?', first.strip()):  # Excel's separator hint line
+        hinted = re.fullmatch(r'"?sep=(.)"?', first.strip()).group(1)
+        text, sep = rest, hinted
+    else:
+        sep = separator(text) or ","
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -157,5 +165,6 @@ def _read_workbook(path: Path) -> Table:
         raise ManifestError(f"{path}: the workbook has no sheet")
     name, frame = next(iter(sheets.items()))
     frame = frame.map(_cell_text)
-    detected = [f"sheet {name!r} (the first of {len(sheets)})"]
+    others = f"; the others: {', '.join(map(repr, list(sheets)[1:]))}" if len(sheets) > 1 else ""
+    detected = [f"the first sheet, {name!r}, of {len(sheets)}{others}"]
     return Table(frame, f"{path}, sheet {name!r}", detected)
