@@ -100,7 +100,8 @@ def _clinical_values(row: pd.Series, study: Study) -> tuple[dict[str, Any], list
             try:
                 values[cov.name] = float(text)
             except ValueError:
-                bad.append(f"covariate {cov.name!r} = {text!r} is not a number")
+                bad.append(f"covariate {cov.name!r} = {text!r} is not a number (leave the "
+                           "cell blank for a missing value)")  # fmt: skip
             continue
         values[cov.name] = text
     return values, bad

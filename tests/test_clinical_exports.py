@@ -310,3 +310,15 @@ def test_qc_checks_the_roi_on_the_grid_pyradiomics_resamples_to(tmp_path) -> Non
     # a cube survives the same resampling
     write_image(folder / "roi.nrrd", cube_roi())
     assert check_case(case, study).passed
+
+
+def test_title_lines_and_placeholder_cells_of_a_spreadsheet_export(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("Outcomes 2024;;\nid;age;ok\n007;61,5;1\n008;-;0\n", encoding="cp1252")
+    table = read_table(path)
+    assert table.frame.to_dict("list") == {
+        "id": ["007", "008"],
+        "age": ["61.5", "-"],
+        "ok": ["1", "0"],
+    }
+    assert "1 line(s) above the header skipped" in table.detected

@@ -12,7 +12,9 @@ semicolon. This module detects each of these instead of assuming UTF-8 and comma
   rows into the same number of more than one column (Python's ``csv`` module parses,
   so quoted cells may hold any separator);
 - decimal comma: with a separator other than a comma, a column whose every non-blank
-  cell is a number written with a decimal comma (``61,5``) is rewritten with a point;
+  cell is a number written with a decimal comma (``61,5``) or a placeholder (``-``,
+  ``NA``) has its numbers rewritten with a point;
+- up to 5 title lines above the header (one non-empty cell each) are skipped;
 - Excel's ``sep=;`` first line is obeyed;
 - ``.xlsx``, ``.xlsm``, ``.xls`` and ``.ods`` workbooks (also under another suffix) are
   read by python-calamine: the first sheet (the others are named in messages), numbers
@@ -43,6 +45,10 @@ SEPARATORS = (",", ";", "\t", "|")
 SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
 DECIMAL_COMMA = re.compile(r"^[+-]?\d+(,\d+)?$")
 SNIFF_LINES = 50
+TITLE_LINES = 5  # at most this many title lines above a header are skipped
+# cells that stand for "no value" in a number column: they do not stop a decimal-comma
+# column from being converted (the covariate reader then names them)
+PLACEHOLDERS = {"-", "\u2013", "\u2014", ".", "?", "na", "n/a", "nan", "missing", "unknown"}
 
 
 @dataclass
@@ -109,31 +115,53 @@ def separator(text: str) -> str | None:
     return best
 
 
+def _title_lines(lines: list[str]) -> int:
+    """How many leading lines are a title above the header (a sheet's A1 note exported
+    with it): lines with at most one non-empty cell whatever the separator, followed by
+    a line with several."""
+
+    def most_cells(line: str) -> int:
+        return max(sum(bool(c.strip()) for c in next(csv.reader([line], delimiter=sep), []))
+                   for sep in SEPARATORS)  # fmt: skip
+
+    for n, line in enumerate(lines[: TITLE_LINES + 1]):
+        if most_cells(line) > 1:
+            return n
+    return 0
+
+
 def _read_text(path: Path) -> Table:
     text, encoding = decode(path.read_bytes())
     if not text.strip():
         raise ManifestError(f"{path}: cannot read the table: the file is empty")
+    detected = [f"encoding {encoding}"]
     first, _, rest = text.partition("\n")
-    if re.fullmatch(r'"?sep=(.)"?\r?', first.strip()):  # Excel's separator hint line
-        hinted = re.fullmatch(r'"?sep=(.)"?', first.strip()).group(1)
-        text, sep = rest, hinted
+    if hint := re.fullmatch(r'"?sep=(.)"?', first.strip()):  # Excel's separator hint line
+        text, sep = rest, hint.group(1)
     else:
+        lines = text.splitlines(keepends=True)
+        if skipped := _title_lines(lines):
+            text = "".join(lines[skipped:])
+            detected.append(f"{skipped} line(s) above the header skipped")
         sep = separator(text) or ","
+    name = SEPARATOR_NAMES.get(sep, repr(sep))
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ManifestError(
-            f"{path}: cannot read the table ({encoding}, {SEPARATOR_NAMES[sep]}-separated): {exc}"
+            f"{path}: cannot read the table ({encoding}, {name}-separated): {exc}"
         ) from exc
-    detected = [f"encoding {encoding}", f"{SEPARATOR_NAMES[sep]}-separated"]
+    detected.insert(1, f"{name}-separated")
     if sep != ",":
         converted = []
         for column in frame.columns:
             cells = frame[column].dropna().str.strip()
-            cells = cells[cells != ""]
+            cells = cells[(cells != "") & ~cells.str.lower().isin(PLACEHOLDERS)]
             numeric = len(cells) and cells.str.match(DECIMAL_COMMA).all()
             if numeric and cells.str.contains(",").any():
-                frame[column] = frame[column].str.replace(",", ".", regex=False)
+                values = frame[column].str.strip()
+                comma = values.str.match(DECIMAL_COMMA, na=False)
+                frame.loc[comma, column] = values[comma].str.replace(",", ".", regex=False)
                 converted.append(str(column))
         if converted:
             detected.append(f"decimal comma in {', '.join(converted)}")
