@@ -212,9 +212,7 @@ def test_two_acquisitions_stacked_in_one_series_fail_with_their_numbers(tmp_path
     with pytest.raises(SeriesGeometryError) as error:
         read_image(tmp_path / "ct")
     assert error.value.code == "duplicate_slices"
-    assert "5 pair(s) of files share a slice position (ct000.dcm and ct005.dcm;" in str(
-        error.value
-    )
+    assert "5 pair(s) of files share a slice position (ct000.dcm and ct005.dcm;" in str(error.value)
     assert "AcquisitionNumber 1, 2" in str(error.value)
 
 
