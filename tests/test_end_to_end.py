@@ -72,6 +72,7 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
     for section in SECTIONS:
         assert f'id="{section}"' in html, section
     assert "RANDOM, not pretrained" in html
+    assert "passed through ResNet50 (RANDOM weights, not pretrained" in html  # the methods
     assert "ICH006" in html and "ROI file not found" in html  # the excluded case, with reason
     assert "Cases kept with QC warnings" in html and "extra_labels" in html  # ICH008
     assert "cross-validated (training set)" in html and "apparent AUC" in html

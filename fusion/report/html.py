@@ -75,6 +75,19 @@ def _models_text(summary: pd.DataFrame) -> str:
     return "; ".join(f"{r.model} = {r.classifier} on {r.features}" for r in summary.itertuples())
 
 
+def _weights_text(requested: str, weights: dict | None) -> str:
+    """The weights the deep stage really used (its deep_weights.json), not only those
+    the study asked for: offline, ``imagenet`` falls back to random weights when
+    ``deep.allow_random_weights`` is set, and the methods must say so."""
+    if not weights:
+        return f"{requested} weights"
+    if weights.get("pretrained") is False:
+        if requested == "random":
+            return "RANDOM weights, not pretrained"
+        return f"RANDOM weights, not pretrained; the study asked for {requested}, unavailable here"
+    return f"{weights.get('source', requested)} weights"
+
+
 def methods_text(
     study: Study,
     cohort: pd.DataFrame,
@@ -148,8 +161,9 @@ def methods_text(
             f"{', '.join(f'{o:g}' for o in d.offsets_mm)} mm (interpolated along z), a square "
             f"crop around the ROI's bounding box plus {d.margin_mm:g} mm was resampled to "
             f"{d.size} × {d.size} pixels, windowed ({_window_text(d.window)}), "
-            f"normalised with ImageNet statistics and passed through ResNet50 ({d.weights} "
-            f"weights); the {d.layer} output was averaged over planes ({d.aggregate})."
+            f"normalised with ImageNet statistics and passed through ResNet50 "
+            f"({_weights_text(d.weights, weights)}); the {d.layer} output was averaged over "
+            f"planes ({d.aggregate})."
         )
         if d.weights == "finetune":
             f = d.finetune
