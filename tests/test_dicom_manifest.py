@@ -15,7 +15,9 @@ import yaml
 from pydicom.uid import generate_uid
 
 from fusion.cli import main
+from fusion.errors import FusionError
 from fusion.io.dicom_crawl import Header, _stem, crawl, structure_table, write_manifest
+from fusion.io.images import read_image
 from tests.conftest import needs_shared
 from tests.test_dicom_series import axial, write_rtstruct, write_seg, write_series
 
@@ -174,6 +176,9 @@ def test_files_without_the_dicom_preamble_are_read(tmp_path) -> None:
     write_rtstruct(root / "rs.dcm", series, frame, [2.0])
     headers, skipped = crawl(root, tmp_path / "c.jsonl")
     assert skipped == 0 and [h.kind for h in headers].count("image") == 3
+    # ITK cannot read these pixels: the reader's error names the file, as QC shows it
+    with pytest.raises(FusionError, match="Unable to determine ImageIO reader for .*ct000.dcm"):
+        read_image(root / "ct")
 
 
 def test_structure_spellings_are_grouped_into_patterns() -> None:

@@ -10,6 +10,7 @@ letting them pass silently.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,15 @@ def roi_limits(study: Study) -> tuple[int, int, dict]:
     stage."""
     if study.radiomics is None:
         return 1, 0, {}
-    settings = load_params(study.radiomics.params).get("setting") or {}
+    path = Path(study.radiomics.params)
+    return _limits_of(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _limits_of(path: str, mtime_ns: int) -> tuple[int, int, dict]:
+    """roi_limits of one parameter file version: QC asks for every case, and reading and
+    schema-checking the file costs about 20 ms."""
+    settings = load_params(Path(path)).get("setting") or {}
     resampling = {k: settings[k] for k in ("resampledPixelSpacing", "interpolator",
                                             "padDistance") if k in settings}  # fmt: skip
     if not resampling.get("resampledPixelSpacing"):

@@ -75,7 +75,9 @@ def _header(path: str):  # noqa: ANN202 - a pydicom Dataset
     tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
             "PixelSpacing", "RescaleSlope", "RescaleIntercept", "AcquisitionNumber",
             "TemporalPositionIdentifier", "EchoNumbers"]  # fmt: skip
-    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+    # force: a file GDCM listed in the series is read without its 128-byte preamble too;
+    # whether ITK can then read its pixels is ITK's error, named with the file
+    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=True)
 
 
 def _values(datasets: list, keyword: str) -> list:

@@ -248,9 +248,7 @@ def _resampled_problems(image: sitk.Image, roi: sitk.Image, label: int, resampli
 def _thin_problem(inside: np.ndarray, min_dimensions: int) -> Problem | None:
     """PyRadiomics rejects an ROI spanning more than one voxel in fewer than
     ``minimumROIDimensions`` axes ("mask has too few dimensions"); say so per axis."""
-    extents = [int(np.ptp(np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim)
-                                                               if a != axis))))) + 1
-               for axis in range(inside.ndim)][::-1]  # x, y, z  # fmt: skip
+    extents = [int(i.max() - i.min()) + 1 for i in np.nonzero(inside)][::-1]  # x, y, z
     wide = sum(e > 1 for e in extents)
     if wide >= min_dimensions:
         return None
