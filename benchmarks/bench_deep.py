@@ -25,8 +25,9 @@ from fusion.cohort import load_cohort
 from fusion.config import DeepSpec, load_study
 from fusion.demo import generate_demo_cohort
 from fusion.device import pick_device
-from fusion.features.deep import build_model, load_weights, run_deep
+from fusion.features.deep import build_model, run_deep
 from fusion.hashing import case_digests
+from fusion.nets.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -79,14 +79,15 @@ def write_study(
 def in_process(study_path: Path, work: Path, jobs: int) -> tuple[float, float]:
     """QC + radiomics through the Python API, cold (empty cache) and then warm."""
     from fusion.config import load_study
-    from fusion.pipeline import RunOptions, qc_stage, radiomics_stage
+    from fusion.stages.context import RunOptions, build_context
+    from fusion.stages.radiomics import extract as extract_radiomics
 
     study = load_study(study_path)
     options = RunOptions(reports=work / "reports_api", cache=work / "cache_api", jobs=jobs)
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        radiomics_stage(study, options, qc_stage(study, options))
+        extract_radiomics(build_context(study, options))
         times.append(time.perf_counter() - start)
     return times[0], times[1]
 

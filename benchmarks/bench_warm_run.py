@@ -34,7 +34,8 @@ def bytes_read() -> int:
 def main() -> None:
     import fusion
     from fusion.config import load_study
-    from fusion.pipeline import RunOptions, qc_stage, radiomics_stage
+    from fusion.stages.context import RunOptions, build_context
+    from fusion.stages.radiomics import extract as extract_radiomics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", type=int, default=3, help="warm repetitions")
@@ -57,7 +58,7 @@ def main() -> None:
 
     def run() -> tuple[float, int]:
         start, before = time.perf_counter(), bytes_read()
-        radiomics_stage(study, options, qc_stage(study, options))
+        extract_radiomics(build_context(study, options))
         return time.perf_counter() - start, bytes_read() - before
 
     print(f"fusion from {Path(fusion.__file__).parent}; {len(rows)} DICOM cases, "

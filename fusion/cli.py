@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 from fusion.errors import FusionError
 
 if TYPE_CHECKING:
-    from fusion.pipeline import RunOptions
+    from fusion.stages.context import RunOptions
 
 log = logging.getLogger("fusion")
 
 
 def _options(args: argparse.Namespace) -> RunOptions:
-    from fusion.pipeline import RunOptions
+    from fusion.stages.context import RunOptions
 
     return RunOptions(
         reports=Path(args.reports),
@@ -38,19 +38,20 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from fusion.atomic import write_csv_atomic
     from fusion.config import load_study
     from fusion.io.qc import qc_table
-    from fusion.pipeline import qc_stage, tables_dir
+    from fusion.stages.context import check_study
 
     study = load_study(args.study)
     if study.radiomics is not None:  # a bad parameter file is found now, not after QC
-        from fusion.features.radiomics import load_params
+        from fusion.io.radiomics_params import load_params
 
         load_params(study.radiomics.params)
     options = _options(args)
-    out = Path(args.out) if args.out else tables_dir(study, options) / "qc.csv"
-    checked = qc_stage(study, options, out)
-    table = qc_table(checked.qc)
+    out = Path(args.out) if args.out else options.reports / study.name / "tables" / "qc.csv"
+    table = qc_table(check_study(study, options).qc)
+    write_csv_atomic(table, out)
     _print_qc(table)
     counts = table.status.value_counts()
     print(
@@ -63,27 +64,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from fusion.config import load_study
-    from fusion.pipeline import deep_stage, qc_stage, radiomics_stage, tables_dir
+    from fusion.stages import deep, radiomics
+    from fusion.stages.context import build_context
 
     study = load_study(args.study)
-    options = _options(args)
-    checked = qc_stage(study, options)
+    ctx = build_context(study, _options(args))
+    checked = ctx.checked
     excluded = len(checked.cases) - len(checked.passed)
     if args.stage == "radiomics":
-        run = radiomics_stage(study, options, checked).run
+        run = radiomics.extract(ctx).run
         computed, cached, failures = run.computed, run.cached, run.failures
         allowed = study.radiomics.max_failures if study.radiomics else 0
     else:
-        deep = deep_stage(study, options, checked)
-        computed, cached, failures = deep.computed, deep.cached, deep.failures
+        out = deep.extract(ctx)
+        computed, cached, failures = out.computed, out.cached, out.failures
         allowed = study.deep.max_failures if study.deep else 0
-        print(f"weights: {deep.weights.source}; device: {deep.device}")
-        if deep.weights.warning:
-            print(f"WARNING: {deep.weights.warning}", file=sys.stderr)
+        print(f"weights: {out.weights.source}; device: {out.device}")
+        if out.weights.warning:
+            print(f"WARNING: {out.weights.warning}", file=sys.stderr)
     print(
         f"{study.name}: {args.stage} for {len(checked.passed)} cases ({excluded} excluded by "
         f"QC): {computed} computed, {cached} from cache, {len(failures)} failed. "
-        f"Tables in {tables_dir(study, options)}"
+        f"Tables in {ctx.tables}"
     )
     for failure in failures:
         print(f"  failed: {failure.case_id}: {failure.error}: {failure.message}")

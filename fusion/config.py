@@ -203,13 +203,9 @@ class RoiSpec(_Strict):
     settings: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _known_generator(self) -> RoiSpec:
-        from fusion.rois import make_generator
-
-        try:  # an unknown generator or setting is named now, not at the first case
-            make_generator(self.generator, **self.settings)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+    def _cohort_mode(self) -> RoiSpec:
+        """(The generator and its settings are checked by :func:`fusion.rois.check_rois`
+        before the first case: the registry lives above the study definition.)"""
         if self.mode == "cohort" and self.generator != "habitat":
             raise ValueError(f"mode 'cohort' is for the habitat generator, not {self.generator!r}")
         if self.k_candidates and (self.mode != "cohort" or min(self.k_candidates) < 2):
@@ -478,18 +474,6 @@ class Study(_Strict):
     def source(self) -> Path | None:
         """The study file this definition was loaded from."""
         return self._source
-
-    @property
-    def needs_drawn_roi(self) -> bool:
-        """Whether every case needs the manifest's ROI: deep crops are cut around it,
-        ring and habitat ROIs are made from it, and radiomics without generated ROIs has
-        nothing else. A study whose ROIs all come from a segmenter does not."""
-        from fusion.rois import GENERATORS
-
-        derived = any(getattr(GENERATORS[s.generator], "needs_roi", True)
-                      for s in self.rois.values())  # fmt: skip
-        deep = self.deep is not None and self.deep.roi is None
-        return deep or derived or (self.radiomics is not None and not self.rois)
 
     @model_validator(mode="after")
     def _classifier_stands_alone(self) -> Study:

@@ -12,9 +12,12 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fusion.cohort import Case
 from fusion.engine import CaseCache, cache_key
+
+if TYPE_CHECKING:
+    from fusion.cohort import Case
 
 _CHUNK = 1 << 20
 

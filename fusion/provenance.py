@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion.config import Study, study_hash
+from fusion.hashing import file_digest
 
 PACKAGES = ("fusion", "numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "pyradiomics",
             "SimpleITK", "torch", "torchvision", "matplotlib", "pydantic", "Jinja2")  # fmt: skip
@@ -22,10 +23,6 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @cache
@@ -80,10 +77,10 @@ def provenance(
     return {
         "study": study.name,
         "study_file": str(study.source),
-        "study_file_sha256": _sha256(study.source) if study.source else None,
+        "study_file_sha256": file_digest(study.source) if study.source else None,
         "study_config_sha256": study_hash(study),
-        "manifest_sha256": _sha256(study.cohort.manifest),
-        "radiomics_params_sha256": _sha256(study.radiomics.params) if study.radiomics else None,
+        "manifest_sha256": file_digest(study.cohort.manifest),
+        "radiomics_params_sha256": file_digest(study.radiomics.params) if study.radiomics else None,
         "data_sha256": data_hash(digests),
         "cases_hashed": len(digests),
         "seed": study.seed,

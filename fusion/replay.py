@@ -9,7 +9,6 @@ source hash (the tables may then differ, and the difference is the code's).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,8 @@ import yaml
 
 from fusion.config import Study, load_study
 from fusion.errors import FusionError
+from fusion.hashing import file_digest
 from fusion.provenance import data_hash, git_state, source_hash
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def replay_study(
@@ -44,7 +40,7 @@ def replay_study(
     manifest = Path(settings["cohort"]["manifest"])
     if not manifest.is_file():
         raise FusionError(f"{manifest}: the manifest of the recorded run no longer exists")
-    if (now := _sha256(manifest)) != info["manifest_sha256"]:
+    if (now := file_digest(manifest)) != info["manifest_sha256"]:
         raise FusionError(
             f"{manifest}: the manifest changed since the recorded run (sha256 "
             f"{info['manifest_sha256'][:12]}... then, {now[:12]}... now); a replay could not "

@@ -21,7 +21,9 @@ from fusion.engine import stage_settings
 from fusion.features.deep import DEEP_KEY_EXCLUDES, deep_settings
 from fusion.features.radiomics import RADIOMICS_KEY_EXCLUDES, radiomics_settings
 from fusion.io.qc import QC_KEY_EXCLUDES, qc_settings
-from fusion.pipeline import MODELS_KEY_SECTIONS, STATISTICS_KEY_SECTIONS
+from fusion.stages import STAGES
+from fusion.stages.models import MODELS_KEY_SECTIONS
+from fusion.stages.statistics import STATISTICS_KEY_SECTIONS
 from tests.conftest import ct_volume, write_image
 
 PARAMS = {"imageType": {"Original": {}}, "featureClass": {"firstorder": None}}
@@ -58,8 +60,8 @@ def _other(value: Any, annotation: Any) -> Any:
         return value.with_name("other.yaml")
     if isinstance(value, list | tuple):
         return type(value)([*value, value[0] if value else "x"])
-    if isinstance(value, dict):
-        return {**value, "x": 1}
+    if isinstance(value, dict):  # one more entry, of the kind the others are
+        return {**value, "x": next(iter(value.values())) if value else 1}
     if value is None:  # an optional field: a value of the type it would hold
         kinds = {typing.get_origin(a) or a for a in typing.get_args(annotation)}
         inner = [typing.get_args(a) for a in typing.get_args(annotation)]
@@ -159,7 +161,7 @@ def test_qc_of_a_switched_structure_is_not_served_from_the_cache(tmp_path, make_
     """A Slicer segmentation with a 200-voxel and a 1-voxel segment: switching the study
     from one to the other must re-check the case, not return 'ok, 200 voxels'."""
     from fusion.config import load_study as load
-    from fusion.pipeline import RunOptions, qc_stage
+    from fusion.stages.context import RunOptions, check_study
 
     folder = tmp_path / "cohort"
     write_image(folder / "img.nii.gz", ct_volume())
@@ -175,9 +177,9 @@ def test_qc_of_a_switched_structure_is_not_served_from_the_cache(tmp_path, make_
     row = {"case_id": "A", "image": "img.nii.gz", "roi": "roi.seg.nrrd", "label": 1}
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache")
     big = load(make_study([row], {"cohort": {"structures": ["big"]}}))
-    assert qc_stage(big, options).qc[0].roi_voxels == 200
+    assert check_study(big, options).qc[0].roi_voxels == 200
     tiny = load(make_study([row], {"cohort": {"structures": ["tiny"]}}))
-    result = qc_stage(tiny, options).qc[0]
+    result = check_study(tiny, options).qc[0]
     assert result.roi_voxels == 1 and result.status == "fail"
     assert "small_roi" in {p.code for p in result.problems}
 
@@ -226,3 +228,54 @@ def test_classifier_keys_cover_every_field_and_the_device(tmp_path: Path) -> Non
         else:
             assert key(changed) != key(study), ".".join(path)
     assert key(study, test="changed") == key(study)  # a test case never enters training
+
+
+UNKEYED = {"splits", "involvement", "report"}  # recomputed every run, in seconds
+
+
+def _full_study(study: Study, tmp_path: Path) -> Study:
+    """The fixture with every section a CT study can have: generated ROIs (one from a
+    network), a segmentation section, radiomics, deep features and models."""
+    from fusion.config import RoiSpec, SegmentationSpec
+
+    (tmp_path / "other.yaml").write_text((tmp_path / "params.yaml").read_text())
+    rois = {"ring": RoiSpec(generator="ring", settings={"outer_mm": 3}),
+            "net": RoiSpec(generator="unet", settings={"checkpoint": "net.pt"})}  # fmt: skip
+    seg = SegmentationSpec(labels={1: "tumour"}, patch_size=[32, 32, 16])
+    return study.model_copy(update={"rois": rois, "segmentation": seg})
+
+
+def _classifier_study(tmp_path: Path) -> Study:
+    (tmp_path / "cxr").mkdir()
+    (tmp_path / "cxr" / "manifest.csv").write_text("case_id,image,label\n")
+    (tmp_path / "cxr" / "study.yaml").write_text("name: cxr\ncohort: {manifest: manifest.csv}\n"
+                                                 "classifier: {}\n")  # fmt: skip
+    return load_study(tmp_path / "cxr" / "study.yaml")
+
+
+@pytest.mark.parametrize("name", [n for n in STAGES if n not in UNKEYED])
+def test_every_registered_stage_key_follows_every_field_it_reads(
+    study: Study, tmp_path: Path, name: str
+) -> None:
+    """Driven by the registry: a stage added later is checked without editing this test.
+    Each field of the sections a stage reads changes its settings unless the stage
+    excludes it with a reason; a torch stage's settings change with the device and name
+    its precision."""
+    stage = STAGES[name]
+    full = _full_study(study, tmp_path)
+    subject = full if stage.applies(full) else _classifier_study(tmp_path)
+    assert stage.applies(subject)
+    assert stage.key_sections is not None
+
+    def settings(s: Study) -> dict:
+        return stage.settings(s, "cpu")
+
+    assert _check_every_field(subject, settings, stage.key_sections) == []
+    if stage.torch or name == "rois":  # the rois stage runs a unet generator here
+        assert stage.settings(subject, "cuda:0") != settings(subject)
+        assert "float32" in str(settings(subject))  # the precision is named
+
+
+def test_the_stages_without_a_key_are_the_ones_recomputed_every_run() -> None:
+    assert {n for n, s in STAGES.items() if s.key_sections is None} == UNKEYED
+    assert not any(STAGES[n].keyed for n in UNKEYED)

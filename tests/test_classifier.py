@@ -206,7 +206,7 @@ def test_one_class_and_positive_free_sets_are_refused_by_name() -> None:
 
 def test_splits_are_stratified_grouped_by_patient_and_disjoint(tmp_path) -> None:
     from fusion.cohort import load_cohort
-    from fusion.learn.cnn.stage import classifier_sets
+    from fusion.learn.splits import classifier_sets
 
     study = load_study(_cohort(tmp_path, n=60))
     cases = load_cohort(study)
@@ -330,7 +330,8 @@ def test_no_test_image_reaches_training_validation_or_early_stopping(tmp_path, m
     the training loop is never handed a test case."""
     import fusion.learn.cnn.train as train_module
     from fusion.cohort import load_cohort
-    from fusion.learn.cnn.stage import classifier_sets, run_classifier
+    from fusion.learn.cnn.stage import run_classifier
+    from fusion.learn.splits import classifier_sets
 
     seen = []
     original = train_module.train_classifier
@@ -345,12 +346,12 @@ def test_no_test_image_reaches_training_validation_or_early_stopping(tmp_path, m
     sets = classifier_sets(cases, study.classifier, study.seed)
     test = set(sets.index[sets == "test"])
     digests = _digests(study)
-    first = run_classifier(study, cases, digests, tmp_path / "a", "cpu")
+    first = run_classifier(study, cases, digests, tmp_path / "a", "cpu", sets)
     rng = np.random.default_rng(9)
     for case_id in test:
         Image.fromarray(rng.integers(0, 255, (48, 48), np.uint8)).save(
             tmp_path / "img" / f"{case_id}.png")  # fmt: skip
-    second = run_classifier(study, cases, _digests(study), tmp_path / "b", "cpu")
+    second = run_classifier(study, cases, _digests(study), tmp_path / "b", "cpu", sets)
     assert all(not (train & test) and not (val & test) for train, val in seen)
     assert len(seen) == 2
     sha = first["cnn_models"].set_index("model").weights_sha256
@@ -369,7 +370,8 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     architectures, the ensemble, statistics, Grad-CAM and the report; a second run is
     served from the stage key."""
     from fusion.demo_radiograph import generate_pneumothorax_cohort
-    from fusion.pipeline import RunOptions, run_study
+    from fusion.pipeline import run_study
+    from fusion.stages.context import RunOptions
 
     generate_pneumothorax_cohort(tmp_path / "data", n=80, seed=5, jobs=1)
     spec = yaml.safe_load((Path(__file__).parents[1] / "pipelines" /
@@ -380,7 +382,7 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     study = load_study(tmp_path / "study.yaml")
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=1)
     result = run_study(study, options)
-    assert result.stages == ["qc", "classifier", "report"]
+    assert result.stages == ["qc", "splits", "classifier", "report"]
     folder = tmp_path / "reports" / "demo_pneumothorax"
     perf = pd.read_csv(folder / "tables" / "performance.csv")
     assert set(perf.model) == {"resnet50", "densenet121", "ensemble"}
@@ -402,7 +404,7 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     assert {m["model"] for m in provenance["classifier_models"]} == {"resnet50", "densenet121"}
     digest = hashlib.sha256((folder / "tables" / "scores.csv").read_bytes()).hexdigest()
     again = run_study(study, options)
-    assert again.stages == ["qc", "classifier", "report"]
+    assert again.stages == ["qc", "splits", "classifier", "report"]
     assert hashlib.sha256((folder / "tables" / "scores.csv").read_bytes()).hexdigest() == digest
 
 
@@ -415,8 +417,8 @@ def test_torchvision_and_fusion_checkpoints_load_as_the_deep_stage_does(tmp_path
     import torchvision
 
     from fusion.checkpoint import save
-    from fusion.features.deep import load_weights
     from fusion.learn.cnn.network import HEADS, build_classifier
+    from fusion.nets.weights import load_weights
 
     reference = getattr(torchvision.models, arch)(weights=None)  # ImageNet's layout
     state = reference.state_dict()
@@ -442,7 +444,7 @@ def test_torchvision_and_fusion_checkpoints_load_as_the_deep_stage_does(tmp_path
 
 def test_manifest_split_with_validation_is_used_as_given(tmp_path) -> None:
     from fusion.cohort import load_cohort
-    from fusion.learn.cnn.stage import classifier_sets
+    from fusion.learn.splits import classifier_sets
 
     path = _cohort(tmp_path, n=12)
     manifest = pd.read_csv(tmp_path / "manifest.csv")

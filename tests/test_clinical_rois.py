@@ -17,7 +17,8 @@ from fusion.errors import FusionError
 from fusion.io.images import read_image
 from fusion.io.qc import check_cohort, qc_table
 from fusion.io.rois import list_structures, read_roi, roi_names
-from fusion.pipeline import RunOptions, qc_stage, radiomics_stage
+from fusion.stages.context import RunOptions, build_context
+from fusion.stages.radiomics import extract as extract_radiomics
 from tests.conftest import needs_shared, write_image
 
 STS = [f"STS_{i:03d}" for i in range(1, 9)]
@@ -157,7 +158,7 @@ def test_radiomics_from_rtstruct_equals_radiomics_from_the_same_mask_as_nifti(
         spec = {"name": name, "cohort": extra, "radiomics": {"params": str(params)}}
         study = load_study(make_study(rows, spec, name=f"{name}.yaml"))
         options = RunOptions(reports=tmp_path / "reports", cache=None, jobs=2)
-        out = radiomics_stage(study, options, qc_stage(study, options))
+        out = extract_radiomics(build_context(study, options))
         assert out.run.failures == []
         outputs.append(out.features.drop(columns="roi").set_index("case_id"))
     rt, nii, ref = outputs

@@ -22,8 +22,10 @@ from fusion.features.crops import (
     sample_plane,
     window,
 )
-from fusion.features.deep import aggregate, build_model, load_weights
-from fusion.pipeline import RunOptions, deep_stage, qc_stage
+from fusion.features.deep import aggregate, build_model
+from fusion.nets.weights import load_weights
+from fusion.stages.context import RunOptions, build_context, check_study
+from fusion.stages.deep import extract as extract_deep
 from tests.conftest import ct_volume, cube_roi, write_image
 
 SPACING = (0.5, 0.5, 5.0)
@@ -171,7 +173,7 @@ def _study(make_study, tmp_path: Path, n: int, **deep) -> Path:
 def run(path: Path, tmp_path: Path, cache: bool = True):
     study = load_study(path)
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache" if cache else None)
-    return deep_stage(study, options, qc_stage(study, options))
+    return extract_deep(build_context(study, options))
 
 
 def test_stage_is_deterministic_cached_and_writes_strips(make_study, tmp_path: Path) -> None:
@@ -203,8 +205,9 @@ def test_unreadable_case_is_a_failure_of_that_case_only(make_study, tmp_path: Pa
     (tmp_path / "cohort" / "r1.nrrd").write_bytes(b"garbage")
     study = load_study(path)
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache")
-    checked = qc_stage(study, options)
-    out = deep_stage(study, options, checked)
+    ctx = build_context(study, options)
+    checked = ctx.checked
+    out = extract_deep(ctx)
     assert out.features.case_id.tolist() == ["c0"]  # c1 was excluded by QC
     from fusion.features.deep import run_deep
 
@@ -227,7 +230,7 @@ def test_dask_cluster_gives_the_local_features(make_study, tmp_path: Path) -> No
     local = run(path, tmp_path, cache=False)
     study = load_study(path)
     options = RunOptions(reports=tmp_path / "dask", cache=tmp_path / "dask-cache")
-    checked = qc_stage(study, options)
+    checked = check_study(study, options)
     (tmp_path / "cohort" / "r2.nrrd").write_bytes(b"garbage")  # broken after QC
     with LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None

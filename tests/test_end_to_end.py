@@ -19,7 +19,8 @@ from fusion.cli import main
 from fusion.config import load_study
 from fusion.demo import generate_demo_cohort
 from fusion.errors import FusionError
-from fusion.pipeline import RunOptions, run_study
+from fusion.pipeline import run_study
+from fusion.stages.context import RunOptions
 from fusion.stats import (
     bootstrap_auc_ci,
     delong_test,
@@ -188,7 +189,8 @@ def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) 
     with pytest.raises(FusionError, match=r"stage 'models' failed: .*qc.csv not found"):
         run_study(study, options, only="models")
     with pytest.raises(
-        FusionError, match="unknown stage 'model'; stages: qc, classifier, segmentation, rois"
+        FusionError,
+        match="unknown stage .model.; stages: qc, splits, classifier.*Did you mean .models.",
     ):
         run_study(study, options, only="model")
 

@@ -121,7 +121,8 @@ def test_lung_involvement_study_end_to_end(tmp_path) -> None:
 
     from fusion.config import load_study
     from fusion.demo_chest import generate_lung_cohort
-    from fusion.pipeline import RunOptions, run_study
+    from fusion.pipeline import run_study
+    from fusion.stages.context import RunOptions
 
     generate_lung_cohort(tmp_path / "data", n=8, seed=2, jobs=1)
     root = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_lung_involvement_study_end_to_end(tmp_path) -> None:
     study = load_study(tmp_path / "study.yaml")
     study._source = tmp_path / "study.yaml"
     result = run_study(study, RunOptions(reports=tmp_path / "r", cache=tmp_path / "c", jobs=1))
-    assert result.stages == ["qc", "segmentation", "rois", "involvement", "report"]
+    assert result.stages == ["qc", "splits", "segmentation", "rois", "involvement", "report"]
     tables = tmp_path / "r" / study.name / "tables"
     outline = pd.read_csv(tables / "lung_outline.csv")
     assert len(outline) == 16 and outline.dice.min() >= 0.97  # every case, both lungs

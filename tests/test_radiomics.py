@@ -19,7 +19,8 @@ import yaml
 from fusion.cli import main
 from fusion.config import load_study
 from fusion.errors import ConfigError
-from fusion.pipeline import RunOptions, qc_stage, radiomics_stage
+from fusion.stages.context import RunOptions, build_context
+from fusion.stages.radiomics import extract as extract_radiomics
 from tests.conftest import ct_volume, cube_roi, needs_shared, write_image
 
 CLASSES = ["shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]
@@ -79,7 +80,7 @@ def synthetic_rows(tmp_path: Path, n: int, roi=None) -> list[dict]:
 def run_stage(study_path: Path, tmp_path: Path, **kwargs):
     study = load_study(study_path)
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", **kwargs)
-    return radiomics_stage(study, options, qc_stage(study, options))
+    return extract_radiomics(build_context(study, options))
 
 
 @pytest.mark.slow
@@ -214,7 +215,7 @@ def test_dask_cluster_gives_the_local_results(make_study, tmp_path: Path) -> Non
             reports=tmp_path / "dask", cache=tmp_path / "dask-cache",
             scheduler=cluster.scheduler_address,
         )  # fmt: skip
-        remote = radiomics_stage(study_obj, options, qc_stage(study_obj, options))
+        remote = extract_radiomics(build_context(study_obj, options))
     assert remote.run.computed == 4
     pd.testing.assert_frame_equal(local.features, remote.features)
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fusion.report.html import html_table
+from fusion.report.format import html_table
 from fusion.stats.agreement import agreement, spearman
 
 
@@ -51,3 +51,33 @@ def test_spearman_p_is_exact_for_small_n() -> None:
     w = z + rng.normal(size=30)
     assert spearman(z, w) == pytest.approx(tuple(float(v) for v in stats.spearmanr(z, w)))
     assert agreement([1, 2, 3, 4, 5.5], [1.1, 2, 3.2, 4, 5]).spearman_p == pytest.approx(1 / 60)
+
+
+def test_calibration_points_are_the_statistics_groups_closed_on_the_right() -> None:
+    """The report plots calibration_groups.csv, whose groups are the Hosmer-Lemeshow
+    ones (R's cut(include.lowest = TRUE), closed on the right); it once binned the
+    scores itself, closed on the left, and disagreed with the test it sat beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fusion.report.figures import calibration_figure
+    from fusion.stats.evaluate import calibration_groups_table
+
+    rng = np.random.default_rng(4)
+    prob = np.round(rng.uniform(0.02, 0.98, 200), 2)  # ties at the decile breaks
+    label = rng.binomial(1, prob)
+    scores = pd.DataFrame({"set": "test", "model": "m", "label": label, "prob": prob})
+    groups = calibration_groups_table(scores)
+    breaks = np.unique(np.quantile(prob, np.linspace(0, 1, 11)))
+    codes = pd.cut(prob, breaks, include_lowest=True, right=True).codes
+    assert groups.n.tolist() == np.bincount(codes).tolist()
+    observed = pd.Series(label).groupby(codes).mean()
+    assert np.allclose(groups.observed, observed)
+    left = pd.cut(prob, breaks, include_lowest=True, right=False).codes
+    assert np.bincount(left[left >= 0]).tolist() != groups.n.tolist()  # ties move groups
+    calibration = pd.DataFrame({"set": ["test"], "model": ["m"], "slope": [1.0],
+                                "intercept": [0.0], "brier": [0.2], "note": [""]})  # fmt: skip
+    fig = calibration_figure(groups, calibration, pd.DataFrame(), "test")
+    points = [line for line in fig.axes[0].lines if line.get_marker() == "o"][0]
+    assert np.allclose(points.get_xdata(), groups.predicted)
+    assert np.allclose(points.get_ydata(), groups.observed)

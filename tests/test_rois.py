@@ -184,7 +184,8 @@ def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> 
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
     from fusion.config import load_study
-    from fusion.pipeline import RunOptions, run_study
+    from fusion.pipeline import run_study
+    from fusion.stages.context import RunOptions
     from tests.conftest import write_image
 
     rows = []
@@ -233,10 +234,9 @@ def test_generated_rois_feed_radiomics_like_drawn_ones(make_study, tmp_path) -> 
         "whole", "habitat1", "habitat2", "habitat3", "cohort1", "cohort2", "cohort3", "ring"
     }  # fmt: skip
     assert set(features[features.case_id == "c5"].roi) == {"whole", "ring"}
-    from fusion.pipeline import _stage_keys
+    from fusion.stages import STAGES
 
-    keys = _stage_keys(study, folder / "tables", None)
-    assert {"rois:habitat", "rois:cohort", "rois:ring"} <= set(keys)
+    assert set(STAGES["rois"].settings(study, "cpu")) == {"habitat", "cohort", "ring"}
     row = features[(features.case_id == "c1") & (features.roi == "habitat2")].iloc[0]
     params = yaml.safe_load((tmp_path / "cohort" / "params.yaml").read_text())
     direct = RadiomicsFeatureExtractor(params).execute(
@@ -263,7 +263,8 @@ def test_generated_masks_fit_a_float64_grid(make_study, tmp_path) -> None:
     """A generated .nii.gz stores geometry in float32; on an NRRD image whose origin
     float32 cannot hold, its features are still extracted (the image's grid is restored)."""
     from fusion.config import load_study
-    from fusion.pipeline import RunOptions, run_study
+    from fusion.pipeline import run_study
+    from fusion.stages.context import RunOptions
 
     image, roi = _blob(seed=4)
     for im in (image, roi):

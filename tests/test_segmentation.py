@@ -96,7 +96,8 @@ def test_features_of_a_generated_mask_equal_those_of_the_same_mask_as_a_file(
     make_study, tmp_path
 ) -> None:
     """The feature stage cannot tell a generated ROI from a drawn one."""
-    from fusion.pipeline import RunOptions, run_study
+    from fusion.pipeline import run_study
+    from fusion.stages.context import RunOptions
 
     folder = tmp_path / "cohort"
     rows = []
@@ -253,7 +254,8 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     predicted and listed as not evaluated; a reference with an unknown label fails QC;
     the unet generator then feeds radiomics; a warm run reuses the models."""
     from fusion.cli import main
-    from fusion.pipeline import RunOptions, run_study
+    from fusion.pipeline import run_study
+    from fusion.stages.context import RunOptions
 
     folder = tmp_path / "cohort"
     rows = [{**_blob_case(folder, f"c{i}", i, lesion=i % 5 != 4),
@@ -280,7 +282,7 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     }))  # fmt: skip
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=1)
     result = run_study(study, options)
-    assert result.stages == ["qc", "segmentation", "rois", "radiomics", "deep", "report"]
+    assert result.stages == ["qc", "splits", "segmentation", "rois", "radiomics", "deep", "report"]
     tables = tmp_path / "reports" / "unit" / "tables"
     qc = pd.read_csv(tables / "qc.csv").set_index("case_id")
     assert qc.status["c13"] == "fail" and "unknown_label" in qc.problems["c13"]
@@ -310,7 +312,7 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     assert "Lesion-wise detection" in html and "Cases not evaluated" in html
     models = tmp_path / "reports" / "unit" / "segmentation" / "models" / "plain.pt"
     before = models.stat().st_mtime_ns
-    assert run_study(study, options).stages[:2] == ["qc", "segmentation"]
+    assert run_study(study, options).stages[:3] == ["qc", "splits", "segmentation"]
     assert models.stat().st_mtime_ns == before  # warm: nothing retrained or rewritten
     args = ["seg", "evaluate", str(study.source), "--reports", str(tmp_path / "reports"),
             "--cache", str(tmp_path / "cache"), "-j", "1"]  # fmt: skip

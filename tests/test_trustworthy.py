@@ -25,7 +25,8 @@ from fusion.cli import main
 from fusion.cohort import Case
 from fusion.config import ModelSpec, load_study
 from fusion.errors import FusionError
-from fusion.pipeline import RunOptions, qc_stage, run_study
+from fusion.pipeline import run_study
+from fusion.stages.context import RunOptions, check_study
 from fusion.stats import (
     auc_value,
     calibration,
@@ -195,9 +196,9 @@ def test_oblique_slices_fail_qc_when_planes_are_cut(make_study, tmp_path) -> Non
     row = {"case_id": "a", "image": "img.nii.gz", "roi": "roi.nii.gz", "label": 0}
     options = RunOptions(reports=tmp_path / "r", cache=None, jobs=1)
     with_deep = load_study(make_study([row], {"deep": {"weights": "random"}}))
-    problem = qc_stage(with_deep, options).qc[0].problems[0]
+    problem = check_study(with_deep, options).qc[0].problems[0]
     assert problem.code == "oblique" and "40.0 degrees" in problem.message
-    assert qc_stage(load_study(make_study([row])), options).qc[0].passed  # radiomics only
+    assert check_study(load_study(make_study([row])), options).qc[0].passed  # radiomics only
 
 
 # ------------------------------------------------------------------ 7. threads
@@ -389,7 +390,7 @@ def test_extra_labels_in_a_mask_are_a_named_warning(make_study, tmp_path) -> Non
     write_image(tmp_path / "cohort" / "img.nii.gz", ct_volume())
     write_image(tmp_path / "cohort" / "roi.nii.gz", roi)
     row = {"case_id": "a", "image": "img.nii.gz", "roi": "roi.nii.gz", "label": 0}
-    result = qc_stage(load_study(make_study([row])), RunOptions(cache=None, jobs=1)).qc[0]
+    result = check_study(load_study(make_study([row])), RunOptions(cache=None, jobs=1)).qc[0]
     problem = next(p for p in result.problems if p.code == "extra_labels")
     assert problem.severity == "warn" and "labels [1, 2]" in problem.message
 

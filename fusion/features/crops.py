@@ -13,9 +13,14 @@ Pure functions on numpy arrays in SimpleITK's (z, y, x) order, plus the spacing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from fusion.cohort import Case
+    from fusion.config import DeepSpec, Study
 
 AIR_HU = -1000.0
 
@@ -194,3 +199,39 @@ def crop_strip(crops: np.ndarray) -> np.ndarray:
     gap = np.ones((crops.shape[2], 4, 3), dtype=np.float32)
     tiles = [p for plane in planes for p in (plane, gap)][:-1]
     return np.round(np.concatenate(tiles, axis=1) * 255).astype(np.uint8)
+
+
+def prepare_case(
+    case: Case, spec: DeepSpec, label: int, structures: list[str] | None
+) -> tuple[np.ndarray, CropGeometry]:
+    """Read a case and cut its windowed multi-plane crops; raises on a broken case."""
+    import SimpleITK as sitk
+
+    from fusion.io.images import read_image
+    from fusion.io.orientation import canonical
+    from fusion.io.rois import read_roi
+
+    source = read_image(case.image, case.series_uid)
+    # one orientation for every case (LPS: axis 0 runs feet to head), so RAS and LPS
+    # storage or permuted axes give the same planes and the same features
+    image = canonical(source)
+    roi = canonical(read_roi(case.roi, source, structures))
+    return multiplane_crops(
+        sitk.GetArrayViewFromImage(image),
+        sitk.GetArrayViewFromImage(roi) == label,
+        image.GetSpacing(),
+        offsets_mm=spec.offsets_mm,
+        margin_mm=spec.margin_mm,
+        size=spec.size,
+        windows=resolve_windows(spec.window),
+        mask_outside_roi=spec.mask_outside_roi,
+        mask_dilation_mm=spec.mask_dilation_mm,
+    )
+
+
+def roi_source(study: Study) -> tuple[int, list[str] | None]:
+    """The label to crop around and the structures to read: a generated ROI's label
+    (``deep.roi``), else the drawn ROI's."""
+    if study.deep.roi is not None:
+        return study.deep.roi_label, None
+    return study.cohort.roi_label, study.cohort.structures

@@ -20,7 +20,6 @@ channels-last. Results are cached per case like the radiomics stage.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import traceback
@@ -46,9 +45,11 @@ from fusion.engine import (
 from fusion.errors import ConfigError, FusionError
 from fusion.features.crops import (
     imagenet_normalise,
-    multiplane_crops,
+    prepare_case,
     resolve_windows,
+    roi_source,
 )
+from fusion.nets.weights import Weights, load_weights
 
 log = logging.getLogger(__name__)
 PREFIX = "deep:"
@@ -67,82 +68,6 @@ DEEP_KEY_EXCLUDES = {
         "modality",  # QC's HU checks only; the CT window is a deep setting
     ),
 }
-IMAGENET_HELP = (
-    "ImageNet weights for {arch} could not be loaded ({reason}). Either put the file "
-    "{filename} (from {url}) into {folder}, or set {section}.weights in the study to the "
-    "path of a local checkpoint (a {arch} state dict), or set "
-    "{section}.allow_random_weights: true to go on with random weights (the report will "
-    "say the network is not pretrained)."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Weights:
-    """A loaded state dict (None: random init) and how to cite it in the provenance."""
-
-    state_dict: dict[str, Any] | None
-    source: str
-    sha256: str | None
-    pretrained: bool
-    warning: str | None = None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_weights(
-    spec: Any, base: Path | None = None, arch: str = "resnet50", section: str = "deep"
-) -> Weights:
-    """Resolve ``<section>.weights`` (``imagenet``, ``random`` or a checkpoint path) to a
-    state dict of ``arch``; FusionError explains what to do. ``spec`` has ``weights``
-    and ``allow_random_weights`` (the deep and classifier sections both do)."""
-    import torch
-
-    if spec.weights == "random":
-        return Weights(None, "random", None, pretrained=False, warning="random weights (asked for)")
-    if spec.weights == "imagenet":
-        from torchvision.models import get_model_weights
-
-        meta = get_model_weights(arch).DEFAULT  # ResNet50: IMAGENET1K_V2
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        filename = meta.url.rsplit("/", 1)[-1]
-        try:
-            state = meta.get_state_dict(progress=False, check_hash=True)
-        except Exception as exc:  # URLError, OSError, hash mismatch: all mean "not available"
-            reason = f"{type(exc).__name__}: {exc}"
-            if not spec.allow_random_weights:
-                raise FusionError(
-                    IMAGENET_HELP.format(reason=reason, filename=filename, url=meta.url,
-                                         folder=folder, arch=arch, section=section)
-                ) from None  # fmt: skip
-            message = (
-                f"ImageNet weights unavailable ({reason}); {arch} uses RANDOM weights "
-                f"({section}.allow_random_weights: true) and is NOT pretrained"
-            )
-            log.warning(message)
-            return Weights(None, "random (imagenet unavailable)", None, False, message)
-        return Weights(state, f"imagenet ({meta.url})", _sha256(folder / filename), True)
-    path = Path(spec.weights)
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    if not path.is_file():
-        raise ConfigError(
-            f"{section}.weights: {spec.weights!r} is not 'imagenet', 'random'"
-            f"{', finetune' if section == 'deep' else ''} or an existing checkpoint file "
-            f"(looked for {path})"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FusionError(f"{path}: cannot load checkpoint: {exc}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    return Weights(state, f"checkpoint {path}", _sha256(path), True)
 
 
 def build_model(spec: DeepSpec, weights: Weights, seed: int):  # noqa: ANN201 - torch.nn.Module
@@ -214,42 +139,6 @@ class CropDataset:
         return {"case_id": case.case_id, "crops": crops, "geometry": geometry}
 
 
-def prepare_case(
-    case: Case, spec: DeepSpec, label: int, structures: list[str] | None
-) -> tuple[np.ndarray, Any]:
-    """Read a case and cut its windowed multi-plane crops; raises on a broken case."""
-    import SimpleITK as sitk
-
-    from fusion.io.images import read_image
-    from fusion.io.orientation import canonical
-    from fusion.io.rois import read_roi
-
-    source = read_image(case.image, case.series_uid)
-    # one orientation for every case (LPS: axis 0 runs feet to head), so RAS and LPS
-    # storage or permuted axes give the same planes and the same features
-    image = canonical(source)
-    roi = canonical(read_roi(case.roi, source, structures))
-    return multiplane_crops(
-        sitk.GetArrayViewFromImage(image),
-        sitk.GetArrayViewFromImage(roi) == label,
-        image.GetSpacing(),
-        offsets_mm=spec.offsets_mm,
-        margin_mm=spec.margin_mm,
-        size=spec.size,
-        windows=resolve_windows(spec.window),
-        mask_outside_roi=spec.mask_outside_roi,
-        mask_dilation_mm=spec.mask_dilation_mm,
-    )
-
-
-def _roi_source(study: Study) -> tuple[int, list[str] | None]:
-    """The label to crop around and the structures to read: a generated ROI's label
-    (``deep.roi``), else the drawn ROI's."""
-    if study.deep.roi is not None:
-        return study.deep.roi_label, None
-    return study.cohort.roi_label, study.cohort.structures
-
-
 def _on_generated(cases: list[Case], study: Study, generated: dict | None):  # noqa: ANN202
     """With ``deep.roi``: each case pointed at its generated label map, and the cases
     whose map lacks the label, as failures (a U-Net that found no tumour, say)."""
@@ -305,18 +194,22 @@ def run_deep(
     jobs: int | None = None,
     scheduler: str | None = None,
     generated: dict | None = None,
+    device: str | None = None,
+    sets: pd.Series | None = None,
 ) -> DeepOutput:
     """Features for every case (cached ones read back); QC strips under ``strips_dir``.
 
     On one machine, DataLoader workers prepare crops while one model runs batches of
     several cases (best for a GPU). With a Dask ``scheduler``, each case is a task on the
-    cluster, like the other per-case stages; each worker loads the model once."""
+    cluster, like the other per-case stages; each worker loads the model once.
+    ``device``: the resolved device (default: ``deep.device`` resolved here); ``sets``:
+    case_id -> set, whose training cases fine-tune the network (``weights: finetune``)."""
     spec = study.deep
     if spec is None:
         raise ConfigError(f"{study.source}: the study has no deep section")
     resolve_windows(spec.window)  # a bad window is a study error, not a per-case one
     base = study.source.parent if study.source else None
-    device = pick_device(spec.device)
+    device = device or pick_device(spec.device)
     failures: list[Failure] = []
     roi_digests: dict[str, str] = {}
     if spec.roi is not None:  # crops around a generated ROI: its content joins the key
@@ -324,12 +217,16 @@ def run_deep(
 
         cases, failures = _on_generated(cases, study, generated)
         roi_digests = {c.case_id: file_digest(c.roi) for c in cases}
+    weights_ref = spec.weights  # what a cluster worker loads
     if spec.weights == "finetune":  # trained on the training set's crops first
         from fusion.features.finetune import finetune_backbone
 
-        weights, study = finetune_backbone(study, cases, digests, roi_digests, cache_root,
-                                           device)  # fmt: skip
-        spec = study.deep
+        if sets is None:
+            raise ConfigError("deep.weights: finetune needs the study's sets (run the study)")
+        train = [c for c in cases if sets.get(c.case_id) == "train"]
+        weights, checkpoint = finetune_backbone(study, train, digests, roi_digests,
+                                                cache_root, device)  # fmt: skip
+        weights_ref = str(checkpoint)
     else:
         weights = load_weights(spec, base)
     weights_id = weights.sha256 or f"{weights.source}:seed{study.seed}"
@@ -355,7 +252,7 @@ def run_deep(
         if strips_dir is not None and cache is not None:
             _copy_strip(cache.path(keys[case.case_id]).with_suffix(".png"), strips_dir, case)
     computed = (
-        _on_cluster(study, todo, device, scheduler, jobs) if scheduler
+        _on_cluster(study, todo, device, weights_ref, scheduler, jobs) if scheduler
         else _locally(study, weights, todo, device)
     )  # fmt: skip
     for case_id, result in computed:
@@ -398,7 +295,7 @@ def _locally(study: Study, weights: Weights, cases: list[Case], device: str):  #
     model = build_model(spec, weights, study.seed).to(device)
     if device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
-    dataset = CropDataset(cases, spec, *_roi_source(study))
+    dataset = CropDataset(cases, spec, *roi_source(study))
     for item, per_plane in _embed(model, dataset, spec, device):
         if "error" in item:
             yield item["case_id"], Failure(item["case_id"], *item["error"])
@@ -407,22 +304,25 @@ def _locally(study: Study, weights: Weights, cases: list[Case], device: str):  #
                                            spec.aggregate)  # fmt: skip
 
 
-def _on_cluster(study: Study, cases: list[Case], device: str, scheduler: str, jobs: int | None):  # noqa: ANN202
-    """(case_id, result or Failure) for each case, one engine task per case."""
+def _on_cluster(study: Study, cases: list[Case], device: str, weights: str, scheduler: str,
+                jobs: int | None):  # noqa: ANN202 # fmt: skip
+    """(case_id, result or Failure) for each case, one engine task per case; ``weights``:
+    what each worker loads (``deep.weights``, or the fine-tuned checkpoint)."""
     from fusion.engine import Task, run_tasks
 
-    tasks = [Task(c.case_id, "", (c, study, device)) for c in cases]
+    tasks = [Task(c.case_id, "", (c, study, device, weights)) for c in cases]
     run = run_tasks(embed_case, tasks, None, jobs=jobs, scheduler=scheduler, desc="deep features")
     yield from run.results.items()
     yield from ((f.case_id, f) for f in run.failures)
 
 
-def embed_case(payload: tuple[Case, Study, str]) -> dict[str, Any]:
+def embed_case(payload: tuple[Case, Study, str, str]) -> dict[str, Any]:
     """Worker task: one case's crops through the worker's model; raises on a broken case."""
-    case, study, device = payload
+    case, study, device, weights = payload
     spec = study.deep
-    crops, geometry = prepare_case(case, spec, *_roi_source(study))
-    model = _worker_model(spec.model_dump_json(), str(study.source), study.seed, device)
+    crops, geometry = prepare_case(case, spec, *roi_source(study))
+    loaded = spec.model_copy(update={"weights": weights})
+    model = _worker_model(loaded.model_dump_json(), str(study.source), study.seed, device)
     return _result(forward(model, crops, device), crops, geometry, spec.aggregate)
 
 

@@ -3,8 +3,8 @@ before extracting features, with the image-classifier loop of :mod:`fusion.learn
 
 Offline there are no pretrained CT weights, and random convolutions carry little
 signal; fine-tuning on the outcome is the way to features that do. Leakage is avoided by
-construction: the cases are the models stage's training set (the same
-:func:`fusion.learn.splits.assign_sets` split, so test and external cases never enter),
+construction: the cases are the training set of the study's one split
+(``tables/sets.csv``, so test and external cases never enter),
 each crop plane is one image with its case's label, and a share of the training cases
 (whole cases, so a case's planes stay together) stops training early. The fine-tuned
 backbone is cached by what it depends on (the crop settings, the training cases'
@@ -29,9 +29,9 @@ def _crops(cases: list[Case], study: Study) -> tuple[list[str], np.ndarray]:
     """Every plane of every case's crops as one image (case id repeated per plane). A
     case that cannot be cropped is left out here; the extraction that follows records
     it as that case's failure."""
-    from fusion.features.deep import _roi_source, prepare_case
+    from fusion.features.crops import prepare_case, roi_source
 
-    label, structures = _roi_source(study)
+    label, structures = roi_source(study)
     ids, planes = [], []
     for case in cases:
         try:
@@ -52,21 +52,18 @@ def finetune_backbone(
     roi_digests: dict[str, str],
     cache_root: Path | None,
     device: str,
-) -> tuple[Any, Study]:
-    """The fine-tuned ResNet50 as :class:`fusion.features.deep.Weights`, and the study
-    with ``deep.weights`` pointing at its checkpoint (what a cluster worker loads)."""
-    import tempfile
-
+) -> tuple[Any, Path]:
+    """The ResNet50 fine-tuned on ``cases`` (the study's training cases) as
+    :class:`fusion.nets.weights.Weights`, and its checkpoint (what a cluster worker
+    loads). Without a cache folder it trains in a temporary folder, removed at exit."""
     from fusion.checkpoint import read
-    from fusion.cohort import load_cohort
-    from fusion.features.deep import Weights, load_weights
     from fusion.learn.cnn.data import Images
-    from fusion.learn.cnn.stage import draw_split
-    from fusion.learn.cnn.train import finished, train_classifier, weights_digest
+    from fusion.learn.cnn.train import finished, train_classifier
+    from fusion.learn.splits import draw_split
+    from fusion.nets.weights import Weights, load_weights, weights_digest
 
     spec, ft = study.deep, study.deep.finetune
-    sets = _training_sets(study, load_cohort(study))
-    train_cases = [c for c in cases if sets.get(c.case_id) == "train"]
+    train_cases = cases
     fit_ids, val_ids = draw_split(train_cases, ft.validation_size, study.seed)
     base = study.source.parent if study.source else None
     start = load_weights(spec.model_copy(update={"weights": ft.start}), base)
@@ -79,7 +76,7 @@ def finetune_backbone(
                     study.seed, device, start.sha256 or start.source,
                     sorted((c.case_id, c.label, digests[c.case_id], roi_digests.get(c.case_id))
                            for c in train_cases), sorted(val_ids))  # fmt: skip
-    root = Path(cache_root) if cache_root else Path(tempfile.mkdtemp(prefix="fusion-finetune-"))
+    root = Path(cache_root) if cache_root else _scratch()
     folder = root / "deep_finetune" / key[:24]
     meta = {"architecture": "resnet50", "purpose": "deep features (fine-tuned)",
             "study": study.name, "start": start.source, "key": key}  # fmt: skip
@@ -101,14 +98,15 @@ def finetune_backbone(
               f"{trained.history[trained.best_epoch - 1]['val_auc']:.3f} on "
               f"{len(val_ids)} held-back training cases)")  # fmt: skip
     weights = Weights(state, source, weights_digest(state), start.pretrained, start.warning)
-    tuned = study.model_copy(update={"deep": spec.model_copy(
-        update={"weights": str(trained.checkpoint)})})  # fmt: skip
-    return weights, tuned
+    return weights, trained.checkpoint
 
 
-def _training_sets(study: Study, cases: list[Case]) -> Any:
-    """The models stage's own split of the whole manifest (QC failures included, as
-    there), so the fine-tuning cases are exactly its training cases."""
-    from fusion.learn.splits import assign_sets
+def _scratch() -> Path:
+    """A temporary folder for a run without a cache, removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
 
-    return assign_sets(cases, study.evaluation.test_size, study.seed)
+    folder = Path(tempfile.mkdtemp(prefix="fusion-finetune-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

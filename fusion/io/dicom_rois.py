@@ -27,7 +27,7 @@ import SimpleITK as sitk
 
 from fusion.errors import FusionError
 from fusion.io.dicom_series import shift_slices, tilt_shifts
-from fusion.io.rois import RoiReader, register_roi_reader
+from fusion.io.roi_readers import RoiReader, register_roi_reader
 
 RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG_UID = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -11,15 +11,13 @@ checked.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from fusion.cohort import Case
 from fusion.config import QCSpec, Study
 from fusion.engine import (
     CASE_COHORT_EXCLUDES,
@@ -33,9 +31,12 @@ from fusion.errors import FusionError
 from fusion.io.dicom_series import TILT_KEY
 from fusion.io.images import read_image
 from fusion.io.orientation import obliquity_deg
+from fusion.io.qc_result import Problem, QCResult
 from fusion.io.rois import file_geometry, read_roi, roi_names
 
-Severity = Literal["fail", "warn"]
+if TYPE_CHECKING:
+    from fusion.cohort import Case  # the record of a case: QC reads its paths
+
 # geometry differences below this are float32 rounding (NIfTI stores float32) and pass
 # without a warning
 ROUNDING = 1e-4
@@ -48,59 +49,33 @@ QC_KEY_EXCLUDES = {
 }
 
 
-def qc_settings(study: Study) -> dict:
+def qc_settings(study: Study, needs_roi: bool = True) -> dict:
     """Everything in the study that can change a case's QC result: the qc and cohort
-    sections, the labels the feature stages use (other labels get a warning) and whether
-    planes are cut for deep features (then the slice axis must be near axial)."""
+    sections, the labels the feature stages use (other labels get a warning), whether
+    every case needs a drawn ROI and whether planes are cut for deep features (then the
+    slice axis must be near axial)."""
     return stage_settings(
         study, QC_KEY_EXCLUDES, version=QC_VERSION, used_labels=_used_labels(study),
+        needs_roi=needs_roi,
         cuts_planes=study.deep is not None, radiograph=study.classifier is not None,
         pyradiomics_roi_limits=_roi_limits(study),
     )  # fmt: skip
 
 
 def _used_labels(study: Study) -> list[int]:
-    from fusion.features.radiomics import roi_labels
+    from fusion.io.radiomics_params import roi_labels
 
     return sorted({study.cohort.roi_label, *roi_labels(study)})
 
 
 def _roi_limits(study: Study) -> tuple[int, int, dict]:
-    from fusion.features.radiomics import roi_limits
+    from fusion.io.radiomics_params import roi_limits
 
     return roi_limits(study)
 
 
 def qc_key(settings: dict, case: Case, digest: tuple[str, str]) -> str:
     return cache_key("qc", settings, digest, case.series_uid)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    code: str
-    severity: Severity
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class QCResult:
-    case_id: str
-    problems: tuple[Problem, ...]
-    roi_voxels: int | None = None
-    roi_volume_ml: float | None = None
-    content: str | None = None  # 2D images: hash of the decoded pixels (duplicates)
-
-    @property
-    def status(self) -> Literal["ok", "warn", "fail"]:
-        severities = {p.severity for p in self.problems}
-        return "fail" if "fail" in severities else ("warn" if severities else "ok")
-
-    @property
-    def passed(self) -> bool:
-        return self.status != "fail"
 
 
 def _geometry_problems(image: sitk.Image, roi: sitk.Image, spec: QCSpec) -> Iterator[Problem]:
@@ -231,7 +206,7 @@ def _resampled_problems(image: sitk.Image, roi: sitk.Image, label: int, resampli
                         spec: QCSpec, limits: tuple[int, int]) -> list[Problem]:  # fmt: skip
     """The ROI checks again on the grid PyRadiomics resamples to: a thin ROI can vanish
     or become too thin there."""
-    from fusion.features.radiomics import resampled_roi
+    from fusion.io.radiomics_params import resampled_roi
 
     mask = resampled_roi(image, roi, label, resampling)
     spacing = resampling["resampledPixelSpacing"]
@@ -306,10 +281,11 @@ def _intensity_problems(array: np.ndarray, modality: str, spec: QCSpec) -> list[
     return problems
 
 
-def check_case(case: Case, study: Study) -> QCResult:
-    """Run every check on one case; never raises."""
+def check_case(case: Case, study: Study, needs_roi: bool = True) -> QCResult:
+    """Run every check on one case; never raises. ``needs_roi``: whether the study needs
+    the manifest's ROI of every case (:func:`fusion.rois.needs_drawn_roi`)."""
     try:
-        return _check_case(case, study)
+        return _check_case(case, study, needs_roi)
     except FusionError as exc:  # a series' geometry error carries its own code
         code = getattr(exc, "code", "unreadable")
         return QCResult(case.case_id, (Problem(code, "fail", str(exc)),))
@@ -320,7 +296,7 @@ def check_case(case: Case, study: Study) -> QCResult:
         )
 
 
-def _check_case(case: Case, study: Study) -> QCResult:
+def _check_case(case: Case, study: Study, needs_roi: bool) -> QCResult:
     spec = study.qc
     missing = [
         f"{what} file not found: {path} (manifest line {case.row})"
@@ -364,7 +340,7 @@ def _check_case(case: Case, study: Study) -> QCResult:
     if case.reference is not None and study.segmentation is not None:
         problems += _reference_problems(read_roi(case.reference, image), image, study)
     if case.roi is None:
-        if study.needs_drawn_roi:
+        if needs_roi:
             problems.append(Problem("no_roi", "fail", "the manifest gives no ROI file"))
         return QCResult(case.case_id, tuple(problems))
     structures = study.cohort.structures
@@ -405,12 +381,12 @@ def _check_case(case: Case, study: Study) -> QCResult:
     return QCResult(case.case_id, tuple(problems), n, volume)
 
 
-def check_cohort(cases: Iterable[Case], study: Study) -> list[QCResult]:
+def check_cohort(cases: Iterable[Case], study: Study, needs_roi: bool = True) -> list[QCResult]:
     """Check every case in this process; a failing case never stops the others."""
-    return [check_case(case, study) for case in cases]
+    return [check_case(case, study, needs_roi) for case in cases]
 
 
-def _check_payload(payload: tuple[Case, Study]) -> dict:
+def _check_payload(payload: tuple[Case, Study, bool]) -> dict:
     return _to_dict(check_case(*payload))
 
 
@@ -439,10 +415,12 @@ def run_qc(
     *,
     jobs: int | None = None,
     scheduler: str | None = None,
+    needs_roi: bool = True,
 ) -> list[QCResult]:
     """Check every case through the engine (parallel, cached by file content + settings)."""
-    settings = qc_settings(study)
-    tasks = [Task(c.case_id, qc_key(settings, c, digests[c.case_id]), (c, study)) for c in cases]
+    settings = qc_settings(study, needs_roi)
+    tasks = [Task(c.case_id, qc_key(settings, c, digests[c.case_id]), (c, study, needs_roi))
+             for c in cases]  # fmt: skip
     cache = CaseCache(cache_root, "qc") if cache_root else None
     run = run_tasks(_check_payload, tasks, cache, jobs=jobs, scheduler=scheduler, desc="QC")
     died = {f.case_id: f for f in run.failures}

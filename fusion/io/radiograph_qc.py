@@ -11,13 +11,16 @@ training and test inflates the test AUC.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusion.cohort import Case
 from fusion.config import Study
-from fusion.io.qc import Problem, QCResult
+from fusion.io.qc_result import Problem, QCResult
 from fusion.io.radiograph import read_mask, read_radiograph
+
+if TYPE_CHECKING:
+    from fusion.cohort import Case  # the record of a case: QC reads its paths
 
 NEARLY_EMPTY = 0.95  # share of pixels at one value above which an image is "nearly empty"
 

@@ -1,47 +1,21 @@
 """Read a case's ROI as a label map on some grid, through readers registered by format.
 
 A label map file (NIfTI/NRRD/MHA) is read as it is; the study's label value picks the
-ROI. RTSTRUCT and DICOM-SEG readers register themselves in :data:`ROI_READERS` with a
-detector, and receive the case's image so they can rasterise onto its grid.
+ROI. The RTSTRUCT and DICOM-SEG readers (:mod:`fusion.io.dicom_rois`, imported here so
+they are registered) join :data:`fusion.io.roi_readers.ROI_READERS` with a detector, and
+receive the case's image so they can rasterise onto its grid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from fusion.errors import FusionError
-from fusion.io.images import SITK_SUFFIXES, read_sitk_file
-
-
-@dataclass(frozen=True, slots=True)
-class RoiReader:
-    """``detect(path)`` says whether this reader handles the file; ``read`` returns the
-    label map (integer image) given the path, the case's reference image and the
-    structure names or patterns the study asks for (None: the file's labels as they are)."""
-
-    name: str
-    detect: Callable[[Path], bool]
-    read: Callable[[Path, sitk.Image, list[str] | None], sitk.Image]
-
-
-def _is_label_map_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(SITK_SUFFIXES)
-
-
-def _read_label_map(path: Path, reference: sitk.Image, structures: list[str] | None) -> sitk.Image:
-    return read_sitk_file(path, "ROI")
-
-
-ROI_READERS: list[RoiReader] = [RoiReader("label map", _is_label_map_file, _read_label_map)]
-
-
-def register_roi_reader(reader: RoiReader) -> None:
-    """Add a reader; readers registered later are tried first."""
-    ROI_READERS.insert(0, reader)
+from fusion.io import dicom_rois
+from fusion.io.images import read_sitk_file
+from fusion.io.roi_readers import ROI_READERS
 
 
 def read_roi(path: Path, reference: sitk.Image, structures: list[str] | None = None) -> sitk.Image:
@@ -108,8 +82,7 @@ def list_structures(path: Path, reference: sitk.Image | None = None) -> list[dic
     structure, segment or label, so a clinician can write cohort.structures."""
     import numpy as np
 
-    from fusion.io import dicom_rois as d
-
+    d = dicom_rois
     path = Path(path)
     sop = d._sop_class(path)
     if sop == d.RTSTRUCT_UID:
@@ -131,6 +104,3 @@ def list_structures(path: Path, reference: sitk.Image | None = None) -> list[dic
             row["voxels"] = int((sitk.GetArrayFromImage(roi) > 0).sum())
         rows.append(row)
     return rows
-
-
-import fusion.io.dicom_rois  # noqa: E402, F401 - registers the RTSTRUCT, SEG and Slicer readers

@@ -184,7 +184,8 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
     tables, figures = folder / "tables", folder / "figures"
     t = {name: read(tables, name) for name in (
         "cohort", "qc", "scores", "performance", "delong", "calibration", "calibration_curve",
-        "calibration_raw", "net_benefit", "net_benefit_difference", "reclassification",
+        "calibration_groups", "calibration_raw", "net_benefit", "net_benefit_difference",
+        "reclassification",
         "roc_points", "cnn_models", "cnn_training", "gradcam",
         "gradcam_localisation")}  # fmt: skip
     perf, cohort = t["performance"], t["cohort"]
@@ -215,7 +216,7 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
         "roc": [figs.save(figs.roc_figure(t["roc_points"], perf, s), figures, f"roc_{s}")
                 for s in sets if s in set(t["roc_points"].set)],
         "calibration_svgs": [figs.save(figs.calibration_figure(
-            t["scores"], t["calibration"], t["calibration_curve"], s), figures,
+            t["calibration_groups"], t["calibration"], t["calibration_curve"], s), figures,
             f"calibration_{s}") for s in sets],
         "dca": [figs.save(figs.dca_figure(t["net_benefit"], s), figures, f"dca_{s}")
                 for s in sets],

@@ -111,24 +111,20 @@ def net_benefit_difference_figure(nbd: pd.DataFrame, set_name: str) -> plt.Figur
 
 
 def calibration_figure(
-    scores: pd.DataFrame,
+    groups: pd.DataFrame,
     calibration: pd.DataFrame,
     curves: pd.DataFrame,
     set_name: str,
-    bins: int = 10,
 ) -> plt.Figure:
     """Flexible (spline) calibration curve with its 95% band per model, and the grouped
-    observed proportions (quantile groups of predicted risk) as points."""
+    observed proportions (``calibration_groups.csv``: the Hosmer-Lemeshow groups of
+    predicted risk) as points; every number comes from the statistics tables."""
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    part = scores[scores.set == set_name]
+    part = groups[groups.set == set_name]
     cal = calibration[calibration.set == set_name].set_index("model")
     smooth = curves[curves.set == set_name] if not curves.empty else curves
-    for i, (model, frame) in enumerate(part.groupby("model", sort=False)):
+    for i, (model, binned) in enumerate(part.groupby("model", sort=False)):
         colour = COLOURS[i % 10]
-        edges = np.unique(np.quantile(frame.prob, np.linspace(0, 1, bins + 1)))
-        group = np.clip(np.searchsorted(edges, frame.prob, side="right") - 1, 0,
-                        max(len(edges) - 2, 0))  # fmt: skip
-        binned = frame.assign(g=group).groupby("g").agg(p=("prob", "mean"), o=("label", "mean"))
         c = cal.loc[model] if model in cal.index else None
         note = c.get("note") if c is not None else None
         has_note = isinstance(note, str) and note != ""  # empty notes read back as NaN
@@ -137,7 +133,8 @@ def calibration_figure(
                      f"Brier {c.brier:.3f}")  # fmt: skip
         else:
             label = f"{model}: see note in the table"
-        ax.plot(binned.p, binned.o, linestyle="none", marker="o", markersize=3, color=colour,
+        ax.plot(binned.predicted, binned.observed, linestyle="none", marker="o", markersize=3,
+                color=colour,
                 alpha=0.7)  # fmt: skip
         curve = smooth[smooth.model == model] if not smooth.empty else smooth
         if len(curve):

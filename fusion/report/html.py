@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from fusion.config import Study
 from fusion.errors import FusionError
 from fusion.report import evaluation as ev_report
 from fusion.report import figures as figs
+from fusion.report.format import _read, html_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -40,44 +40,6 @@ TRIPOD = [
     ("23", "Model performance with CIs; calibration; clinical utility", "Performance; Figures"),
     ("18", "Open science: provenance, code version, data hashes", "Provenance"),
 ]
-
-
-def _p(value: float) -> str:
-    if pd.isna(value):
-        return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-# columns that hold p-values, and columns that hold counts (a CSV read back gives a
-# count with a missing value a float dtype: "6.000" features, "4.000" epochs)
-P_COLUMN = re.compile(r"(^p$|_p$|p_value)")
-COUNT_COLUMN = re.compile(
-    r"(^n$|^n_|_n$|count|epoch|voxels|cases|positives|events|folds|features|parameters|"
-    r"^tp$|^fp$|^tn$|^fn$)"
-)
-
-
-def html_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as an HTML table: p-values as '<0.001' (never 0.000), counts as whole
-    numbers, other floats to ``digits``."""
-    shown = frame.copy()
-    for col in shown.columns:
-        name = str(col)
-        values = shown[col]
-        if P_COLUMN.search(name) and pd.api.types.is_numeric_dtype(values):
-            shown[col] = values.map(lambda v: "–" if pd.isna(v) else _p(v))
-        elif pd.api.types.is_float_dtype(values):
-            whole = values.dropna().map(float.is_integer).all()
-            if whole and COUNT_COLUMN.search(name):
-                shown[col] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
-            else:
-                shown[col] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
-    return shown.to_html(index=False, border=0, na_rep="–", escape=True)
-
-
-def _read(tables: Path, name: str) -> pd.DataFrame:
-    path = tables / f"{name}.csv"
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
 
 
 def _b64(path: Path) -> str:
@@ -344,7 +306,8 @@ def build_report(study: Study, folder: Path) -> Path:
         "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
         "roc_points", "model_summary", "selected_features", "lasso_cv", "table1_train",
         "table1_test", "clinical_univariable", "clinical_multivariable", "calibration_curve",
-        "radiomics_nan_features", "rois", "reclassification", "net_benefit_difference",
+        "calibration_groups", "radiomics_nan_features", "rois", "reclassification",
+        "net_benefit_difference",
         "sample_size",
     )}  # fmt: skip
     provenance = json.loads((folder / "provenance.json").read_text())
@@ -383,7 +346,7 @@ def build_report(study: Study, folder: Path) -> Path:
         "dca": [figs.save(figs.dca_figure(t["net_benefit"], s), figures, f"dca_{s}")
                 for s in sets],
         "calibration": [figs.save(figs.calibration_figure(
-            t["scores"], t["calibration"], t["calibration_curve"], s), figures,
+            t["calibration_groups"], t["calibration"], t["calibration_curve"], s), figures,
             f"calibration_{s}") for s in sets],
     }  # fmt: skip
 

@@ -228,7 +228,7 @@ def warnings(tables: dict[str, pd.DataFrame]) -> list[str]:
 
 def segmentation_context(study: Study, folder: Path) -> dict[str, Any]:
     """Everything the segmentation section of the template shows."""
-    from fusion.report.html import html_table
+    from fusion.report.format import html_table
 
     tables_dir, figures = folder / "tables", folder / "figures"
     names = (
@@ -393,7 +393,7 @@ def involvement_gallery(study: Study, folder: Path, wide: pd.DataFrame, n: int =
 
 def involvement_context(study: Study, folder: Path) -> dict[str, Any]:
     """The involvement section: per-patient table, agreement, outline Dice, figures."""
-    from fusion.report.html import html_table
+    from fusion.report.format import html_table
 
     tables, figures = folder / "tables", folder / "figures"
 

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fusion.errors import FusionError
-from fusion.rois import LabelMap, register
+from fusion.rois.base import LabelMap, register
 
 GRID_TOLERANCE_MM = 1e-3
 

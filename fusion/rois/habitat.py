@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from fusion.rois import LabelMap, label_image, register
+from fusion.rois.base import LabelMap, label_image, register
 
 FEATURES = ("intensity", "local_mean", "local_sd")
 

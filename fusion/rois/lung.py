@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from fusion.errors import FusionError
-from fusion.rois import LabelMap, label_image, register
+from fusion.rois.base import LabelMap, label_image, register
 
 NAMES = {1: "right_lung", 2: "left_lung"}
 

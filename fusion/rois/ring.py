@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from fusion.rois import LabelMap, label_image, register
+from fusion.rois.base import LabelMap, label_image, register
 
 
 @register("ring")

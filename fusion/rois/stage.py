@@ -121,24 +121,40 @@ def generator_settings(study: Study, name: str, folder: Path) -> dict[str, Any]:
     to this study's trained checkpoint under ``folder`` (reports/<study>)."""
     spec = study.rois[name]
     settings = dict(spec.settings)
-    if spec.generator == "unet" and settings.get("model") is not None:
-        from fusion.seg.stage import model_path
+    if spec.generator == "unet":
+        settings["device"] = roi_device(study, name)
+        if settings.get("model") is not None:
+            from fusion.seg.stage import model_path
 
-        settings["checkpoint"] = str(model_path(folder, settings.pop("model")))
+            settings["checkpoint"] = str(model_path(folder, settings.pop("model")))
     return settings
 
 
-def rois_settings(study: Study, name: str, folder: Path | None = None) -> dict[str, Any]:
+def roi_device(study: Study, name: str) -> str | None:
+    """The resolved device of a network generator (``unet``), None for the others."""
+    from fusion.device import pick_device
+
+    spec = study.rois[name]
+    return pick_device(spec.settings.get("device", "auto")) if spec.generator == "unet" else None
+
+
+def rois_settings(
+    study: Study, name: str, folder: Path | None = None, device: str | None = None
+) -> dict[str, Any]:
     """Everything that can change ROI ``name``'s label map of a case: its own spec, the
-    cohort fields that pick the drawn ROI and the content of a segmenter's checkpoint."""
+    cohort fields that pick the drawn ROI, the content of a segmenter's checkpoint and
+    the device and precision it runs in (``device`` overrides the resolved one)."""
+    from fusion.device import precision
     from fusion.hashing import file_digest
 
     checkpoint = None
     if folder is not None and "checkpoint" in (resolved := generator_settings(study, name, folder)):
         checkpoint = file_digest(Path(resolved["checkpoint"]))
+    device = device or roi_device(study, name)
     return stage_settings(
         study, ROIS_KEY_EXCLUDES, roi=study.rois[name].model_dump(mode="json"),
-        version=ROI_CACHE_VERSION, checkpoint=checkpoint,
+        version=ROI_CACHE_VERSION, checkpoint=checkpoint, device=device,
+        precision=precision(device) if device else None,
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from fusion.rois import LabelMap, register
+from fusion.rois.base import LabelMap, register
 
 
 @register("unet")

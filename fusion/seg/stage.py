@@ -17,8 +17,6 @@ when its key (settings, case contents, fusion's source) changes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,9 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from fusion.atomic import atomic_path, write_csv_atomic, write_text_atomic
+from fusion.atomic import atomic_path
 from fusion.cohort import Case
 from fusion.config import SegmentationSpec, Study
-from fusion.device import pick_device
 from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
 from fusion.errors import FusionError
 from fusion.seg.data import prepare
@@ -80,30 +77,32 @@ class Sets:
     tuning_source: str
 
 
-def split_cases(cases: list[Case], spec: SegmentationSpec, seed: int) -> Sets:
-    """Training, tuning and evaluation cases, and the CV folds of the training cases,
-    every split by patient."""
-    from sklearn.model_selection import GroupKFold, GroupShuffleSplit
+def split_cases(cases: list[Case], sets: pd.DataFrame, spec: SegmentationSpec,
+                seed: int) -> Sets:  # fmt: skip
+    """Training, tuning and evaluation cases from the study's sets (``tables/sets.csv``;
+    QC failures dropped), and the CV folds of the training cases, every split by
+    patient. A study whose sets have no tuning set (it also fits outcome models) draws
+    its tuning cases from the training patients."""
+    from sklearn.model_selection import GroupKFold
 
-    from fusion.learn.splits import set_name
+    from fusion.learn.splits import draw_tuning
 
-    named = {
-        c.case_id: set_name(c) if c.split is not None or c.is_external else "train" for c in cases
-    }
+    named = {c.case_id: sets.at[c.case_id, "set"] for c in cases}
     patient = {c.case_id: c.patient or c.case_id for c in cases}
     train = [c for c, s in named.items() if s == "train"]
     tuning = [c for c, s in named.items() if s == "tuning"]
-    source = "manifest"
     if not train:
         raise FusionError("segmentation: no training case (manifest split 'train')")
-    if not tuning:  # drawn by patient from the training cases
-        source = f"{spec.tuning_fraction:.0%} of the training patients, drawn with the seed"
-        split = GroupShuffleSplit(1, test_size=spec.tuning_fraction, random_state=seed)
-        keep, held = next(split.split(train, groups=[patient[c] for c in train]))
-        tuning = [train[i] for i in held]
-        train = [train[i] for i in keep]
-        for c in tuning:
-            named[c] = "tuning"
+    drawn = sets.loc[tuning, "source"].str.startswith("drawn")
+    source = (
+        "manifest"
+        if tuning and not drawn.any()
+        else (f"{spec.tuning_fraction:.0%} of the training patients, drawn with the seed")
+    )
+    if not tuning:
+        tuning = draw_tuning(train, patient, spec.tuning_fraction, seed)
+        named |= dict.fromkeys(tuning, "tuning")
+    train = [c for c in train if c not in set(tuning)]
     folds = []
     if spec.cv_folds >= 2:
         if len({patient[c] for c in train}) < spec.cv_folds:
@@ -249,38 +248,25 @@ def _predict(model_file: Path, case_ids, images, threshold, device):  # noqa: AN
     return out
 
 
-def stage_key(study: Study, cases: list[Case], digests: dict, device: str) -> str:
-    from fusion.provenance import source_hash
-
-    payload = [  # what the tables depend on beyond the models: labels and subgroups in
-        # the manifest, the evaluation settings (bootstrap, confidence level)
-        seg_settings(study, device),
-        study.segmentation.model_dump(mode="json"),
-        study.evaluation.model_dump(mode="json"),
-        hashlib.sha256(study.cohort.manifest.read_bytes()).hexdigest(),
-        [(c.case_id, c.split, c.institution, digests[c.case_id]) for c in cases],
-        source_hash(),
-    ]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def run_segmentation(
     study: Study,
     cases: list[Case],
     digests: dict[str, tuple[str, str]],
     folder: Path,
     cache_root: Path | None,
+    study_sets: pd.DataFrame,
+    device: str,
 ) -> dict[str, pd.DataFrame]:
-    """Train every variant, predict the evaluation cases, and return the stage's tables
-    (written by the caller under ``tables/seg_*.csv``)."""
+    """Train every variant on ``device``, predict the evaluation cases, and return the
+    stage's tables (written by the caller under ``tables/seg_*.csv``). ``study_sets``:
+    the study's ``sets.csv`` indexed by case_id."""
     from fusion.seg.evaluate import evaluation_tables
 
     spec = study.segmentation
     if spec is None:
         raise FusionError(f"{study.source}: the study has no segmentation section")
-    device = pick_device(spec.device)
     store = (cache_root or folder / ".work") / "seg"
-    sets = split_cases(cases, spec, study.seed)
+    sets = split_cases(cases, study_sets, spec, study.seed)
     by_id = {c.case_id: c for c in cases}
     images = {c: _read(by_id[c]) for c in [*sets.train, *sets.tuning, *sets.evaluated]}
     spacing = spec.spacing or training_spacing([images[c][0] for c in sets.train])
@@ -339,9 +325,3 @@ def _models_table(models: dict[str, Path], device: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def write_tables(tables: dict[str, pd.DataFrame], folder: Path, key: str) -> None:
-    for name, frame in tables.items():
-        write_csv_atomic(frame, folder / "tables" / f"{name}.csv")
-    write_text_atomic(key, folder / "tables" / ".segmentation.key")

@@ -206,6 +206,17 @@ def calibration_curve(
     )
 
 
+def risk_groups(prob: ArrayLike, groups: int = 10) -> np.ndarray:
+    """Group index (0 .. G-1) of each probability: G <= ``groups`` groups cut at the
+    unique type-7 quantiles of ``prob``, closed on the right, the first also on the left
+    (R's ``cut(p, quantile(p, 0:g/g), include.lowest = TRUE)``, as
+    ResourceSelection::hoslem.test groups). The Hosmer-Lemeshow test and the report's
+    grouped calibration points use these same groups."""
+    p = np.asarray(prob, float)
+    breaks = np.unique(np.quantile(p, np.linspace(0, 1, groups + 1)))
+    return np.clip(np.searchsorted(breaks, p, side="left") - 1, 0, max(len(breaks) - 2, 0))
+
+
 def hosmer_lemeshow(y: ArrayLike, prob: ArrayLike, groups: int = 10) -> HosmerLemeshow:
     """Hosmer-Lemeshow goodness of fit, grouped at the unique quantiles of prob.
 
@@ -218,9 +229,7 @@ def hosmer_lemeshow(y: ArrayLike, prob: ArrayLike, groups: int = 10) -> HosmerLe
     p = as_probabilities(prob, len(y))
     if groups < 3:
         raise ValueError(f"groups must be at least 3, got {groups}")
-    breaks = np.unique(np.quantile(p, np.linspace(0, 1, groups + 1)))
-    # R's cut(include.lowest = TRUE): (b0, b1] ... with b0 itself in the first group
-    group = np.clip(np.searchsorted(breaks, p, side="left") - 1, 0, len(breaks) - 2)
+    group = risk_groups(p, groups)
     table = pd.DataFrame({"g": group, "y1": y, "y0": 1 - y, "e1": p, "e0": 1 - p})
     sums = table.groupby("g").sum()
     observed = sums[["y0", "y1"]].to_numpy(float)

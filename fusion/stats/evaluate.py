@@ -308,6 +308,26 @@ def calibration_curve_table(scores: pd.DataFrame, conf_level: float = 0.95) -> p
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def calibration_groups_table(scores: pd.DataFrame, groups: int = 10) -> pd.DataFrame:
+    """Per model and set: the observed proportion of events in each group of predicted
+    risk (:func:`fusion.stats.calibration.risk_groups`, the Hosmer-Lemeshow groups):
+    group, n, mean predicted probability, observed proportion. The report plots these
+    points; it computes none of its own."""
+    from fusion.stats.calibration import risk_groups
+
+    frames = []
+    for set_name, model, frame in _groups(scores):
+        table = pd.DataFrame({"g": risk_groups(frame.prob, groups), "p": frame.prob.to_numpy(),
+                              "y": frame.label.to_numpy()})  # fmt: skip
+        agg = table.groupby("g").agg(n=("y", "size"), predicted=("p", "mean"),
+                                     observed=("y", "mean")).reset_index()  # fmt: skip
+        frames.append(agg.rename(columns={"g": "group"}).assign(set=set_name, model=model))
+    columns = ["set", "model", "group", "n", "predicted", "observed"]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
 def net_benefit_table(
     scores: pd.DataFrame,
     thresholds: np.ndarray,
@@ -407,6 +427,7 @@ def statistics_tables(
         "delong": delong_table(scores, ev.conf_level),
         "calibration": calibration_table(scores, conf_level=ev.conf_level, apparent=apparent),
         "calibration_curve": calibration_curve_table(scores, ev.conf_level),
+        "calibration_groups": calibration_groups_table(scores),
         "net_benefit": net_benefit_table(scores, grid, ev.bootstrap, seed, ev.conf_level),
         "net_benefit_difference": net_benefit_difference_table(
             scores, grid, ev.bootstrap, seed, ev.conf_level

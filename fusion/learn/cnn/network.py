@@ -1,6 +1,6 @@
 """ResNet-50 and DenseNet-121 with a one-logit head, their blocks, and freezing.
 
-Weights come from :func:`fusion.features.deep.load_weights`, the deep stage's own rule
+Weights come from :func:`fusion.nets.weights.load_weights`, the deep stage's own rule
 (ImageNet through torchvision's weights API and the torch hub cache, a local checkpoint,
 or random, with the same offline error and warning). An ImageNet or torchvision state
 dict fills the backbone and the new head starts from the study's seed; a fusion

@@ -27,9 +27,8 @@ import pandas as pd
 from scipy.special import expit
 
 from fusion.cohort import Case
-from fusion.config import ClassifierSpec, Study
+from fusion.config import Study
 from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
-from fusion.errors import FusionError
 
 ENSEMBLE = "ensemble"
 CLASSIFIER_VERSION = 1
@@ -50,49 +49,6 @@ RECALIBRATED_ON = {"validation": "apparent: the probabilities were recalibrated 
                                  "this set; judge calibration on the held-out sets"}  # fmt: skip
 
 
-def classifier_sets(cases: list[Case], spec: ClassifierSpec, seed: int) -> pd.Series:
-    """case_id -> 'train', 'validation', 'test' or 'external:<institution>'."""
-    from fusion.learn.splits import set_name
-
-    named = {c.case_id: set_name(c) for c in cases if c.split is not None or c.is_external}
-    internal = [c for c in cases if not c.is_external]
-    given = [c for c in internal if c.split is not None]
-    if given and len(given) < len(internal):
-        raise FusionError(f"the manifest gives a split for {len(given)} of {len(internal)} "
-                          "internal cases; give one for every case or for none")  # fmt: skip
-    if not given:
-        train, test = draw_split(internal, spec.test_size, seed)
-        named |= dict.fromkeys(test, "test")
-        internal = [c for c in internal if c.case_id in set(train)]
-        named |= dict.fromkeys(train, "train")
-    if "validation" not in named.values():
-        pool = [c for c in internal if named[c.case_id] == "train"]
-        share = spec.validation_size / (1 - (0 if given else spec.test_size))
-        train, validation = draw_split(pool, share, seed + 1)
-        named |= dict.fromkeys(validation, "validation")
-    return pd.Series({c.case_id: named[c.case_id] for c in cases}, name="set")
-
-
-def draw_split(cases: list[Case], share: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split off ``share`` of ``cases``, stratified by label, grouped by patient."""
-    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-
-    ids = [c.case_id for c in cases]
-    labels = [c.label for c in cases]
-    if min(sum(labels), len(labels) - sum(labels)) < 2:
-        raise FusionError(f"{len(cases)} cases with {sum(labels)} positive cannot be split "
-                          "into sets that each hold both classes")  # fmt: skip
-    if any(c.patient is not None for c in cases):
-        groups = [c.patient or f"case:{c.case_id}" for c in cases]
-        # one fold of k is held out; a small set caps k at its smaller class's count
-        k = max(2, min(round(1 / share), sum(labels), len(labels) - sum(labels)))
-        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
-        keep, held = next(splitter.split(ids, labels, groups))
-        return [ids[i] for i in keep], [ids[i] for i in held]
-    keep, held = train_test_split(ids, test_size=share, stratify=labels, random_state=seed)
-    return list(keep), list(held)
-
-
 def classifier_settings(study: Study, device: str) -> dict[str, Any]:
     """The study fields the stage's output depends on, with the resolved device and
     precision (tests/test_cache_keys.py checks that every other field changes it)."""
@@ -100,18 +56,6 @@ def classifier_settings(study: Study, device: str) -> dict[str, Any]:
 
     return stage_settings(study, CLASSIFIER_KEY_EXCLUDES, device=device,
                           precision=precision(device), version=CLASSIFIER_VERSION)  # fmt: skip
-
-
-def stage_key(study: Study, cases: list[Case], digests: dict[str, tuple[str, str]],
-              device: str) -> str:  # fmt: skip
-    """Settings, the resolved device and precision, every case's content and the
-    manifest, and fusion's source: a change to any re-runs the stage."""
-    from fusion.provenance import source_hash
-
-    settings = classifier_settings(study, device)
-    contents = sorted((c.case_id, digests[c.case_id]) for c in cases)
-    return cache_key("classifier", settings, contents, study.cohort.manifest.read_bytes().hex(),
-                     source_hash())  # fmt: skip
 
 
 def run_folder(folder: Path, arch: str, key: str) -> Path:
@@ -151,16 +95,17 @@ def training_key(study: Study, arch: str, train_ids: list[str], val_ids: list[st
 
 def run_classifier(
     study: Study, cases: list[Case], digests: dict[str, tuple[str, str]], folder: Path,
-    device: str, excluded: dict[str, str] | None = None,
+    device: str, sets: pd.Series, excluded: dict[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Train, predict and explain the cases that passed QC (``excluded``: the others,
-    with the reason, listed in ``cohort.csv``); returns the stage's tables by name."""
-    from fusion.features.deep import load_weights
+    with the reason, listed in ``cohort.csv``) on ``device``; ``sets``: case_id -> set
+    (``tables/sets.csv``). Returns the stage's tables by name."""
     from fusion.learn.cnn.data import load_images
-    from fusion.learn.cnn.train import logits, train_classifier, weights_digest
+    from fusion.learn.cnn.train import logits, train_classifier
+    from fusion.nets.weights import load_weights, weights_digest
 
     spec = study.classifier
-    sets = classifier_sets(cases, spec, study.seed)
+    sets = sets[[c.case_id for c in cases]]
     images = load_images(cases, spec.image_size)
     ids = {name: [c for c in images.case_ids if sets[c] == name] for name in sets.unique()}
     train, val = images.subset(ids["train"]), images.subset(ids.get("validation", []))
@@ -366,11 +311,3 @@ def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> di
                 "pointing_ci_low": hit_lo, "pointing_ci_high": hit_hi,
             })  # fmt: skip
     return {"gradcam": frame, "gradcam_localisation": pd.DataFrame(summary)}
-
-
-def write_tables(tables: dict[str, pd.DataFrame], folder: Path, key: str) -> None:
-    from fusion.atomic import write_csv_atomic, write_text_atomic
-
-    for name, frame in tables.items():
-        write_csv_atomic(frame, folder / "tables" / f"{name}.csv")
-    write_text_atomic(key, folder / "tables" / ".classifier.key")

@@ -12,7 +12,6 @@ never augmented or trained on; the test set never reaches this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,18 +80,6 @@ class _Writer:
             self.wait()
         finally:
             self._pool.shutdown()
-
-
-def weights_digest(state_dict: dict[str, Any]) -> str:
-    """SHA-256 of the weights themselves (names, shapes, bytes): the same weights give
-    the same digest whatever file they were saved in (a checkpoint file's own bytes
-    depend on its name, which torch writes into the archive)."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        h.update(tensor.numpy().tobytes())
-    return h.hexdigest()
 
 
 def logits(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Networks shared by the stages that train or run them: weights resolution."""

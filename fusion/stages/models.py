@@ -1,0 +1,95 @@
+"""Outcome models: the modelling table (``cohort.csv``: who is in, who is out and why),
+every model fitted on the training set (a scikit-learn Pipeline each), scores for every
+case and the models' summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fusion.atomic import write_csv_atomic
+from fusion.config import Study
+from fusion.engine import stage_settings
+from fusion.stages.base import Defaults, register
+from fusion.stages.context import RunContext
+
+# study fields the stage depends on; the top-level fields left out (name, description,
+# qc, radiomics, deep) act only through the tables it reads
+MODELS_KEY_SECTIONS = {
+    "seed": (), "clinical": (), "models": (), "evaluation": (),
+    "cohort": ("manifest",),  # a path: the manifest's content is hashed instead
+}  # fmt: skip
+
+
+def has_outcome_models(study: Study) -> bool:
+    """A segmentation or image-classifier study may have no outcome model to fit."""
+    return bool(study.models) or (study.segmentation or study.classifier) is None
+
+
+@register
+class ModelsStage(Defaults):
+    name = "models"
+    section = "models"
+    writes = ("tables/cohort.csv", "tables/scores.csv", "tables/model_summary.csv",
+              "tables/model_tuning.csv", "tables/selected_features.csv", "tables/lasso_*.csv",
+              "tables/.models.key")  # fmt: skip
+    reads = ("qc", "radiomics_features", "deep_features", "radiomics_failures", "deep_failures")
+    key_sections = MODELS_KEY_SECTIONS
+    keyed = True
+
+    def applies(self, study: Study) -> bool:
+        return has_outcome_models(study)
+
+    def settings(self, study: Study, device: str) -> dict[str, Any]:
+        return stage_settings(study, MODELS_KEY_SECTIONS)
+
+    def products(self, ctx: RunContext) -> list[Path]:
+        return [ctx.tables / "scores.csv"]
+
+    def run(self, ctx: RunContext) -> None:
+        from fusion.learn.splits import patient_groups
+        from fusion.learn.study import fit_study_models, summary_tables
+        from fusion.learn.table import feature_table, radiomics_wide
+        from fusion.threads import cores
+
+        study, cases = ctx.study, ctx.checked.cases
+        qc = ctx.read_table("qc", "qc").set_index("case_id")
+        blocks = {}
+        if study.radiomics is not None:
+            blocks["radiomics"] = radiomics_wide(ctx.read_table("radiomics_features", "radiomics"))
+        if study.deep is not None:
+            blocks["deep"] = ctx.read_table("deep_features", "deep").set_index("case_id")
+        passed = [c for c in cases if qc.status.get(c.case_id) != "fail"]
+        table, missing = feature_table(study, passed, blocks, _failure_reasons(ctx.tables))
+        sets = ctx.set_of()
+        reasons = {cid: f"QC: {qc.problems[cid]}" for cid in qc.index[qc.status == "fail"]}
+        reasons |= dict(zip(missing.case_id, missing.reason, strict=True))
+        cohort = pd.DataFrame({
+            "case_id": [c.case_id for c in cases],
+            "set": [sets[c.case_id] for c in cases],
+            "label": [c.label for c in cases],
+            "included": [c.case_id in table.index for c in cases],
+            "reason": [reasons.get(c.case_id, "") for c in cases],
+            "split_source": "manifest" if any(c.split for c in cases) else "random",
+        })  # fmt: skip
+        write_csv_atomic(cohort, ctx.tables / "cohort.csv")
+        labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
+        out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases),
+                               jobs=ctx.options.jobs or cores())  # fmt: skip
+        write_csv_atomic(out.scores, ctx.tables / "scores.csv")
+        for name, frame in summary_tables(out).items():
+            write_csv_atomic(frame, ctx.tables / f"{name}.csv")
+
+
+def _failure_reasons(tables: Path) -> dict[str, dict[str, str]]:
+    """block -> case -> 'radiomics failed: <error>: <message>' from the failures tables."""
+    reasons: dict[str, dict[str, str]] = {}
+    for block in ("radiomics", "deep"):
+        path = tables / f"{block}_failures.csv"
+        if path.is_file() and path.stat().st_size > 1:
+            frame = pd.read_csv(path, dtype={"case_id": str}).fillna("")
+            reasons[block] = {r.case_id: f"{block} failed: {r.error}: {r.message}"
+                              for r in frame.itertuples()}  # fmt: skip
+    return reasons

@@ -1,0 +1,37 @@
+"""Provenance and the self-contained HTML report, from the tables the stages wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fusion.atomic import write_text_atomic
+from fusion.stages.base import Defaults, register
+from fusion.stages.context import RunContext
+
+
+@register
+class ReportStage(Defaults):
+    name = "report"
+    section = "report"
+    writes = ("index.html", "provenance.json", "figures/*.svg", "figures/*.png")
+    # no key: renders in seconds, every run
+
+    def products(self, ctx: RunContext) -> list[Path]:
+        return [ctx.folder / "index.html"]
+
+    def run(self, ctx: RunContext) -> Path:
+        from fusion.provenance import provenance
+        from fusion.report.html import build_report
+        from fusion.stages.keys import settings_keys
+
+        study, folder = ctx.study, ctx.folder
+        weights_file = ctx.tables / "deep_weights.json"
+        weights = json.loads(weights_file.read_text()) if weights_file.is_file() else None
+        info = provenance(study, ctx.checked.digests, weights, settings_keys(ctx))
+        if study.classifier is not None:
+            from fusion.report.classifier import provenance_models
+
+            info["classifier_models"] = provenance_models(ctx.tables)
+        write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
+        return build_report(study, folder)

@@ -1,0 +1,71 @@
+"""Every statistic of an outcome-model report, as tidy tables, from the saved scores:
+discrimination, DeLong, calibration, decision curves, reclassification, sample size,
+Table 1 and the clinical regressions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fusion.atomic import write_csv_atomic
+from fusion.config import Study
+from fusion.engine import stage_settings
+from fusion.stages.base import Defaults, register
+from fusion.stages.context import RunContext
+from fusion.stages.models import has_outcome_models
+
+STATISTICS_KEY_SECTIONS = {
+    "seed": (), "clinical": (), "evaluation": (),  # models act through scores.csv
+    "cohort": ("manifest",),  # a path: the manifest's content is hashed instead
+}  # fmt: skip
+
+
+@register
+class StatisticsStage(Defaults):
+    name = "statistics"
+    section = "models"
+    writes = ("tables/performance.csv", "tables/delong.csv", "tables/calibration*.csv",
+              "tables/net_benefit*.csv", "tables/reclassification.csv",
+              "tables/sample_size.csv", "tables/roc_points.csv", "tables/table1_*.csv",
+              "tables/clinical_*.csv", "tables/.statistics.key")  # fmt: skip
+    reads = ("scores", "model_summary", "cohort", "qc")
+    key_sections = STATISTICS_KEY_SECTIONS
+    keyed = True
+
+    def applies(self, study: Study) -> bool:
+        return has_outcome_models(study)
+
+    def settings(self, study: Study, device: str) -> dict[str, Any]:
+        return stage_settings(study, STATISTICS_KEY_SECTIONS)
+
+    def products(self, ctx: RunContext) -> list[Path]:
+        return [ctx.tables / "performance.csv"]
+
+    def run(self, ctx: RunContext) -> None:
+        from fusion.learn.table import clinical_frame
+        from fusion.stats import evaluate
+
+        study = ctx.study
+        scores = ctx.read_table("scores", "models")
+        summary = ctx.read_table("model_summary", "models")
+        thresholds = dict(zip(summary.model, summary.threshold, strict=True))
+        ev = study.evaluation
+        out = evaluate.statistics_tables(scores, thresholds, ev, study.seed)
+        out["sample_size"] = evaluate.sample_size_table(
+            summary, scores, ev.sample_size.nagelkerke_r2, ev.sample_size.cox_snell_r2,
+            ev.sample_size.c_statistic, ev.sample_size.shrinkage,
+        )  # fmt: skip
+        cohort = ctx.read_table("cohort", "models").set_index("case_id")
+        included = cohort[cohort.included]
+        cases = [c for c in ctx.checked.cases if c.case_id in included.index]
+        frame = clinical_frame(study, cases).rename(columns=lambda c: c.removeprefix("clinical:"))
+        qc = ctx.read_table("qc", "qc").set_index("case_id")
+        frame["roi_volume_ml"] = qc.roi_volume_ml.reindex(frame.index)
+        frame = frame.join(included[["label", "set"]])
+        covariates = {c.name: c.type for c in study.clinical}
+        references = {c.name: c.reference for c in study.clinical if c.reference}
+        out |= evaluate.clinical_tables(
+            frame, {**covariates, "roi_volume_ml": "continuous"}, covariates, references
+        )
+        for name, table in out.items():
+            write_csv_atomic(table, ctx.tables / f"{name}.csv")
