@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from fusion.stages.context import RunOptions
 
 log = logging.getLogger("fusion")
+# the registry's order (fusion.stages), spelled out so `fusion --help` imports nothing
+# heavy; tests/test_architecture.py checks that the two agree
+STAGE_NAMES = ("qc", "splits", "classifier", "segmentation", "rois", "involvement", "radiomics",
+               "deep", "models", "statistics", "report")  # fmt: skip
 
 
 def _options(args: argparse.Namespace) -> RunOptions:
@@ -304,8 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", parents=[common], help="run a study end to end: QC to the HTML report"
     )
-    stage_names = "qc, segmentation, rois, involvement, radiomics, deep, models, statistics, report"
-    run.add_argument("--only", metavar="STAGE", help=f"run one stage: {stage_names}")
+    run.add_argument("--only", metavar="STAGE", help=f"run one stage: {', '.join(STAGE_NAMES)}")
     run.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
     run.set_defaults(func=_cmd_run)
     report = sub.add_parser(

@@ -122,14 +122,21 @@ def stage_settings(
     return out | derived
 
 
-class CaseCache:
-    """One JSON file per case result under ``root/<stage>/<key[:2]>/<key>.json``."""
+class Store:
+    """The one layout of everything fusion caches, per stage:
+    ``root/<stage>/<key[:2]>/<key><suffix>``. A per-case result is a JSON file
+    (:meth:`get` / :meth:`put`); a file artefact (a label map, its notes) sits beside it
+    under the same key (:meth:`path` with its suffix); an artefact of several files (a
+    training run's checkpoints) gets a folder of its own (:meth:`folder`)."""
 
     def __init__(self, root: str | Path, stage: str) -> None:
-        self.folder = Path(root) / stage
+        self.root = Path(root) / stage
 
-    def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
+    def path(self, key: str, suffix: str = ".json") -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
+
+    def folder(self, key: str) -> Path:
+        return self.root / key[:2] / key
 
     def get(self, key: str) -> Any | None:
         path = self.path(key)
@@ -250,7 +257,7 @@ class Progress:
 def run_tasks(
     fn: Callable[[Any], Any],
     tasks: Sequence[Task],
-    cache: CaseCache | None,
+    cache: Store | None,
     *,
     jobs: int | None = None,
     scheduler: str | None = None,
@@ -290,7 +297,7 @@ def run_tasks(
 def _alone(
     fn: Callable[[Any], Any],
     task: Task,
-    cache: CaseCache | None,
+    cache: Store | None,
     run: StageRun,
     progress: Progress,
     threads: int,
@@ -303,7 +310,7 @@ def _map(
     executor: Executor,
     fn: Callable[[Any], Any],
     tasks: Iterable[Task],
-    cache: CaseCache | None,
+    cache: Store | None,
     run: StageRun,
     progress: Progress,
     threads: int,

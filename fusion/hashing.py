@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fusion.engine import CaseCache, cache_key
+from fusion.engine import Store, cache_key
 
 if TYPE_CHECKING:
     from fusion.cohort import Case
@@ -30,7 +30,7 @@ def _content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path, cache: CaseCache | None = None) -> str:
+def file_digest(path: Path, cache: Store | None = None) -> str:
     """SHA-256 of a file, or of a folder's files (names and bytes); 'missing' if absent.
 
     With ``cache``, a file whose path, size, mtime and inode are unchanged is not read."""
@@ -60,7 +60,7 @@ def case_digests(
 ) -> dict[str, tuple[str, str]]:
     """case_id -> (image hash, ROI hash), hashed in threads (hashlib releases the GIL);
     ``cache`` (the per-case cache folder) keeps file digests between runs."""
-    store = CaseCache(cache, "digests") if cache is not None else None
+    store = Store(cache, "digests") if cache is not None else None
 
     def one(case: Case) -> tuple[str, tuple[str, str]]:
         roi = file_digest(case.roi, store) if case.roi is not None else "none"

@@ -35,9 +35,11 @@ def test_a_layer_that_imports_upwards_breaks_the_contract(tmp_path: Path) -> Non
     assert "fusion.io.spreadsheet -> fusion.pipeline" in done.stdout
 
 
-def test_stages_run_in_the_house_order() -> None:
+def test_stages_run_in_the_house_order_and_the_command_names_them() -> None:
+    from fusion.cli import STAGE_NAMES
     from fusion.stages import STAGES
 
     assert list(STAGES) == ["qc", "splits", "classifier", "segmentation", "rois",
                             "involvement", "radiomics", "deep", "models", "statistics",
                             "report"]  # fmt: skip
+    assert list(STAGE_NAMES) == list(STAGES)

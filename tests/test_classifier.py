@@ -382,7 +382,7 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     study = load_study(tmp_path / "study.yaml")
     options = RunOptions(reports=tmp_path / "reports", cache=tmp_path / "cache", jobs=1)
     result = run_study(study, options)
-    assert result.stages == ["qc", "splits", "classifier", "report"]
+    assert result.stages == ["qc", "splits", "classifier", "statistics", "report"]
     folder = tmp_path / "reports" / "demo_pneumothorax"
     perf = pd.read_csv(folder / "tables" / "performance.csv")
     assert set(perf.model) == {"resnet50", "densenet121", "ensemble"}
@@ -404,7 +404,7 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     assert {m["model"] for m in provenance["classifier_models"]} == {"resnet50", "densenet121"}
     digest = hashlib.sha256((folder / "tables" / "scores.csv").read_bytes()).hexdigest()
     again = run_study(study, options)
-    assert again.stages == ["qc", "splits", "classifier", "report"]
+    assert again.stages == ["qc", "splits", "classifier", "statistics", "report"]
     assert hashlib.sha256((folder / "tables" / "scores.csv").read_bytes()).hexdigest() == digest
 
 

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from fusion.engine import CaseCache, Task, cache_key, run_tasks
+from fusion.engine import Store, Task, cache_key, run_tasks
 
 
 def square_or_fail(x: int) -> int:
@@ -27,7 +27,7 @@ def test_cache_key_is_canonical() -> None:
 
 
 def test_results_are_cached_and_reused(tmp_path: Path) -> None:
-    cache = CaseCache(tmp_path, "sq")
+    cache = Store(tmp_path, "sq")
     first = run_tasks(square_or_fail, tasks([1, 2, 4]), cache, jobs=2)
     assert first.results == {"c1": 1, "c2": 4, "c4": 16}
     assert (first.computed, first.cached) == (3, 0)
@@ -37,7 +37,7 @@ def test_results_are_cached_and_reused(tmp_path: Path) -> None:
 
 
 def test_corrupt_entry_is_discarded_and_recomputed(tmp_path: Path) -> None:
-    cache = CaseCache(tmp_path, "sq")
+    cache = Store(tmp_path, "sq")
     run_tasks(square_or_fail, tasks([2]), cache, jobs=1)
     entry = cache.path(cache_key("sq", 2))
     entry.write_text('{"value": 4')  # truncated
@@ -47,7 +47,7 @@ def test_corrupt_entry_is_discarded_and_recomputed(tmp_path: Path) -> None:
 
 
 def test_raised_error_and_dead_worker_cost_only_their_case(tmp_path: Path) -> None:
-    cache = CaseCache(tmp_path, "sq")
+    cache = Store(tmp_path, "sq")
     run = run_tasks(square_or_fail, tasks([1, 2, 3, 4, 5, 6, 7]), cache, jobs=2)
     assert run.results == {"c1": 1, "c2": 4, "c4": 16, "c6": 36, "c7": 49}
     failed = {f.case_id: f for f in run.failures}

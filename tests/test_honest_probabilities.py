@@ -15,6 +15,7 @@ from fusion.errors import ConfigError, FusionError
 from fusion.learn.calibrated import PlattSearchCV, platt_fit, platt_targets
 from fusion.learn.models import fit_model
 from fusion.learn.study import fit_study_models, summary_tables
+from fusion.seeds import stream
 from fusion.stats import evaluate
 from fusion.stats.calibration import calibration, hosmer_lemeshow
 from fusion.stats.dca import net_benefit, net_benefit_difference
@@ -75,7 +76,9 @@ def test_the_platt_map_is_fitted_on_the_chosen_candidates_own_out_of_fold_scores
     from sklearn.model_selection import StratifiedKFold
 
     oof = np.empty(len(y))
-    for train, held in StratifiedKFold(4, shuffle=True, random_state=0).split(X, y):
+    for train, held in StratifiedKFold(4, shuffle=True, random_state=stream(0, "cv/folds")).split(
+        X, y
+    ):
         model = SVC(kernel="rbf", **tuner.best_params_).fit(X[train], y[train])
         oof[held] = model.decision_function(X[held])
     assert np.allclose(tuner.oof_raw_, oof)

@@ -208,3 +208,24 @@ def test_lasso_falls_back_when_the_chosen_lambda_selects_nothing() -> None:
     assert sel.fallback_
     i = int(np.flatnonzero(sel.lambdas_ == sel.lambda_)[0])
     assert sel.support_.sum() >= 1 and not sel.coef_path_[:i].any()  # the first to select
+
+
+def test_sets_table_says_where_each_assignment_came_from(tmp_path) -> None:
+    """tables/sets.csv: a set drawn from the manifest's training cases (a segmentation's
+    tuning set) is 'drawn', not 'manifest'; external institutions are held out."""
+    from fusion.config import SegmentationSpec, Study
+    from fusion.learn.splits import study_sets
+
+    (tmp_path / "m.csv").write_text("case_id,image,label\n")
+    base = Study.model_validate({"name": "s", "seed": 3, "cohort": {"manifest": "m.csv"}},
+                                context={"base": tmp_path})  # fmt: skip
+    seg = base.model_copy(update={"segmentation": SegmentationSpec(
+        labels={1: "tumour"}, patch_size=[32, 32, 16], tuning_fraction=0.25)})  # fmt: skip
+    table = study_sets(seg, cases(["train"] * 8 + ["test", "external"], [None] * 9 + ["B"]))
+    by_set = table.groupby("set").source.agg(set)
+    assert by_set["train"] == {"manifest"}
+    assert by_set["tuning"] == {"drawn by patient from the training cases (seed 3)"}
+    assert by_set["test"] == {"manifest"} and by_set["external:B"] == {"external institution"}
+    outcome = study_sets(base, cases([None] * 20))
+    assert set(outcome.source) == {"drawn (stratified by label; seed 3)"}
+    assert (outcome.set == "test").sum() == 4

@@ -76,7 +76,7 @@ def test_every_cv_groups_by_patient() -> None:
     ev = EvaluationSpec(cv_folds=5)
     leaky = fit_model("m", spec, X, y, ev, seed=1)
     grouped = fit_model("m", spec, X, y, ev, seed=1, groups=patients)
-    assert auc_value(y, leaky.oof_score) > 0.85
+    assert auc_value(y, leaky.oof_score) > 0.8  # 0.84-0.93 over seeds 1-5
     assert auc_value(y, grouped.oof_score) < 0.7
     lasso = fit_model("m", spec.model_copy(update={"lasso": True}), X, y, ev, 1, None, patients)
     assert type(lasso.pipeline.named_steps["lasso"].cv).__name__ == "StratifiedGroupKFold"

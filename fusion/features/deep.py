@@ -36,9 +36,9 @@ from fusion.config import DeepSpec, Study
 from fusion.device import autocast, pick_device, precision
 from fusion.engine import (
     CASE_COHORT_EXCLUDES,
-    CaseCache,
     Failure,
     Progress,
+    Store,
     cache_key,
     stage_settings,
 )
@@ -50,6 +50,7 @@ from fusion.features.crops import (
     roi_source,
 )
 from fusion.nets.weights import Weights, load_weights
+from fusion.seeds import stream
 
 log = logging.getLogger(__name__)
 PREFIX = "deep:"
@@ -81,7 +82,7 @@ def build_model(spec: DeepSpec, weights: Weights, seed: int):  # noqa: ANN201 - 
     from torchvision.models import resnet50
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    torch.manual_seed(seed)  # random weights are reproducible for a study's seed
+    torch.manual_seed(stream(seed, "deep/weights"))  # random weights: the study seed's
     model = resnet50(weights=None)
     if weights.state_dict is not None:
         # the classifier (fc) is never used: a fine-tuned one-logit head is left out
@@ -233,7 +234,7 @@ def run_deep(
     planes = len(spec.offsets_mm)
     batch = planes if scheduler else max(1, spec.batch_size // planes) * planes
     settings = deep_settings(study, device, weights_id, batch)
-    cache = CaseCache(cache_root, "deep") if cache_root else None
+    cache = Store(cache_root, "deep") if cache_root else None
     output = DeepOutput(pd.DataFrame(), pd.DataFrame(), failures, weights, device,
                         settings_key=cache_key(settings))  # fmt: skip
     keys = {c.case_id: cache_key("deep", settings, digests[c.case_id], c.series_uid,

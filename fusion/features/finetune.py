@@ -21,8 +21,9 @@ import numpy as np
 
 from fusion.cohort import Case
 from fusion.config import ClassifierSpec, Study
-from fusion.engine import cache_key
+from fusion.engine import Store, cache_key
 from fusion.errors import FusionError
+from fusion.seeds import stream
 
 
 def _crops(cases: list[Case], study: Study) -> tuple[list[str], np.ndarray]:
@@ -64,7 +65,9 @@ def finetune_backbone(
 
     spec, ft = study.deep, study.deep.finetune
     train_cases = cases
-    fit_ids, val_ids = draw_split(train_cases, ft.validation_size, study.seed)
+    fit_ids, val_ids = draw_split(
+        train_cases, ft.validation_size, stream(study.seed, "split/finetune")
+    )
     base = study.source.parent if study.source else None
     start = load_weights(spec.model_copy(update={"weights": ft.start}), base)
     training = ClassifierSpec(
@@ -76,8 +79,7 @@ def finetune_backbone(
                     study.seed, device, start.sha256 or start.source,
                     sorted((c.case_id, c.label, digests[c.case_id], roi_digests.get(c.case_id))
                            for c in train_cases), sorted(val_ids))  # fmt: skip
-    root = Path(cache_root) if cache_root else _scratch()
-    folder = root / "deep_finetune" / key[:24]
+    folder = Store(cache_root or _scratch(), "deep_finetune").folder(key)
     meta = {"architecture": "resnet50", "purpose": "deep features (fine-tuned)",
             "study": study.name, "start": start.source, "key": key}  # fmt: skip
     trained = finished(folder)  # a finished fine-tuning is not cropped again

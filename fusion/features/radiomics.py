@@ -22,8 +22,8 @@ from fusion.cohort import Case
 from fusion.config import Study
 from fusion.engine import (
     CASE_COHORT_EXCLUDES,
-    CaseCache,
     StageRun,
+    Store,
     Task,
     cache_key,
     failures_frame,
@@ -294,7 +294,7 @@ def run_radiomics(
 ) -> RadiomicsOutput:
     """Extract every case (cached ones are read back) and assemble the tidy tables."""
     tasks = radiomics_tasks(study, cases, digests, generated)
-    cache = CaseCache(cache_root, "radiomics") if cache_root else None
+    cache = Store(cache_root, "radiomics") if cache_root else None
     run = run_tasks(extract_case, tasks, cache, jobs=jobs, scheduler=scheduler, desc="radiomics")
     feature_rows, diag_rows, nan_rows = [], [], []
     for case in cases:  # manifest order, whatever order results arrived in

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from fusion.config import QCSpec, Study
 from fusion.engine import (
     CASE_COHORT_EXCLUDES,
-    CaseCache,
+    Store,
     Task,
     cache_key,
     run_tasks,
@@ -421,7 +421,7 @@ def run_qc(
     settings = qc_settings(study, needs_roi)
     tasks = [Task(c.case_id, qc_key(settings, c, digests[c.case_id]), (c, study, needs_roi))
              for c in cases]  # fmt: skip
-    cache = CaseCache(cache_root, "qc") if cache_root else None
+    cache = Store(cache_root, "qc") if cache_root else None
     run = run_tasks(_check_payload, tasks, cache, jobs=jobs, scheduler=scheduler, desc="QC")
     died = {f.case_id: f for f in run.failures}
     results = [

@@ -16,13 +16,16 @@ import pandas as pd
 from fusion.cohort import Case
 from fusion.config import ClassifierSpec, SegmentationSpec, Study
 from fusion.errors import ManifestError
+from fusion.seeds import stream
 
 
 def folds(n_splits: int, seed: int | None, grouped: bool):  # noqa: ANN201 - a CV splitter
     """The CV splitter of every CV in a model (LASSO, tuning, out-of-fold scores):
-    stratified, shuffled with ``seed``, and by patient when patients are known."""
+    stratified, shuffled with the study seed's ``cv/folds`` stream, and by patient when
+    patients are known."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+    seed = None if seed is None else stream(seed, "cv/folds")
     if grouped:
         return StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
     return StratifiedKFold(n_splits, shuffle=True, random_state=seed)
@@ -54,7 +57,8 @@ def _grouped_split(cases: list[Case], test_size: float, seed: int) -> tuple[list
 
 
 def assign_sets(cases: list[Case], test_size: float, seed: int) -> pd.Series:
-    """case_id -> set name ('train', 'test', 'external:<institution>')."""
+    """case_id -> set name ('train', 'test', 'external:<institution>'); ``seed``: the
+    study's, whose ``split/test`` stream draws the test set."""
     from sklearn.model_selection import train_test_split
 
     internal = [c for c in cases if not c.is_external]
@@ -71,10 +75,10 @@ def assign_sets(cases: list[Case], test_size: float, seed: int) -> pd.Series:
         ids = [c.case_id for c in internal]
         labels = [c.label for c in internal]
         if any(c.patient is not None for c in internal):
-            train, test = _grouped_split(internal, test_size, seed)
+            train, test = _grouped_split(internal, test_size, stream(seed, "split/test"))
         else:
             train, test = train_test_split(
-                ids, test_size=test_size, stratify=labels, random_state=seed
+                ids, test_size=test_size, stratify=labels, random_state=stream(seed, "split/test")
             )
         sets |= dict.fromkeys(train, "train") | dict.fromkeys(test, "test")
     series = pd.Series({c.case_id: sets[c.case_id] for c in cases}, name="set")
@@ -92,14 +96,14 @@ def classifier_sets(cases: list[Case], spec: ClassifierSpec, seed: int) -> pd.Se
         raise ManifestError(f"the manifest gives a split for {len(given)} of {len(internal)} "
                           "internal cases; give one for every case or for none")  # fmt: skip
     if not given:
-        train, test = draw_split(internal, spec.test_size, seed)
+        train, test = draw_split(internal, spec.test_size, stream(seed, "split/test"))
         named |= dict.fromkeys(test, "test")
         internal = [c for c in internal if c.case_id in set(train)]
         named |= dict.fromkeys(train, "train")
     if "validation" not in named.values():
         pool = [c for c in internal if named[c.case_id] == "train"]
         share = spec.validation_size / (1 - (0 if given else spec.test_size))
-        train, validation = draw_split(pool, share, seed + 1)
+        train, validation = draw_split(pool, share, stream(seed, "split/validation"))
         named |= dict.fromkeys(validation, "validation")
     return pd.Series({c.case_id: named[c.case_id] for c in cases}, name="set")
 
@@ -146,8 +150,8 @@ def segmentation_sets(cases: list[Case], spec: SegmentationSpec, seed: int) -> p
         raise ManifestError("segmentation: no training case (manifest split 'train')")
     if "tuning" not in named.values():
         patients = {c.case_id: c.patient or c.case_id for c in cases}
-        named |= dict.fromkeys(draw_tuning(train, patients, spec.tuning_fraction, seed),
-                               "tuning")  # fmt: skip
+        drawn = draw_tuning(train, patients, spec.tuning_fraction, stream(seed, "split/tuning"))
+        named |= dict.fromkeys(drawn, "tuning")
     return pd.Series({c.case_id: named[c.case_id] for c in cases}, name="set")
 
 
@@ -171,15 +175,16 @@ def study_sets(study: Study, cases: list[Case]) -> pd.DataFrame:
         sets = assign_sets(cases, study.evaluation.test_size, seed)
 
     def source(case: Case) -> str:
-        if case.split is not None:
-            return "manifest"
         if case.is_external:
             return "external institution"
+        if case.split is not None and sets[case.case_id] == set_name(case):
+            return "manifest"
         if study.segmentation is not None and sets[case.case_id] == "train":
             return "no split in the manifest: training"
         if study.segmentation is not None:
             return f"drawn by patient from the training cases (seed {seed})"
-        return f"drawn (stratified by label, grouped by patient; seed {seed})"
+        grouped = ", grouped by patient" if any(c.patient for c in cases) else ""
+        return f"drawn (stratified by label{grouped}; seed {seed})"
 
     return pd.DataFrame({
         "case_id": [c.case_id for c in cases],

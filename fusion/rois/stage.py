@@ -30,7 +30,14 @@ import SimpleITK as sitk
 from fusion.atomic import atomic_path, write_text_atomic
 from fusion.cohort import Case
 from fusion.config import Study
-from fusion.engine import CASE_COHORT_EXCLUDES, Task, cache_key, run_tasks, stage_settings
+from fusion.engine import (
+    CASE_COHORT_EXCLUDES,
+    Store,
+    Task,
+    cache_key,
+    run_tasks,
+    stage_settings,
+)
 from fusion.errors import FusionError
 
 ROI_CACHE_VERSION = 3  # 3: the lung outline closes by distance transforms
@@ -105,7 +112,7 @@ def supervoxel_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
 
     case, study, name, out = payload
     spec = study.rois[name]
-    habitat = make_generator("habitat", **spec.settings)
+    habitat = make_generator("habitat", **generator_settings(study, name))
     image, mask = _read_case(case, study)
     inside = sitk.GetArrayFromImage(mask) > 0
     if not inside.any():
@@ -116,14 +123,20 @@ def supervoxel_case(payload: tuple[Case, Study, str, Path]) -> dict[str, Any]:
     return {"voxels": int(inside.sum())}
 
 
-def generator_settings(study: Study, name: str, folder: Path) -> dict[str, Any]:
+def generator_settings(study: Study, name: str, folder: Path | None = None) -> dict[str, Any]:
     """ROI ``name``'s generator settings, with ``model: <variant>`` of a ``unet`` resolved
-    to this study's trained checkpoint under ``folder`` (reports/<study>)."""
+    to this study's trained checkpoint under ``folder`` (reports/<study>) and its device
+    resolved, and a habitat's seed, unless the study gives one, the study seed's
+    ``habitat/<name>`` stream (:mod:`fusion.seeds`)."""
+    from fusion.seeds import stream
+
     spec = study.rois[name]
     settings = dict(spec.settings)
+    if spec.generator == "habitat" and "seed" not in settings:
+        settings["seed"] = stream(study.seed, f"habitat/{name}")
     if spec.generator == "unet":
         settings["device"] = roi_device(study, name)
-        if settings.get("model") is not None:
+        if settings.get("model") is not None and folder is not None:
             from fusion.seg.stage import model_path
 
             settings["checkpoint"] = str(model_path(folder, settings.pop("model")))
@@ -142,8 +155,9 @@ def rois_settings(
     study: Study, name: str, folder: Path | None = None, device: str | None = None
 ) -> dict[str, Any]:
     """Everything that can change ROI ``name``'s label map of a case: its own spec, the
-    cohort fields that pick the drawn ROI, the content of a segmenter's checkpoint and
-    the device and precision it runs in (``device`` overrides the resolved one)."""
+    cohort fields that pick the drawn ROI, the content of a segmenter's checkpoint, the
+    device and precision it runs in (``device`` overrides the resolved one) and the seed
+    of a habitat's clustering."""
     from fusion.device import precision
     from fusion.hashing import file_digest
 
@@ -155,6 +169,7 @@ def rois_settings(
         study, ROIS_KEY_EXCLUDES, roi=study.rois[name].model_dump(mode="json"),
         version=ROI_CACHE_VERSION, checkpoint=checkpoint, device=device,
         precision=precision(device) if device else None,
+        seed=generator_settings(study, name).get("seed"),  # a habitat's clustering
     )  # fmt: skip
 
 
@@ -170,7 +185,7 @@ def run_rois(
     scheduler: str | None = None,
 ) -> tuple[dict[str, dict[str, GeneratedRoi]], pd.DataFrame]:
     """case -> ROI name -> :class:`GeneratedRoi`, and the ``rois.csv`` table."""
-    store = (cache_root or folder / ".work") / "rois"
+    store = Store(cache_root or folder / ".work", "rois")
     generated: dict[str, dict[str, GeneratedRoi]] = {c.case_id: {} for c in cases}
     failures = []
     for name, spec in study.rois.items():
@@ -216,7 +231,7 @@ def _cohort(study, name, cases, sets, keys, store, jobs, scheduler):  # noqa: AN
     from fusion.rois.habitat import Supervoxels, choose_k, fit_population, too_small, unsplit
 
     spec = study.rois[name]
-    habitat = make_generator("habitat", **spec.settings)
+    habitat = make_generator("habitat", **generator_settings(study, name))
     todo = [Task(c.case_id, "", (c, study, name, _paths(store, keys[c.case_id], ".npz")[0]))
             for c in cases if not _paths(store, keys[c.case_id], ".npz")[0].is_file()]  # fmt: skip
     run = run_tasks(supervoxel_case, todo, None, jobs=jobs, scheduler=scheduler,
@@ -258,9 +273,9 @@ def _cohort(study, name, cases, sets, keys, store, jobs, scheduler):  # noqa: AN
     return results, [(cid, name, message) for cid, message in failed.items()]
 
 
-def _paths(store: Path, key: str, suffix: str) -> tuple[Path, Path]:
-    folder = store / key[:2]
-    return folder / f"{key}{suffix}", folder / f"{key}.json"
+def _paths(store: Store, key: str, suffix: str) -> tuple[Path, Path]:
+    """A generated label map (or a habitat's supervoxels) and its notes, under one key."""
+    return store.path(key, suffix), store.path(key)
 
 
 def _checked(path: Path, value: dict[str, Any], min_voxels: int) -> GeneratedRoi:

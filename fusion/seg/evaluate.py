@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from fusion.config import Study
 from fusion.errors import FusionError
+from fusion.seeds import stream
 from fusion.stats.froc import froc_tables
 from fusion.stats.segmentation import METRICS, case_metrics, summarise
 
@@ -95,7 +96,7 @@ def _case_rows(study, sets, cases, images, predictions):  # noqa: ANN001, ANN202
 
 
 def _summaries(frame: pd.DataFrame, study: Study) -> dict[str, pd.DataFrame]:
-    n_boot, seed = study.evaluation.bootstrap, study.seed
+    n_boot, seed = study.evaluation.bootstrap, stream(study.seed, "bootstrap")
     level = study.evaluation.conf_level
     final = frame[frame.model == "final"]
     held_out = final[final.set != "tuning"].assign(set="all evaluated (test + external)")
@@ -160,7 +161,7 @@ def _detection(study, lesions, sets, cases) -> dict[str, pd.DataFrame]:  # noqa:
                 [lesions[(variant, c)][0] for c in held],
                 spec.iou_thresholds,
                 study.evaluation.bootstrap,
-                study.seed,
+                stream(study.seed, "bootstrap"),
                 study.evaluation.conf_level,
             )
             points.append(p.assign(variant=variant))

@@ -29,8 +29,9 @@ import SimpleITK as sitk
 from fusion.atomic import atomic_path
 from fusion.cohort import Case
 from fusion.config import SegmentationSpec, Study
-from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
+from fusion.engine import CASE_COHORT_EXCLUDES, Store, cache_key, stage_settings
 from fusion.errors import FusionError
+from fusion.seeds import stream
 from fusion.seg.data import prepare
 from fusion.seg.infer import predict_image
 from fusion.stats.froc import CaseLesions, case_lesions
@@ -100,7 +101,7 @@ def split_cases(cases: list[Case], sets: pd.DataFrame, spec: SegmentationSpec,
         else (f"{spec.tuning_fraction:.0%} of the training patients, drawn with the seed")
     )
     if not tuning:
-        tuning = draw_tuning(train, patient, spec.tuning_fraction, seed)
+        tuning = draw_tuning(train, patient, spec.tuning_fraction, stream(seed, "split/tuning"))
         named |= dict.fromkeys(tuning, "tuning")
     train = [c for c in train if c not in set(tuning)]
     folds = []
@@ -109,7 +110,7 @@ def split_cases(cases: list[Case], sets: pd.DataFrame, spec: SegmentationSpec,
             raise FusionError(
                 f"segmentation.cv_folds = {spec.cv_folds} needs as many training patients"
             )
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(stream(seed, "segmentation/cv"))
         order = [train[i] for i in rng.permutation(len(train))]
         splitter = GroupKFold(spec.cv_folds)
         folds = [
@@ -198,7 +199,7 @@ def _train_variant(study, variant, sets, images, spacing, digests, store, device
             [prepared[c] for c in val_ids],
             spec,
             meta,
-            store / key[:32],
+            store.folder(key),
             study.seed,
             device,
             desc=f"U-Net {variant} {name}",
@@ -265,7 +266,7 @@ def run_segmentation(
     spec = study.segmentation
     if spec is None:
         raise FusionError(f"{study.source}: the study has no segmentation section")
-    store = (cache_root or folder / ".work") / "seg"
+    store = Store(cache_root or folder / ".work", "seg")
     sets = split_cases(cases, study_sets, spec, study.seed)
     by_id = {c.case_id: c for c in cases}
     images = {c: _read(by_id[c]) for c in [*sets.train, *sets.tuning, *sets.evaluated]}
@@ -303,18 +304,20 @@ def _save_predictions(folder: Path, variant: str, predictions: dict) -> None:
 
 
 def _models_table(models: dict[str, Path], device: str) -> pd.DataFrame:
-    from fusion.hashing import file_digest
+    from fusion.nets.weights import weights_digest
     from fusion.seg.network import read_checkpoint
 
     rows = []
     for variant, path in models.items():
-        meta = read_checkpoint(path)["meta"]
+        saved = read_checkpoint(path)
+        meta = saved["meta"]
         prov = meta["provenance"]
         rows.append(
             {
                 "variant": variant,
                 "checkpoint": str(path),
-                "sha256": file_digest(path),
+                # the weights' digest: torch's zip container is not byte-stable
+                "weights_sha256": weights_digest(saved["state_dict"]),
                 "best_epoch": prov["epoch"],
                 "tuning_dice": prov["val_dice"],
                 "spacing_mm": " x ".join(f"{s:g}" for s in meta["spacing"]),

@@ -3,10 +3,11 @@ stopping on validation Dice, and a checkpoint after every epoch so an interrupte
 resumes where it stopped.
 
 Reproducible and resumable by construction: every epoch reseeds torch, NumPy and the
-augmentation from ``seed + epoch``, so an epoch's batches depend on nothing but the
-seed, the epoch and the weights it starts from; a resumed run therefore continues
-exactly as an uninterrupted one would. Validation runs the same sliding-window
-prediction as inference, on whole volumes.
+augmentation from the study seed's ``segmentation/batches`` stream of the epoch
+(:mod:`fusion.seeds`), so an epoch's batches depend on nothing but the seed, the epoch
+and the weights it starts from; a resumed run therefore continues exactly as an
+uninterrupted one would. Validation runs the same sliding-window prediction as
+inference, on whole volumes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fusion import checkpoint
 from fusion.atomic import write_text_atomic
 from fusion.config import AugmentSpec, SegmentationSpec
 from fusion.device import autocast, grad_scaler
+from fusion.seeds import stream
 from fusion.seg.data import Prepared
 from fusion.seg.infer import to_labels, window_inference
 from fusion.seg.network import build_unet
@@ -198,14 +200,15 @@ def _epochs(
     bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False, disable=None)
     while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
         epoch = state["epoch"] + 1
-        set_determinism(seed + epoch)
-        transforms.set_random_state(seed + epoch)
+        epoch_seed = stream(seed, "segmentation/batches", epoch)
+        set_determinism(epoch_seed)
+        transforms.set_random_state(epoch_seed)
         loader = DataLoader(
             data,
             batch_size=spec.batch_size,
             shuffle=True,
             num_workers=0,
-            generator=torch.Generator().manual_seed(seed + epoch),
+            generator=torch.Generator().manual_seed(epoch_seed),
         )
         model.train()
         losses = []

@@ -1,5 +1,6 @@
 """Image classifiers (ResNet-50 / DenseNet-121) with Grad-CAM: train on the training
-set, stop and threshold on the validation set, score and explain the held-out sets."""
+set, stop and threshold on the validation set, score and explain the held-out sets
+(the statistics stage then reads ``scores.csv`` as for outcome models)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Every statistic of an outcome-model report, as tidy tables, from the saved scores:
-discrimination, DeLong, calibration, decision curves, reclassification, sample size,
-Table 1 and the clinical regressions."""
+"""Every statistic of a report, as tidy tables, from the saved scores: discrimination,
+DeLong, calibration, decision curves, reclassification; for outcome models also sample
+size, Table 1 and the clinical regressions, for image classifiers the calibration of
+the networks' raw probabilities. One place for both study kinds."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ class StatisticsStage(Defaults):
               "tables/net_benefit*.csv", "tables/reclassification.csv",
               "tables/sample_size.csv", "tables/roc_points.csv", "tables/table1_*.csv",
               "tables/clinical_*.csv", "tables/.statistics.key")  # fmt: skip
-    reads = ("scores", "model_summary", "cohort", "qc")
+    reads = ("scores", "model_summary", "cnn_models", "cohort", "qc")
     key_sections = STATISTICS_KEY_SECTIONS
     keyed = True
 
     def applies(self, study: Study) -> bool:
-        return has_outcome_models(study)
+        return has_outcome_models(study) or study.classifier is not None
 
     def settings(self, study: Study, device: str) -> dict[str, Any]:
         return stage_settings(study, STATISTICS_KEY_SECTIONS)
@@ -46,6 +47,8 @@ class StatisticsStage(Defaults):
         from fusion.stats import evaluate
 
         study = ctx.study
+        if study.classifier is not None:
+            return _classifier_statistics(ctx)
         scores = ctx.read_table("scores", "models")
         summary = ctx.read_table("model_summary", "models")
         thresholds = dict(zip(summary.model, summary.threshold, strict=True))
@@ -69,3 +72,23 @@ class StatisticsStage(Defaults):
         )
         for name, table in out.items():
             write_csv_atomic(table, ctx.tables / f"{name}.csv")
+
+
+def _classifier_statistics(ctx: RunContext) -> None:
+    """The held-out and validation sets' statistics of the networks' recalibrated
+    probabilities (the validation set's are apparent: the Platt map and the threshold
+    were fitted on it), and the calibration of their raw probabilities."""
+    from fusion.learn.cnn.stage import RECALIBRATED_ON
+    from fusion.stats import evaluate
+
+    ev = ctx.study.evaluation
+    scores = ctx.read_table("scores", "classifier")
+    models = ctx.read_table("cnn_models", "classifier")
+    thresholds = dict(zip(models.model, models.threshold, strict=True))
+    out = evaluate.statistics_tables(scores, thresholds, ev, ctx.study.seed,
+                                     apparent=RECALIBRATED_ON)  # fmt: skip
+    out["calibration_raw"] = evaluate.calibration_table(
+        evaluate.with_pooled_external(scores), conf_level=ev.conf_level, column="raw_prob"
+    )
+    for name, table in out.items():
+        write_csv_atomic(table, ctx.tables / f"{name}.csv")

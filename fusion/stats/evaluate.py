@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fusion.seeds import stream
 from fusion.stats.bootstrap import case_weights, percentile_interval
 from fusion.stats.calibration import (
     calibration,
@@ -417,8 +418,10 @@ def statistics_tables(
     """Every statistics table of the scores, by name: performance, DeLong, calibration
     and its curves, decision curves and their pairwise differences, reclassification,
     ROC points; external institutions pooled besides one by one. ``apparent``: sets whose
-    calibration is apparent (fitted on them), with the reason (see :func:`calibration_table`)."""
+    calibration is apparent (fitted on them), with the reason (see :func:`calibration_table`).
+    ``seed``: the study's; the bootstraps draw from its ``bootstrap`` stream."""
     ev = evaluation
+    seed = stream(seed, "bootstrap")
     scores = with_pooled_external(scores)
     lo, hi, step = ev.dca_thresholds
     grid = np.round(np.arange(lo, hi + 1e-9, step), 6)

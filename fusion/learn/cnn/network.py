@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from fusion.errors import FusionError
+from fusion.seeds import stream
 
 ARCHITECTURES = ("resnet50", "densenet121")
 HEADS = {"resnet50": "fc", "densenet121": "classifier"}
@@ -57,7 +58,7 @@ def build_classifier(arch: str, state: dict[str, Any] | None, seed: int, source:
 
     if arch not in ARCHITECTURES:
         raise FusionError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    torch.manual_seed(seed)  # random weights and the new head are the seed's
+    torch.manual_seed(stream(seed, "classifier/init"))  # random weights and the new head
     model = getattr(torchvision.models, arch)(weights=None, num_classes=1)
     if state is None:
         return model

@@ -29,6 +29,7 @@ from scipy.special import expit
 from fusion.cohort import Case
 from fusion.config import Study
 from fusion.engine import CASE_COHORT_EXCLUDES, cache_key, stage_settings
+from fusion.seeds import stream
 
 ENSEMBLE = "ensemble"
 CLASSIFIER_VERSION = 1
@@ -143,7 +144,6 @@ def run_classifier(
     models["platt_slope"] = models.model.map({m: ab[1] for m, ab in platt.items()})
     tables = {"cohort": _cohort(cases, sets, excluded or {}), "scores": scores,
               "cnn_models": models, "cnn_training": pd.DataFrame(history)}  # fmt: skip
-    tables |= _statistics(study, scores, thresholds)
     tables |= _gradcam_tables(study, cams, images.subset(held), scores, thresholds, folder,
                               device)  # fmt: skip
     return tables
@@ -212,20 +212,6 @@ def _cohort(cases: list[Case], sets: pd.Series, excluded: dict[str, str]) -> pd.
                             "included": False, "reason": list(excluded.values()),
                             "patient": ""})  # fmt: skip
     return pd.concat([included, dropped], ignore_index=True) if excluded else included
-
-
-def _statistics(study: Study, scores: pd.DataFrame, thresholds: dict[str, float]) -> dict:
-    """fusion.stats' tables of the held-out and validation scores, and the calibration of
-    the networks' raw (not recalibrated) probabilities."""
-    from fusion.stats import evaluate
-
-    tables = evaluate.statistics_tables(scores, thresholds, study.evaluation, study.seed,
-                                        apparent=RECALIBRATED_ON)  # fmt: skip
-    tables["calibration_raw"] = evaluate.calibration_table(
-        evaluate.with_pooled_external(scores), conf_level=study.evaluation.conf_level,
-        column="raw_prob",
-    )  # fmt: skip
-    return tables
 
 
 def _outcome(label: int, predicted: int) -> str:
@@ -299,7 +285,8 @@ def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> di
             measured = rows_[~rows_.zero_map]
             energy = measured.energy_in_mask.to_numpy(float)
             hits = measured.pointing_hit.astype(float).to_numpy()
-            lo, hi = bootstrap_mean_ci(energy, ev.bootstrap, study.seed, ev.conf_level)
+            lo, hi = bootstrap_mean_ci(energy, ev.bootstrap, stream(study.seed, "bootstrap"),
+                                       ev.conf_level)  # fmt: skip
             hit_lo, hit_hi = wilson_ci(int(hits.sum()), len(hits), ev.conf_level)
             summary.append({
                 "model": arch, "cases": group, "n": len(rows_), "map_cells": part.map_cells.iloc[0],

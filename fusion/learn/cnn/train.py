@@ -26,6 +26,7 @@ from fusion.device import autocast, grad_scaler
 from fusion.errors import FusionError
 from fusion.learn.cnn.data import Images, as_input
 from fusion.learn.cnn.network import build_classifier, set_trainable
+from fusion.seeds import stream
 
 DONE = "done.json"
 
@@ -190,7 +191,7 @@ def _epochs(
             epoch = state["epoch"] + 1
             head_only = epoch <= spec.freeze.head_epochs
             frozen = set_trainable(model, arch, 0 if head_only else spec.freeze.train_blocks)
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            generator = torch.Generator().manual_seed(stream(seed, "classifier/batches", epoch))
             model.train()
             for module in frozen:
                 module.eval()  # frozen blocks keep their batch-norm statistics
