@@ -257,7 +257,8 @@ def test_training_resumes_to_the_same_weights(tmp_path) -> None:
     from fusion.checkpoint import read
     from fusion.cohort import load_cohort
     from fusion.learn.cnn.data import load_images
-    from fusion.learn.cnn.train import DONE, train_classifier
+    from fusion.learn.cnn.train import train_classifier
+    from fusion.nets.loop import DONE
 
     study = load_study(_cohort(tmp_path, n=20))
     images = load_images(load_cohort(study), 32)

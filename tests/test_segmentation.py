@@ -212,8 +212,9 @@ def _prepared(tmp_path: Path, n: int) -> list:
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path) -> None:
     import torch
 
+    from fusion.nets.loop import DONE
     from fusion.seg.network import read_checkpoint
-    from fusion.seg.train import DONE, train_unet
+    from fusion.seg.train import train_unet
 
     cases = _prepared(tmp_path, 3)
     meta = _meta()

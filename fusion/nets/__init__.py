@@ -1,1 +1,2 @@
-"""Networks shared by the stages that train or run them: weights resolution."""
+"""What the stages that train or run networks share: weights resolution and digests
+(:mod:`fusion.nets.weights`) and the one training loop (:mod:`fusion.nets.loop`)."""

@@ -12,7 +12,6 @@ inference, on whole volumes.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -23,16 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from fusion import checkpoint
-from fusion.atomic import write_text_atomic
 from fusion.config import AugmentSpec, SegmentationSpec
 from fusion.device import autocast, grad_scaler
+from fusion.nets import loop
 from fusion.seeds import stream
 from fusion.seg.data import Prepared
 from fusion.seg.infer import to_labels, window_inference
 from fusion.seg.network import build_unet
-
-DONE = "done.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,32 +129,36 @@ def train_unet(
     device: str,
     desc: str = "U-Net",
 ) -> Trained:
-    """Train in ``folder`` (``last.pt`` every epoch, ``best.pt`` at each better validation
-    Dice, ``done.json`` at the end); a finished folder is returned as it is, an
-    unfinished one resumes from ``last.pt``."""
+    """Train in ``folder`` with the one training loop (:mod:`fusion.nets.loop`:
+    ``last.pt`` every epoch, ``best.pt`` at each better validation Dice, ``done.json``
+    at the end); a finished folder is returned as it is, an unfinished one resumes from
+    ``last.pt``."""
     import torch
     from monai.utils import set_determinism
 
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / DONE).is_file():
-        return _trained(folder)
-    set_determinism(seed)
-    model = build_unet(spec.network, len(spec.labels) + 1).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
-    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    state = checkpoint.resume(folder / "last.pt", model, optimiser, state, "segmentation")
-    transforms = _transforms(spec)
-    with _plain_tensors():
-        _epochs(model, optimiser, state, transforms, train, val, spec, meta, folder, seed, device,
-                desc)  # fmt: skip
-    done = {
-        "best_epoch": state["best_epoch"],
-        "val_dice": state["best"],
-        "history": state["history"],
-        "stopped_early": state["epoch"] < spec.max_epochs,
-    }
-    write_text_atomic(json.dumps(done), folder / DONE)
-    return _trained(folder)
+    if loop.finished(folder) is None:
+        set_determinism(seed)
+        model = build_unet(spec.network, len(spec.labels) + 1).to(device)
+        optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+        transforms = _transforms(spec)
+
+        def best_meta(epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+            return {**meta, "provenance": {**meta["provenance"], "epoch": epoch,
+                                           "val_dice": row["val_dice"]}}  # fmt: skip
+
+        with _plain_tensors():
+            epoch_fn = _epoch_fn(model, optimiser, transforms, train, val, spec, seed, device)
+            state = loop.run_epochs(
+                folder, model, optimiser, meta, "segmentation", epoch_fn,
+                max_epochs=spec.max_epochs, patience=spec.patience, min_delta=1e-4,
+                best_meta=best_meta, desc=desc,
+                postfix=lambda r: {"loss": f"{r['loss']:.3f}", "val_dice": f"{r['val_dice']:.3f}"},
+            )  # fmt: skip
+        loop.finish(folder, state, spec.max_epochs)
+    done = loop.finished(folder)
+    return Trained(folder / "best.pt", done["best_epoch"], done["best_value"], done["history"],
+                   done["stopped_early"])  # fmt: skip
 
 
 @contextmanager
@@ -178,16 +178,13 @@ def _plain_tensors() -> Iterator[None]:
         set_track_meta(before)
 
 
-def _epochs(
-    model, optimiser, state, transforms, train, val, spec, meta, folder, seed, device, desc
-) -> None:  # noqa: ANN001 - train_unet's own objects
-    """Epochs until ``max_epochs`` or ``patience``; ``state`` and the checkpoints updated
-    after each."""
+def _epoch_fn(model, optimiser, transforms, train, val, spec, seed, device) -> loop.EpochFn:  # noqa: ANN001 - train_unet's own objects
+    """One U-Net epoch: patches of the training cases in batches (Dice + cross-entropy),
+    then the validation Dice of whole volumes; seeded from the epoch's stream."""
     import torch
     from monai.data import CacheDataset, DataLoader
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
-    from tqdm.auto import tqdm
 
     data = CacheDataset(
         _items(train, spec.network.dims, spec.skip_empty_slices),
@@ -197,9 +194,8 @@ def _epochs(
     )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     scaler = grad_scaler(device)
-    bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False, disable=None)
-    while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
-        epoch = state["epoch"] + 1
+
+    def epoch_fn(epoch: int) -> loop.Epoch:
         epoch_seed = stream(seed, "segmentation/batches", epoch)
         set_determinism(epoch_seed)
         transforms.set_random_state(epoch_seed)
@@ -221,37 +217,7 @@ def _epochs(
             scaler.update()
             losses.append(float(loss.detach()))
         val_dice = validate(model, val, spec, device)
-        state["history"].append(
-            {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val_dice}
-        )
-        state["epoch"] = epoch
-        if val_dice > state["best"] + 1e-4:
-            state.update(best=val_dice, best_epoch=epoch, bad_epochs=0)
-            best_meta = {
-                **meta,
-                "provenance": {**meta["provenance"], "epoch": epoch, "val_dice": val_dice},
-            }
-            checkpoint.save(folder / "best.pt", model, best_meta)
-        else:
-            state["bad_epochs"] += 1
-        checkpoint.save(
-            folder / "last.pt",
-            model,
-            meta,
-            optimiser=optimiser.state_dict(),
-            state=json.dumps(state),
-        )
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}")
-    bar.close()
+        return loop.Epoch({"epoch": epoch, "loss": float(np.mean(losses)),
+                           "val_dice": val_dice}, val_dice)  # fmt: skip
 
-
-def _trained(folder: Path) -> Trained:
-    done = json.loads((folder / DONE).read_text())
-    return Trained(
-        folder / "best.pt",
-        done["best_epoch"],
-        done["val_dice"],
-        done["history"],
-        done["stopped_early"],
-    )
+    return epoch_fn

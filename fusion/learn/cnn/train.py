@@ -3,32 +3,30 @@ and then the last blocks, early stopping on the validation AUC or loss, a checkp
 after every epoch so an interrupted run resumes where it stopped.
 
 Reproducible and resumable by construction: every epoch draws its order and its
-augmentations from a generator seeded with (seed, epoch), so an epoch depends on nothing
-but the seed, the epoch and the weights and optimiser state it starts from, all of
-which ``last.pt`` holds. A resumed run therefore ends with the same weights as an
-uninterrupted one (on the same device). The validation set is only ever predicted,
-never augmented or trained on; the test set never reaches this module.
+augmentations from the study seed's ``classifier/batches`` stream of the epoch
+(:mod:`fusion.seeds`), so an epoch depends on nothing but the seed, the epoch and the
+weights and optimiser state it starts from, all of which ``last.pt`` holds (the loop
+itself is :mod:`fusion.nets.loop`, shared with the U-Nets). A resumed run therefore
+ends with the same weights as an uninterrupted one (on the same device). The validation
+set is only ever predicted, never augmented or trained on; the test set never reaches
+this module.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusion import checkpoint
-from fusion.atomic import write_text_atomic
 from fusion.config import ClassifierSpec
 from fusion.device import autocast, grad_scaler
 from fusion.errors import FusionError
 from fusion.learn.cnn.data import Images, as_input
 from fusion.learn.cnn.network import build_classifier, set_trainable
+from fusion.nets import loop
 from fusion.seeds import stream
-
-DONE = "done.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,32 +53,6 @@ def check_sets(train: Images, val: Images, what: str) -> None:
                 f"{what}: the {name} set ({len(data.labels)} cases) has {kind} case: {need} "
                 "(give more cases of both classes, or set the split in the manifest)"
             )
-
-
-class _Writer:
-    """Checkpoints written in order by one background thread, so the next epoch trains
-    while the last one is saved; at most one epoch's writes are pending, and
-    :meth:`wait` (called before the training returns) raises any write error."""
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._pending: list[Any] = []
-
-    def submit(self, path: Path, payload: dict[str, Any]) -> None:
-        self._pending.append(self._pool.submit(checkpoint.write, path, payload))
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown()
 
 
 def logits(model: Any, pixels: np.ndarray, device: str, batch: int) -> np.ndarray:
@@ -129,30 +101,29 @@ def train_classifier(
     device: str,
     desc: str = "",
 ) -> Trained:
-    """Train in ``folder`` (``last.pt`` every epoch, ``best.pt`` at each better
-    validation value, ``done.json`` at the end); a finished folder is returned as it
-    is, an unfinished one resumes from ``last.pt``. ``weights`` is a
-    :class:`fusion.features.deep.Weights` (None: random)."""
+    """Train in ``folder`` with the one training loop (:mod:`fusion.nets.loop`:
+    ``last.pt`` every epoch, ``best.pt`` at each better validation value, ``done.json``
+    at the end); a finished folder is returned as it is, an unfinished one resumes from
+    ``last.pt``. ``weights`` is a :class:`fusion.nets.weights.Weights` (None: random)."""
     import torch
 
     check_sets(train, val, desc or arch)
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / DONE).is_file():
-        return _trained(folder)
-    state_dict = weights.state_dict if weights is not None else None
-    source = weights.source if weights is not None else "random"
-    model = build_classifier(arch, state_dict, seed, source).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
-    state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0,
-                             "history": []}  # fmt: skip
-    state = checkpoint.resume(folder / "last.pt", model, optimiser, state, "classifier")
-    _epochs(arch, model, optimiser, state, train, val, spec, meta, folder, seed, device,
-            desc or arch)  # fmt: skip
-    done = {"best_epoch": state["best_epoch"], "best_value": state["best"],
-            "history": state["history"],
-            "stopped_early": state["epoch"] < spec.max_epochs}  # fmt: skip
-    write_text_atomic(json.dumps(done), folder / DONE)
-    return _trained(folder)
+    if loop.finished(folder) is None:
+        state_dict = weights.state_dict if weights is not None else None
+        source = weights.source if weights is not None else "random"
+        model = build_classifier(arch, state_dict, seed, source).to(device)
+        optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+        state = loop.run_epochs(
+            folder, model, optimiser, meta, "classifier",
+            _epoch_fn(arch, model, optimiser, train, val, spec, seed, device),
+            max_epochs=spec.max_epochs, patience=spec.patience, min_delta=1e-6,
+            best_meta=lambda epoch, row: {**meta, **row},
+            desc=desc or arch,
+            postfix=lambda r: {"loss": f"{r['loss']:.3f}", "val_auc": f"{r['val_auc']:.3f}"},
+        )  # fmt: skip
+        loop.finish(folder, state, spec.max_epochs)
+    return finished(folder)
 
 
 def _loss_fn(train: Images, spec: ClassifierSpec, device: str) -> Any:
@@ -165,13 +136,11 @@ def _loss_fn(train: Images, spec: ClassifierSpec, device: str) -> Any:
     return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 
-def _epochs(
-    arch, model, optimiser, state, train, val, spec, meta, folder, seed, device, desc
-) -> None:  # noqa: ANN001 - train_classifier's own objects
-    """Epochs until ``max_epochs`` or ``patience``; ``state`` and the checkpoints updated
-    after each."""
+def _epoch_fn(arch, model, optimiser, train, val, spec, seed, device) -> loop.EpochFn:  # noqa: ANN001 - train_classifier's own objects
+    """One epoch: the head alone for ``freeze.head_epochs`` epochs, then the last
+    ``freeze.train_blocks`` blocks too; shuffled, augmented batches from the epoch's
+    stream; then the validation loss and AUC (``monitor`` picks the value kept)."""
     import torch
-    from tqdm.auto import tqdm
 
     from fusion.stats.roc import auc_value
 
@@ -183,63 +152,42 @@ def _epochs(
     if device.startswith("cuda"):
         pixels = pixels.to(device, dtype=torch.float16)
     labels = torch.from_numpy(train.labels).to(device)
-    writer = _Writer()
-    bar = tqdm(total=spec.max_epochs, initial=state["epoch"], desc=desc, leave=False,
-               disable=None)  # fmt: skip
-    try:
-        while state["epoch"] < spec.max_epochs and state["bad_epochs"] < spec.patience:
-            epoch = state["epoch"] + 1
-            head_only = epoch <= spec.freeze.head_epochs
-            frozen = set_trainable(model, arch, 0 if head_only else spec.freeze.train_blocks)
-            generator = torch.Generator().manual_seed(stream(seed, "classifier/batches", epoch))
-            model.train()
-            for module in frozen:
-                module.eval()  # frozen blocks keep their batch-norm statistics
-            losses = []
-            for rows in _batches(len(train.labels), spec.batch_size, generator):
-                x = as_input(pixels[rows.to(pixels.device)], device, spec.augment, generator)
-                optimiser.zero_grad(set_to_none=True)
-                with autocast(device):
-                    logits = model(x).squeeze(1).float()
-                loss = loss_fn(logits, labels[rows.to(device)])
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                losses.append(loss.detach())  # no sync with the GPU per step
-            prob = predict(model, val.pixels, device, spec.batch_size)
-            val_loss = float(torch.nn.functional.binary_cross_entropy(
-                torch.from_numpy(prob).double().clamp(1e-7, 1 - 1e-7),
-                torch.from_numpy(val.labels).double()))  # fmt: skip
-            val_auc = auc_value(val.labels, prob)
-            row = {"epoch": epoch, "phase": "head" if head_only else "blocks",
-                   "loss": float(torch.stack(losses).mean()), "val_loss": val_loss,
-                   "val_auc": val_auc}  # fmt: skip
-            state["history"].append(row)
-            state["epoch"] = epoch
-            value = val_auc if spec.monitor == "auc" else -val_loss
-            writer.wait()  # the previous epoch's checkpoints are on disk before new ones
-            if state["best"] is None or value > state["best"] + 1e-6:
-                state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                best = checkpoint.contents(model, {**meta, "epoch": epoch, **row})
-                writer.submit(folder / "best.pt", best)
-            else:
-                state["bad_epochs"] += 1
-            last = checkpoint.contents(model, meta, optimiser=optimiser.state_dict(),
-                            state=json.dumps(state))  # fmt: skip
-            writer.submit(folder / "last.pt", last)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", val_auc=f"{val_auc:.3f}")
-    finally:
-        writer.close()
-        bar.close()
+
+    def epoch_fn(epoch: int) -> loop.Epoch:
+        head_only = epoch <= spec.freeze.head_epochs
+        frozen = set_trainable(model, arch, 0 if head_only else spec.freeze.train_blocks)
+        generator = torch.Generator().manual_seed(stream(seed, "classifier/batches", epoch))
+        model.train()
+        for module in frozen:
+            module.eval()  # frozen blocks keep their batch-norm statistics
+        losses = []
+        for rows in _batches(len(train.labels), spec.batch_size, generator):
+            x = as_input(pixels[rows.to(pixels.device)], device, spec.augment, generator)
+            optimiser.zero_grad(set_to_none=True)
+            with autocast(device):
+                logits = model(x).squeeze(1).float()
+            loss = loss_fn(logits, labels[rows.to(device)])
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(loss.detach())  # no sync with the GPU per step
+        prob = predict(model, val.pixels, device, spec.batch_size)
+        val_loss = float(torch.nn.functional.binary_cross_entropy(
+            torch.from_numpy(prob).double().clamp(1e-7, 1 - 1e-7),
+            torch.from_numpy(val.labels).double()))  # fmt: skip
+        val_auc = auc_value(val.labels, prob)
+        row = {"epoch": epoch, "phase": "head" if head_only else "blocks",
+               "loss": float(torch.stack(losses).mean()), "val_loss": val_loss,
+               "val_auc": val_auc}  # fmt: skip
+        return loop.Epoch(row, val_auc if spec.monitor == "auc" else -val_loss)
+
+    return epoch_fn
 
 
 def finished(folder: Path) -> Trained | None:
     """The training finished in ``folder``, or None."""
-    return _trained(folder) if (folder / DONE).is_file() else None
-
-
-def _trained(folder: Path) -> Trained:
-    done = json.loads((folder / DONE).read_text())
+    done = loop.finished(folder)
+    if done is None:
+        return None
     return Trained(folder / "best.pt", done["best_epoch"], done["best_value"], done["history"],
                    done["stopped_early"])  # fmt: skip
