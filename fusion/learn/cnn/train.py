@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fusion.config import ClassifierSpec
-from fusion.device import autocast, grad_scaler
+from fusion.device import autocast, grad_scaler, precision
 from fusion.errors import FusionError
 from fusion.learn.cnn.data import Images, as_input
 from fusion.learn.cnn.network import build_classifier, set_trainable
@@ -146,11 +146,11 @@ def _epoch_fn(arch, model, optimiser, train, val, spec, seed, device) -> loop.Ep
 
     loss_fn = _loss_fn(train, spec, device)
     scaler = grad_scaler(device)
-    # the training images live where the network runs (half precision on a GPU), so a
-    # batch is an index into them, not a copy from host memory
+    # the training images live where the network runs (in its autocast precision on a
+    # GPU, fusion.device.precision), so a batch is an index into them, not a host copy
     pixels = torch.from_numpy(train.pixels)
     if device.startswith("cuda"):
-        pixels = pixels.to(device, dtype=torch.float16)
+        pixels = pixels.to(device, dtype=getattr(torch, precision(device)))
     labels = torch.from_numpy(train.labels).to(device)
 
     def epoch_fn(epoch: int) -> loop.Epoch:
