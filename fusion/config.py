@@ -374,6 +374,16 @@ class ClassifierSpec(_Strict):
         return self
 
 
+class ReproducibleSpec(_Strict):
+    """The reproducible mode (:mod:`fusion.reproducible`): every network on this many
+    intra-op threads, whatever the machine has, with ATen and MKL on their AVX2 paths,
+    oneDNN's convolutions off and deterministic algorithms; the same inputs and seed then
+    give bit-identical torch numbers on any x86-64 CPU with AVX2."""
+
+    threads: int = Field(default=2, ge=1, description="intra-op threads of every network "
+                         "(a different count gives different numbers)")  # fmt: skip
+
+
 class ModelSpec(_Strict):
     features: list[str] = Field(min_length=1)
     classifier: Literal["svm", "logistic"] = "svm"
@@ -467,6 +477,10 @@ class Study(_Strict):
     rois: dict[str, RoiSpec] = {}
     models: dict[str, ModelSpec] = {}
     evaluation: EvaluationSpec = EvaluationSpec()
+    reproducible: ReproducibleSpec | None = Field(
+        default=None, description="bit-identical torch numbers across machines, at a "
+        "cost in speed (off: torch picks threads and kernels for this machine)",
+    )  # fmt: skip
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,11 @@ from typing import Any
 from fusion.config import Study, study_hash
 from fusion.hashing import file_digest
 
-PACKAGES = ("fusion", "numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "pyradiomics",
-            "SimpleITK", "torch", "torchvision", "matplotlib", "pydantic", "Jinja2")  # fmt: skip
+# every runtime dependency whose version can change a table, a figure or the report
+PACKAGES = ("fusion", "numpy", "scipy", "pandas", "scikit-learn", "statsmodels", "glum",
+            "pyradiomics", "SimpleITK", "pydicom", "highdicom", "pillow", "torch",
+            "torchvision", "monai", "dask", "distributed", "threadpoolctl", "matplotlib",
+            "openpyxl", "pydantic", "Jinja2", "PyYAML")  # fmt: skip
 
 
 def _version(package: str) -> str:
@@ -52,6 +57,38 @@ def git_state(folder: Path) -> dict[str, Any]:
     return {"commit": commit or None, "dirty": None if status is None else bool(status)}
 
 
+def _path_fields(settings: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """(container, key) of every file path a study's settings hold: the manifest, the
+    PyRadiomics parameter file, checkpoint weights and a segmenter's checkpoint."""
+    for section, key in (("cohort", "manifest"), ("radiomics", "params"), ("deep", "weights"),
+                         ("classifier", "weights")):  # fmt: skip
+        if isinstance(settings.get(section), dict) and key in settings[section]:
+            yield settings[section], key
+    for roi in (settings.get("rois") or {}).values():
+        if "checkpoint" in (roi.get("settings") or {}):
+            yield roi["settings"], "checkpoint"
+
+
+def _map_paths(settings: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(settings))
+    for container, key in _path_fields(out):
+        value = container[key]
+        if isinstance(value, str) and value not in ("imagenet", "random", "finetune"):
+            container[key] = change(value)
+    return out
+
+
+def relative_paths(settings: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The settings with their file paths relative to ``base`` (the study file's folder),
+    so a provenance names no user's home folder and survives moving the project."""
+    return _map_paths(settings, lambda p: os.path.relpath(p, base) if Path(p).is_absolute() else p)
+
+
+def absolute_paths(settings: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The inverse of :func:`relative_paths` (for a replay)."""
+    return _map_paths(settings, lambda p: str((base / p).resolve()))
+
+
 def data_hash(digests: dict[str, tuple[str, str]]) -> str:
     """One hash of every case's image and ROI content hashes."""
     return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
@@ -62,11 +99,15 @@ def provenance(
     digests: dict[str, tuple[str, str]],
     weights: dict[str, Any] | None,
     stage_keys: dict[str, str] | None = None,
+    folder: Path | None = None,
+    torch_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to replay the run (``fusion replay``): the full validated study,
     the PyRadiomics parameters, hashes of the study file, manifest and every input file,
     the seed, the git commit with a dirty flag, fusion's source hash, the stage cache keys,
-    versions and the deep-feature weights."""
+    versions, what can move torch's numbers (``torch_info``:
+    :func:`fusion.reproducible.torch_state`) and the deep-feature weights. ``folder`` is
+    where the provenance is written: the study file's path is recorded relative to it."""
     import yaml
 
     params = (
@@ -74,9 +115,13 @@ def provenance(
         if study.radiomics
         else None
     )
+    folder = (folder or Path.cwd()).resolve()
+    base = study.source.parent if study.source else Path.cwd()
     return {
         "study": study.name,
-        "study_file": str(study.source),
+        "paths": "study_file is relative to this file's folder; the paths in settings "
+        "are relative to the study file's folder",
+        "study_file": os.path.relpath(study.source, folder) if study.source else None,
         "study_file_sha256": file_digest(study.source) if study.source else None,
         "study_config_sha256": study_hash(study),
         "manifest_sha256": file_digest(study.cohort.manifest),
@@ -90,7 +135,8 @@ def provenance(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in PACKAGES},
+        "torch": torch_info,
         "deep_weights": weights,
-        "settings": study.model_dump(mode="json"),
+        "settings": relative_paths(study.model_dump(mode="json"), base),
         "radiomics_params": params,
     }

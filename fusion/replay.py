@@ -36,7 +36,10 @@ def replay_study(
             f"{provenance_file}: no recorded settings (written by an older fusion); it "
             "cannot be replayed"
         )
-    settings = info["settings"]
+    from fusion.provenance import absolute_paths
+
+    recorded_study = Path(provenance_file).parent / (info.get("study_file") or ".")
+    settings = absolute_paths(info["settings"], recorded_study.parent)
     manifest = Path(settings["cohort"]["manifest"])
     if not manifest.is_file():
         raise FusionError(f"{manifest}: the manifest of the recorded run no longer exists")
@@ -51,11 +54,6 @@ def replay_study(
         params = out / "radiomics_params.yaml"
         params.write_text(yaml.safe_dump(info["radiomics_params"], sort_keys=False))
         settings["radiomics"]["params"] = str(params)
-    deep = settings.get("deep")
-    if deep and deep["weights"] not in ("imagenet", "random") and info.get("study_file"):
-        weights = Path(deep["weights"])
-        if not weights.is_absolute():  # relative to the recorded study file's folder
-            deep["weights"] = str(Path(info["study_file"]).parent / weights)
     study_file = out / f"{settings['name']}.replay.yaml"
     study_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     study = load_study(study_file)

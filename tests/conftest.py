@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import yaml
+
+from fusion.reproducible import PINS
+
+# The reproducible mode's kernel pins, set before any test loads torch, so that tests may
+# run reproducible studies in this process (fusion.reproducible.pin_environment).
+os.environ.update(PINS)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

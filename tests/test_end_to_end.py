@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
 import nbformat
@@ -103,6 +104,20 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
     assert len(provenance["fusion_source_sha256"]) == 64
     assert set(provenance["stage_keys"]) == {"qc", "radiomics", "deep", "models", "statistics"}
     assert provenance["deep_weights"]["pretrained"] is False
+    # the seeded random weights are hashed: a replay can check it got the same network
+    assert len(provenance["deep_weights"]["sha256"]) == 64
+    packages = set(provenance["packages"])
+    assert {"monai", "glum", "pydicom", "highdicom", "pillow", "dask"} <= packages
+    torch_info = provenance["torch"]  # what can move the network's numbers
+    assert torch_info["reproducible_mode"] is True and torch_info["threads"] == 2
+    assert torch_info["pins"]["MKL_CBWR"] == "AVX2"
+    if platform.machine() == "x86_64":
+        assert torch_info["cpu_capability"] == "AVX2"
+    assert "+" in torch_info["torch"] or torch_info["cuda"] is None  # the build, not "2.14.1"
+    # no absolute path: the study file relative to the report, the rest to the study file
+    assert provenance["study_file"] == "../../small.yaml"
+    assert provenance["settings"]["cohort"]["manifest"] == "data/manifest.csv"
+    assert not json.dumps(provenance).count(str(folder.parent.parent))
     assert len(provenance["manifest_sha256"]) == 64
     assert (folder / "tables" / "README.md").is_file()
 

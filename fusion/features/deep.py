@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from fusion.features.crops import (
     resolve_windows,
     roi_source,
 )
-from fusion.nets.weights import Weights, load_weights
+from fusion.nets.weights import Weights, load_weights, weights_digest
 from fusion.seeds import stream
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ DEEP_KEY_EXCLUDES = {
         *CASE_COHORT_EXCLUDES,
         "modality",  # QC's HU checks only; the CT window is a deep setting
     ),
+    "reproducible": (),  # threads and kernels of the network
 }
 
 
@@ -230,7 +231,10 @@ def run_deep(
         weights_ref = str(checkpoint)
     else:
         weights = load_weights(spec, base)
-    weights_id = weights.sha256 or f"{weights.source}:seed{study.seed}"
+    if weights.sha256 is None:  # random: the seeded initial weights are the ones used
+        model = build_model(spec, weights, study.seed)
+        weights = replace(weights, sha256=weights_digest(model.state_dict()))
+    weights_id = weights.sha256
     planes = len(spec.offsets_mm)
     batch = planes if scheduler else max(1, spec.batch_size // planes) * planes
     settings = deep_settings(study, device, weights_id, batch)

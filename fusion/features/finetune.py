@@ -77,6 +77,7 @@ def finetune_backbone(
     )  # fmt: skip
     key = cache_key("deep-finetune", spec.model_dump(mode="json", exclude={"device"}),
                     study.seed, device, start.sha256 or start.source,
+                    study.reproducible and study.reproducible.model_dump(),
                     sorted((c.case_id, c.label, digests[c.case_id], roi_digests.get(c.case_id))
                            for c in train_cases), sorted(val_ids))  # fmt: skip
     folder = Store(cache_root or _scratch(), "deep_finetune").folder(key)

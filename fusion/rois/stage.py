@@ -136,6 +136,7 @@ def generator_settings(study: Study, name: str, folder: Path | None = None) -> d
         settings["seed"] = stream(study.seed, f"habitat/{name}")
     if spec.generator == "unet":
         settings["device"] = roi_device(study, name)
+        settings["threads"] = study.reproducible.threads if study.reproducible else None
         if settings.get("model") is not None and folder is not None:
             from fusion.seg.stage import model_path
 
@@ -170,6 +171,7 @@ def rois_settings(
         version=ROI_CACHE_VERSION, checkpoint=checkpoint, device=device,
         precision=precision(device) if device else None,
         seed=generator_settings(study, name).get("seed"),  # a habitat's clustering
+        reproducible=study.reproducible and study.reproducible.model_dump(),
     )  # fmt: skip
 
 

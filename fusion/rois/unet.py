@@ -25,6 +25,7 @@ class Unet:
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
+    threads: int | None = None  # set by the study's reproducible mode, not by the user
 
     needs_roi = False  # segments the image itself
 
@@ -37,10 +38,12 @@ class Unet:
 
     def __call__(self, image: sitk.Image, roi: sitk.Image | None) -> LabelMap:
         from fusion.device import pick_device
+        from fusion.reproducible import torch_mode
         from fusion.seg.infer import model_from, predict_image
 
         if self.checkpoint is None:
             raise ValueError(f"unet: model {self.model!r} was not resolved to a checkpoint")
         model, meta = model_from(Path(self.checkpoint))
-        pred = predict_image(model, meta, image, pick_device(self.device), self.threshold)
+        with torch_mode(self.threads):
+            pred = predict_image(model, meta, image, pick_device(self.device), self.threshold)
         return LabelMap(pred.labels, pred.names, pred.notes)

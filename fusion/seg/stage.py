@@ -51,6 +51,7 @@ SEG_KEY_EXCLUDES = {
         "tuning_fraction",
         "variants",  # a model's own variant is in its key; the others are not its business
     ),
+    "reproducible": (),  # threads and kernels of every network
 }
 
 

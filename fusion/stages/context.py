@@ -138,5 +138,10 @@ def check_study(study: Study, options: RunOptions) -> Checked:
 
 
 def build_context(study: Study, options: RunOptions) -> RunContext:
-    """The checked cohort and the devices of a run (a failure here is the qc stage's)."""
+    """The checked cohort and the devices of a run (a failure here is the qc stage's).
+    The reproducible mode's environment is pinned first, before anything loads torch."""
+    if study.reproducible is not None:
+        from fusion.reproducible import pin_environment
+
+        pin_environment()
     return RunContext(study, options, resolve_devices(study), check_study(study, options))

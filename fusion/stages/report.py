@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from fusion.atomic import write_text_atomic
-from fusion.stages.base import Defaults, register
+from fusion.stages.base import STAGES, Defaults, register
 from fusion.stages.context import RunContext
 
 
@@ -28,10 +28,23 @@ class ReportStage(Defaults):
         study, folder = ctx.study, ctx.folder
         weights_file = ctx.tables / "deep_weights.json"
         weights = json.loads(weights_file.read_text()) if weights_file.is_file() else None
-        info = provenance(study, ctx.checked.digests, weights, settings_keys(ctx))
+        info = provenance(
+            study, ctx.checked.digests, weights, settings_keys(ctx), folder, _torch_info(ctx)
+        )
         if study.classifier is not None:
             from fusion.report.classifier import provenance_models
 
             info["classifier_models"] = provenance_models(ctx.tables)
         write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
         return build_report(study, folder)
+
+
+def _torch_info(ctx: RunContext) -> dict | None:
+    """What can move this study's torch numbers (None: the study runs no network)."""
+    study = ctx.study
+    networks = any(stage.torch and stage.applies(study) for stage in STAGES.values())
+    if not networks and all(roi.generator != "unet" for roi in study.rois.values()):
+        return None
+    from fusion.reproducible import torch_state
+
+    return torch_state(study.reproducible.threads if study.reproducible else None)

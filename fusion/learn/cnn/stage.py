@@ -40,6 +40,7 @@ CLASSIFIER_KEY_EXCLUDES = {
     "seed": (),
     "evaluation": (),
     "qc": (),  # acts through which cases pass, and those are hashed
+    "reproducible": (),  # threads and kernels of every network
 }
 # classifier fields that cannot change a network's training: the device is resolved
 # separately, the gallery and the ensemble act after training
@@ -88,7 +89,8 @@ def training_key(study: Study, arch: str, train_ids: list[str], val_ids: list[st
     from fusion.device import precision
 
     spec = study.classifier.model_dump(mode="json", exclude=TRAINING_KEY_EXCLUDES)
-    return cache_key("cnn-train", arch, spec, study.seed, device, precision(device),
+    mode = study.reproducible and study.reproducible.model_dump()
+    return cache_key("cnn-train", arch, spec, study.seed, device, precision(device), mode,
                      training_code(),
                      [(c, digests[c], "train") for c in sorted(train_ids)],
                      [(c, digests[c], "validation") for c in sorted(val_ids)])  # fmt: skip
