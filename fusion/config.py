@@ -376,12 +376,17 @@ class ClassifierSpec(_Strict):
 
 class ReproducibleSpec(_Strict):
     """The reproducible mode (:mod:`fusion.reproducible`): every network on this many
-    intra-op threads, whatever the machine has, with ATen and MKL on their AVX2 paths,
-    oneDNN's convolutions off and deterministic algorithms; the same inputs and seed then
-    give bit-identical torch numbers on any x86-64 CPU with AVX2."""
+    intra-op threads, whatever the machine has, with ATen, MKL and oneDNN on their AVX2
+    paths and deterministic algorithms. With ``kernels: portable`` the same inputs and
+    seed give bit-identical torch numbers on any x86-64 CPU with AVX2; ``onednn`` is 2-4
+    times faster in CPU training and bit-identical on CPUs of one model."""
 
     threads: int = Field(default=2, ge=1, description="intra-op threads of every network "
                          "(a different count gives different numbers)")  # fmt: skip
+    kernels: Literal["portable", "onednn"] = Field(
+        default="portable", description="portable: ATen's convolutions, the same on every "
+        "CPU with AVX2; onednn: oneDNN's at AVX2, faster, the same on one CPU model",
+    )  # fmt: skip
 
 
 class ModelSpec(_Strict):
@@ -433,6 +438,11 @@ class EvaluationSpec(_Strict):
         default=0.01, ge=0, description="a hyper-parameter candidate whose out-of-fold "
         "raw scores (SVM margin or logit units) have a smaller SD is degenerate and is not "
         "chosen",
+    )  # fmt: skip
+    subgroups: list[str] = Field(
+        default=[], description="performance within the levels of these variables "
+        "(categorical clinical covariates, or 'institution'): TRIPOD+AI's fairness and "
+        "heterogeneity items",
     )  # fmt: skip
     nested_cv: bool = Field(
         default=True,
@@ -515,6 +525,19 @@ class Study(_Strict):
             if roi is None or roi.generator != "lung":
                 raise ValueError(f"segmentation.involvement.lung_roi {spec.lung_roi!r} must "
                                  "name a ROI of this study made by the lung generator")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _subgroups_are_categorical(self) -> Study:
+        categorical = [c.name for c in self.clinical if c.type != "continuous"]
+        allowed = [*categorical, *(["institution"] if self.cohort.columns.institution else [])]
+        for name in self.evaluation.subgroups:
+            if name not in allowed:
+                raise ValueError(
+                    f"evaluation.subgroups: {name!r} is not a categorical clinical covariate "
+                    f"or 'institution' (with cohort.columns.institution); allowed: "
+                    f"{', '.join(allowed) or 'none'}.{did_you_mean(name, allowed)}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from pathlib import Path
 from fusion.atomic import write_text_atomic
 from fusion.config import Study
 from fusion.errors import FusionError, did_you_mean
-from fusion.reproducible import torch_mode
+from fusion.reproducible import mode_of, torch_mode
 from fusion.stages import STAGES, Stage
 from fusion.stages.context import RunContext, RunOptions, StageError, build_context
 from fusion.stages.keys import stage_key
@@ -82,13 +82,13 @@ def run_study(
         _mark_stale(folder, "qc", error)
         raise error from exc
     result = RunResult(context=ctx)
-    threads = study.reproducible.threads if study.reproducible else None
+    mode = mode_of(study)
     for name in selected:
         stage = STAGES[name]
         try:
             key = stage_key(stage, ctx) if stage.keyed else None
             if key is None or not _up_to_date(stage, ctx, key):
-                with torch_mode(threads if stage.torch else None):
+                with torch_mode(mode if stage.torch else None):
                     value = stage.run(ctx)
                 if key is not None:
                     write_text_atomic(key, _marker(stage, ctx))

@@ -12,12 +12,22 @@ weights; ``/tmp`` script in the closing note of issue 22):
 - MKL's code path (``MKL_CBWR``), chosen by the CPU it runs on;
 - ATen's vector kernels (``ATEN_CPU_CAPABILITY``: DEFAULT against AVX2 or AVX-512).
 
-The mode pins them: ATen and MKL take their AVX2 paths (every x86-64 CPU since 2013
-has AVX2), oneDNN's convolutions are switched off (ATen's own im2col + MKL GEMM, which
-the pins make machine-independent), every network runs on a fixed number of threads,
-whatever the machine has, and ``torch.use_deterministic_algorithms`` is on (on CUDA also
-cuDNN's deterministic kernels). A GPU's numbers are reproducible on the same GPU model
-only, and never equal to the CPU's.
+The mode pins them: ATen, MKL and oneDNN take their AVX2 paths (every x86-64 CPU since
+2013 has AVX2), every network runs on a fixed number of threads whatever the machine
+has, and ``torch.use_deterministic_algorithms`` is on (on CUDA also cuDNN's
+deterministic kernels). The convolutions come in two kinds (``kernels``):
+
+- ``portable``: oneDNN's convolutions are switched off, so they run as ATen's im2col +
+  MKL GEMM, which MKL's conditional numerical reproducibility (``MKL_CBWR``) makes the
+  same on every CPU with AVX2. Measured on this 2-core machine, CPU training then takes
+  2-4 times as long (the README's cost table gives the studies' figures).
+- ``onednn``: oneDNN's convolutions at the AVX2 ISA, in its deterministic mode. Exactly
+  reproducible whatever threads or ISA the machine offers (both are pinned), as the
+  tests show on this machine; across CPU models oneDNN does not promise it (some of its
+  kernels block their loops by the size of the L2 cache), so two machines can differ in
+  the last bits, which a LASSO or an early stop can turn into a different table.
+
+A GPU's numbers are reproducible on the same GPU model only, and never equal the CPU's.
 
 The environment pins must be set before torch runs its first kernel (MKL and ATen read
 them once), so :func:`pin_environment` runs when a run context is built, before any
@@ -30,7 +40,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -66,31 +76,43 @@ def pin_environment() -> None:
     os.environ.update(missing)
 
 
+KERNELS = ("portable", "onednn")
+
+
+def mode_of(study: Any) -> dict[str, Any] | None:
+    """A study's reproducible mode as plain values (``threads``, ``kernels``), or None."""
+    return study.reproducible.model_dump() if study.reproducible is not None else None
+
+
 @contextmanager
-def torch_mode(threads: int | None) -> Iterator[None]:
-    """Inside: torch in the reproducible mode on ``threads`` intra-op threads (None: the
-    process's torch settings are left alone). Restores the previous settings after."""
-    if threads is None:
+def torch_mode(mode: Mapping[str, Any] | None) -> Iterator[None]:
+    """Inside: torch in the reproducible ``mode`` (:func:`mode_of`: its ``threads``
+    intra-op threads and ``kernels`` convolutions); None leaves the process's torch
+    settings alone. Restores the previous settings after."""
+    if mode is None:
         yield
         return
+    threads, kernels = int(mode["threads"]), mode.get("kernels", "portable")
+    if kernels not in KERNELS:
+        raise FusionError(f"reproducible kernels must be one of {KERNELS}, not {kernels!r}")
     import torch
 
-    before = (torch.get_num_threads(), torch.backends.mkldnn.enabled,
-              torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-              torch.backends.cudnn.deterministic)  # fmt: skip
+    mkldnn, cudnn = torch.backends.mkldnn, torch.backends.cudnn
+    before = (torch.get_num_threads(), mkldnn.enabled, mkldnn.deterministic,
+              torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
+              cudnn.deterministic)  # fmt: skip
     torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = False
+    mkldnn.enabled = kernels == "onednn"
+    mkldnn.deterministic = True
     torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    cudnn.benchmark, cudnn.deterministic = False, True
     try:
         yield
     finally:
         torch.set_num_threads(before[0])
-        torch.backends.mkldnn.enabled = before[1]
-        torch.use_deterministic_algorithms(before[2])
-        torch.backends.cudnn.benchmark = before[3]
-        torch.backends.cudnn.deterministic = before[4]
+        mkldnn.enabled, mkldnn.deterministic = before[1], before[2]
+        torch.use_deterministic_algorithms(before[3])
+        cudnn.benchmark, cudnn.deterministic = before[4], before[5]
 
 
 @cache
@@ -105,12 +127,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def torch_state(threads: int | None) -> dict[str, Any]:
+def torch_state(mode: Mapping[str, Any] | None) -> dict[str, Any]:
     """What can move torch's numbers on this machine, for the provenance: the torch build
     (with its CUDA version), the CPU and the vector ISA ATen uses, the threads, and the
-    reproducible mode's pins (``threads`` None: the mode is off)."""
+    reproducible mode's pins and kernels (``mode`` None: the mode is off)."""
     import torch
 
+    threads = None if mode is None else int(mode["threads"])
+    kernels = None if mode is None else mode.get("kernels", "portable")
     return {
         "torch": str(torch.__version__),
         "cuda": torch.version.cuda,
@@ -119,7 +143,7 @@ def torch_state(threads: int | None) -> dict[str, Any]:
         "mkl": torch.backends.mkl.is_available(),
         "reproducible_mode": threads is not None,
         "threads": threads if threads is not None else torch.get_num_threads(),
-        "onednn_convolutions": threads is None and torch.backends.mkldnn.is_available(),
+        "kernels": kernels if threads is not None else "default (oneDNN, this CPU's ISA)",
         "deterministic_algorithms": threads is not None,
         "pins": {k: os.environ.get(k) for k in PINS},
     }

@@ -15,6 +15,7 @@ from PIL import Image
 
 from fusion.config import ClassifierSpec, load_study
 from fusion.errors import FusionError
+from fusion.report.check import structure_problems
 
 TINY = {"architectures": ["resnet50"], "weights": "random", "image_size": 32, "batch_size": 8,
         "max_epochs": 2, "patience": 2, "learning_rate": 1e-3,
@@ -398,6 +399,7 @@ def test_pneumothorax_study_end_to_end(tmp_path) -> None:
     cohort = pd.read_csv(folder / "tables" / "cohort.csv")
     assert len(cohort) == 80 and cohort.included.all()
     html = (folder / "index.html").read_text()
+    assert structure_problems(html) == []  # no empty section, placeholder, blank figure
     for text in ("DeLong comparison", "Does the model look at the lesion?", "true positives",
                  "Pointing game", "RANDOM weights"):  # fmt: skip
         assert text in html

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from fusion.demo_chest import LUNG_PIXEL_MM, LUNG_SLICE_MM, render_lung_case
 from fusion.errors import FusionError
+from fusion.report.check import structure_problems
 from fusion.rois import make_generator
 from fusion.seg.involvement import involvement, zones
 from fusion.stats.agreement import bland_altman, icc_agreement
@@ -150,6 +151,7 @@ def test_lung_involvement_study_end_to_end(tmp_path) -> None:
     cases = pd.read_csv(tables / "seg_cases.csv")
     assert "all classes" in set(cases["class"])
     html = (tmp_path / "r" / study.name / "index.html").read_text()
+    assert structure_problems(html) == []  # no empty section, placeholder, blank figure
     assert "Lung involvement" in html and "Lesion-wise detection" not in html
 
 

@@ -18,13 +18,14 @@ from fusion.reproducible import PINS, pin_environment
 # split per thread) three Adam steps in the reproducible mode; prints hashes and state.
 TRAIN = """
 import hashlib, json
+import sys
 from fusion.reproducible import pin_environment, torch_mode
 pin_environment()
 import torch
 from fusion.config import UNetSpec
 from fusion.seg.network import build_unet
 torch.set_num_threads(1)  # what the machine would pick; the mode overrides it
-with torch_mode(2):
+with torch_mode({"threads": 2, "kernels": sys.argv[1]}):
     torch.manual_seed(0)
     spec = UNetSpec(dims=3, channels=[4, 8, 16], strides=[2, 2], res_units=1)
     net = build_unet(spec, 2)
@@ -46,22 +47,23 @@ print(json.dumps({"weights": weights.hexdigest(), "scores": hashlib.sha256(score
 """
 
 
-def _train(env: dict[str, str]) -> dict:
+def _train(kernels: str, env: dict[str, str]) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in PINS}
-    out = subprocess.run([sys.executable, "-c", TRAIN], env=clean | env, capture_output=True,
-                         text=True, timeout=300, check=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", TRAIN, kernels], env=clean | env,
+                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
-def test_training_is_bit_identical_whatever_the_threads_and_kernels() -> None:
-    plain = _train({})
+@pytest.mark.parametrize("kernels", ["portable", "onednn"])
+def test_training_is_bit_identical_whatever_the_threads_and_isa(kernels: str) -> None:
+    plain = _train(kernels, {})
     # a machine that would run one thread, on another ISA and MKL path, without AVX-512
-    other = _train({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                    "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE",
-                    "ONEDNN_MAX_CPU_ISA": "SSE41"})  # fmt: skip
+    other = _train(kernels, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                             "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE",
+                             "ONEDNN_MAX_CPU_ISA": "SSE41"})  # fmt: skip
     assert plain == other
-    assert plain["threads"] == 2 and plain["onednn"] is False
+    assert plain["threads"] == 2 and plain["onednn"] is (kernels == "onednn")
     if os.uname().machine == "x86_64":
         assert plain["isa"] == "AVX2"
 
@@ -82,7 +84,7 @@ def test_mode_restores_the_process_settings() -> None:
     from fusion.reproducible import torch_mode
 
     before = (torch.get_num_threads(), torch.backends.mkldnn.enabled)
-    with torch_mode(1):
+    with torch_mode({"threads": 1, "kernels": "portable"}):
         assert torch.get_num_threads() == 1 and not torch.backends.mkldnn.enabled
         assert torch.are_deterministic_algorithms_enabled()
     assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == before
@@ -99,9 +101,14 @@ def test_unet_roi_runs_in_the_mode_and_its_key_says_so(tmp_path: Path) -> None:
                                 "settings": {"checkpoint": "x.pt", "device": "cpu"}}}}  # fmt: skip
     plain = Study.model_validate(base)
     pinned = Study.model_validate(base | {"reproducible": {"threads": 3}})
-    assert generator_settings(pinned, "tumour")["threads"] == 3
-    assert generator_settings(plain, "tumour")["threads"] is None
-    assert rois_settings(plain, "tumour") != rois_settings(pinned, "tumour")
+    fast = Study.model_validate(base | {"reproducible": {"threads": 3, "kernels": "onednn"}})
+    assert generator_settings(pinned, "tumour")["reproducible"] == {
+        "threads": 3,
+        "kernels": "portable",
+    }
+    assert generator_settings(plain, "tumour")["reproducible"] is None
+    keys = {str(rois_settings(s, "tumour")) for s in (plain, pinned, fast)}
+    assert len(keys) == 3  # each mode its own cached label maps
 
 
 def _manifest(folder: Path) -> Path:

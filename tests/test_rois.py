@@ -96,9 +96,41 @@ def test_habitats_partition_the_roi_and_are_deterministic() -> None:
     hu = sitk.GetArrayFromImage(image)
     means = [hu[labels == h].mean() for h in (1, 2, 3)]
     assert means == sorted(means)  # ordered by mean intensity
-    assert "habitat1 lies at the ROI boundary" in out.notes[0]  # the dark rim
+    assert out.notes[0].endswith("(habitat1 outermost)")  # the dark rim
     again = Habitats(k=3, seed=1)(image, roi)
     assert np.array_equal(sitk.GetArrayFromImage(again.image), labels)
+
+
+def test_habitats_by_position_name_the_boundary_one_in_each_case() -> None:
+    """The dark rim is the outermost habitat: by position it is label 1, 'boundary'."""
+    image, roi = _blob()
+    by_intensity = sitk.GetArrayFromImage(Habitats(k=3, seed=1)(image, roi).image)
+    out = Habitats(k=3, seed=1, order="position")(image, roi)
+    assert out.names == {1: "boundary", 2: "intermediate", 3: "core"}
+    labels = sitk.GetArrayFromImage(out.image)
+    assert np.array_equal(labels == 1, by_intensity == 1)  # the rim: darkest and outermost
+    listed = out.notes[0].split(": ", 1)[1].split(" (")[0].split(", ")
+    assert [item.split()[0] for item in listed] == ["boundary", "intermediate", "core"]
+    mm = [float(item.split()[1]) for item in listed]
+    assert mm == sorted(mm) and mm[0] < mm[-1]
+    with pytest.raises(ValueError, match="order must be"):
+        Habitats(order="size")
+
+
+def test_habitat_depth_is_in_mm_on_an_anisotropic_grid() -> None:
+    from fusion.rois.habitat import depths, position_names
+
+    inside = np.ones((5, 5, 5), dtype=bool)
+    labels = np.ones((5, 5, 5), dtype=np.uint8)
+    labels[2, 2, 2] = 2  # the centre: 3 voxels from the outside on every axis
+    d = depths(labels, inside, (2.0, 1.0, 1.0))  # z slices 2 mm apart
+    assert d[2] == pytest.approx(3.0)  # nearest outside along y or x: 3 x 1 mm
+    shell = labels == 1
+    expected = np.mean([min(2 * min(z + 1, 5 - z), min(y + 1, 5 - y), min(x + 1, 5 - x))
+                        for z, y, x in zip(*np.nonzero(shell), strict=True)])  # fmt: skip
+    assert d[1] == pytest.approx(expected)
+    assert position_names(2) == ["boundary", "core"]
+    assert position_names(4) == ["boundary", "intermediate1", "intermediate2", "core"]
 
 
 def test_habitats_do_not_depend_on_the_order_of_the_voxels() -> None:
@@ -290,9 +322,11 @@ def test_report_shows_only_the_notes_that_need_attention() -> None:
 
     rois = pd.DataFrame({
         "case_id": ["a", "b", "c"], "roi": "habitat", "labels": "", "kept": "",
-        "notes": ["habitat1 lies at the ROI boundary (90% of its voxels touch it)",
-                  "habitat2 lies at the ROI boundary (80% of its voxels touch it) | habitat3: "
-                  "4 voxels, fewer than qc.min_roi_voxels = 20; left out", None],
+        "notes": ["mean depth from the ROI boundary: habitat1 1.0 mm, habitat2 2.5 mm "
+                  "(habitat1 outermost)",
+                  "mean depth from the ROI boundary: habitat1 3.0 mm, habitat2 1.5 mm "
+                  "(habitat2 outermost) | habitat3: 4 voxels, fewer than "
+                  "qc.min_roi_voxels = 20; left out", None],
         "error": [None, None, "ValueError: boom"],
     })  # fmt: skip
     shown, boundary = _roi_notes(rois)

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from fusion.config import NormaliseSpec, SegmentationSpec, UNetSpec, VariantSpec, load_study
 from fusion.errors import FusionError
+from fusion.report.check import structure_problems
 from tests.conftest import write_image
 
 TINY = {"dims": 3, "channels": [4, 8], "strides": [2], "res_units": 0}
@@ -310,6 +311,7 @@ def test_segmentation_stage_end_to_end(make_study, tmp_path, capsys) -> None:
     assert len(deep) + len(failed) == 13  # every case that passed QC
     assert failed.message.str.contains("generated ROI 'auto'").all()
     html = (tmp_path / "reports" / "unit" / "index.html").read_text()
+    assert structure_problems(html) == []  # no empty section, placeholder, blank figure
     assert "Lesion-wise detection" in html and "Cases not evaluated" in html
     models = tmp_path / "reports" / "unit" / "segmentation" / "models" / "plain.pt"
     before = models.stat().st_mtime_ns

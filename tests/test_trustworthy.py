@@ -145,16 +145,52 @@ def test_fusion_run_enforces_the_radiomics_failure_budget(make_study, tmp_path) 
 
 
 def test_excluded_cases_carry_the_stage_error(make_study, tmp_path) -> None:
-    from fusion.learn.table import feature_table
+    from fusion.learn.table import excluded_from_all, feature_table
 
     rows = _rows(tmp_path, 2)
     study = load_study(make_study(rows, {"models": {"m": {"features": ["radiomics"]}}}))
     cases = [Case("c0", Path("x"), None, 0), Case("c1", Path("x"), None, 1)]
     block = pd.DataFrame({"radiomics:f": [1.0]}, index=pd.Index(["c0"], name="case_id"))
     why = {"radiomics": {"c1": "radiomics failed: ValueError: mask has 1 voxel"}}
-    table, missing = feature_table(study, cases, {"radiomics": block}, why)
-    assert list(table.index) == ["c0"]
-    assert missing.reason.tolist() == ["radiomics failed: ValueError: mask has 1 voxel"]
+    table, exclusions = feature_table(study, cases, {"radiomics": block}, why)
+    assert exclusions.to_dict("records") == [
+        {"case_id": "c1", "model": "m", "reason": "radiomics failed: ValueError: mask has 1 voxel"}
+    ]
+    assert excluded_from_all(study, exclusions).case_id.tolist() == ["c1"]
+
+
+def test_a_case_without_one_roi_stays_in_the_other_models(make_study, tmp_path) -> None:
+    """A habitat too small to measure leaves that habitat's model only; a model built on
+    its score loses the case too, and paired comparisons stand on the common cases."""
+    from fusion.learn.table import excluded_from_all, feature_table
+    from fusion.stats.evaluate import delong_table
+
+    rows = _rows(tmp_path, 2)
+    models = {"whole": {"features": ["radiomics:whole"]},
+              "core": {"features": ["radiomics:habitat_core"]},
+              "stacked": {"features": ["core-score", "clinical"]}}  # fmt: skip
+    study = load_study(make_study(rows, {"models": models}))
+    cases = [Case(f"c{i}", Path("x"), None, i % 2) for i in range(3)]
+    block = pd.DataFrame({"radiomics:whole:f": [1.0, 2.0, 3.0],
+                          "radiomics:habitat_core:f": [1.0, np.nan, 3.0]},
+                         index=pd.Index(["c0", "c1", "c2"], name="case_id"))  # fmt: skip
+    table, exclusions = feature_table(study, cases, {"radiomics": block})
+    assert list(table.index) == ["c0", "c1", "c2"]
+    assert exclusions[["case_id", "model"]].values.tolist() == [["c1", "core"], ["c1", "stacked"]]
+    assert "no radiomics features for ROI 'habitat_core'" in exclusions.reason.iloc[0]
+    assert exclusions.reason.iloc[1] == "no score from model 'core'"
+    assert excluded_from_all(study, exclusions).empty
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame([{"case_id": f"c{i}", "set": "test", "label": i % 2, "model": m,
+                            "score": rng.normal() + (i % 2)}
+                           for m in ("whole", "core") for i in range(40)
+                           if not (m == "core" and i < 4)])  # fmt: skip
+    row = delong_table(scores).iloc[0]
+    assert row.cases == 36
+    assert row.note == (
+        "paired on the 36 cases both models scored (whole: 40, core: 36; "
+        "the others lack one model's features)"
+    )
 
 
 # ------------------------------------------------------------------ 6. orientation

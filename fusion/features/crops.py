@@ -12,7 +12,7 @@ Pure functions on numpy arrays in SimpleITK's (z, y, x) order, plus the spacing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +46,8 @@ class CropGeometry:
     positions: tuple[float, ...]  # fractional slice indices of the sampled planes
     centre_mm: tuple[float, float]  # in-plane (x, y) centre, from the slice's corner
     side_mm: float
+    # the ROI in each crop, (planes, size, size) bool: the QC strip's outline, not a feature
+    roi_planes: np.ndarray | None = None
 
 
 def largest_cross_section(roi: np.ndarray) -> int:
@@ -168,24 +170,25 @@ def multiplane_crops(
     geometry = crop_geometry(roi, spacing_xyz, offsets_mm, margin_mm)
     spacing_xy = (spacing_xyz[0], spacing_xyz[1])
     roi_f = roi.astype(np.float32)
-    crops = []
+    crops, insides = [], []
     for position in geometry.positions:
         hu = resample_square(
             sample_plane(volume, position, AIR_HU), spacing_xy, geometry.centre_mm,
             geometry.side_mm, size, AIR_HU,
         )  # fmt: skip
+        inside = resample_square(
+            sample_plane(roi_f, position, 0.0), spacing_xy, geometry.centre_mm,
+            geometry.side_mm, size, 0.0,
+        ) >= 0.5  # fmt: skip
+        insides.append(inside)
         if mask_outside_roi:
-            inside = resample_square(
-                sample_plane(roi_f, position, 0.0), spacing_xy, geometry.centre_mm,
-                geometry.side_mm, size, 0.0,
-            ) >= 0.5  # fmt: skip
             pixel_mm = geometry.side_mm / size
             iterations = int(round(mask_dilation_mm / pixel_mm))
             if iterations > 0 and inside.any():
                 inside = ndimage.binary_dilation(inside, iterations=iterations)
             hu = np.where(inside, hu, AIR_HU)
         crops.append(np.stack([window(hu, level, width) for level, width in windows]))
-    return np.stack(crops), geometry
+    return np.stack(crops), replace(geometry, roi_planes=np.stack(insides))
 
 
 def imagenet_normalise(crops: np.ndarray) -> np.ndarray:
@@ -193,9 +196,13 @@ def imagenet_normalise(crops: np.ndarray) -> np.ndarray:
     return (crops - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
 
 
-def crop_strip(crops: np.ndarray) -> np.ndarray:
-    """The planes side by side as one uint8 RGB image (H, planes * W, 3), for QC."""
-    planes = [np.moveaxis(c, 0, -1) for c in crops]
+def crop_strip(crops: np.ndarray, roi_planes: np.ndarray | None = None) -> np.ndarray:
+    """The planes side by side as one uint8 RGB image (H, planes * W, 3), for QC, with
+    the ROI's outline in red on each plane when ``roi_planes`` (planes, H, W) is given."""
+    planes = [np.moveaxis(c, 0, -1).copy() for c in crops]
+    for plane, inside in zip(planes, roi_planes if roi_planes is not None else [], strict=False):
+        edge = inside & ~ndimage.binary_erosion(inside, border_value=0)
+        plane[edge] = (1.0, 0.0, 0.0)
     gap = np.ones((crops.shape[2], 4, 3), dtype=np.float32)
     tiles = [p for plane in planes for p in (plane, gap)][:-1]
     return np.round(np.concatenate(tiles, axis=1) * 255).astype(np.uint8)

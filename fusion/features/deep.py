@@ -54,7 +54,7 @@ from fusion.seeds import stream
 
 log = logging.getLogger(__name__)
 PREFIX = "deep:"
-DEEP_CACHE_VERSION = 2
+DEEP_CACHE_VERSION = 3  # 3: the QC strip outlines the ROI
 
 # study fields that cannot change a case's features, each with the reason
 DEEP_KEY_EXCLUDES = {
@@ -287,7 +287,11 @@ def _result(per_plane: np.ndarray, crops: np.ndarray, g: Any, how: str) -> dict[
     from fusion.features.crops import crop_strip
 
     vector = aggregate(per_plane, how).astype(float).tolist()
-    return {"features": vector, "geometry": _geometry_row(g), "strip": crop_strip(crops)}
+    return {
+        "features": vector,
+        "geometry": _geometry_row(g),
+        "strip": crop_strip(crops, g.roi_planes),
+    }
 
 
 def _locally(study: Study, weights: Weights, cases: list[Case], device: str):  # noqa: ANN202

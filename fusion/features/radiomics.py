@@ -267,7 +267,7 @@ def radiomics_tasks(
     tasks = []
     for c in cases:
         extra = tuple(
-            (roi.path, tuple((k, _row_name(name, roi.names, k)) for k in roi.kept))
+            (roi.path, tuple((k, row_name(name, roi.names, k)) for k in roi.kept))
             for name, roi in (generated or {}).get(c.case_id, {}).items()
         )
         maps = [(str(path), list(wanted), file_digest(path)) for path, wanted in extra]
@@ -276,10 +276,14 @@ def radiomics_tasks(
     return tasks
 
 
-def _row_name(roi: str, names: dict[int, str], label: int) -> str:
+def row_name(roi: str, names: dict[int, str], label: int) -> str:
     """The row name of a generated map's label: the ROI's own name for a single label
-    (``ring``), else the ROI name and the label (``habitat1``...)."""
-    return roi if len(names) == 1 else f"{roi}{label}"
+    (``ring``); the ROI name and the label for numbered labels (``habitat1``...); the
+    ROI name and the label's name for named ones (``habitat_boundary``)."""
+    if len(names) == 1:
+        return roi
+    name = names[label]
+    return f"{roi}{label}" if name.endswith(str(label)) else f"{roi}_{name}"
 
 
 def run_radiomics(

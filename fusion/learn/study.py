@@ -97,6 +97,7 @@ def fit_study_models(
     sets: pd.Series,
     groups: pd.Series | None = None,
     jobs: int = 1,
+    exclusions: pd.DataFrame | None = None,
 ) -> ModelsOutput:
     """``table`` is indexed by case_id with ``<block>:<feature>`` columns; ``labels``,
     ``sets`` and ``groups`` (the patient of each case, or None) are indexed the same way.
@@ -105,17 +106,18 @@ def fit_study_models(
 
     ``score`` is the calibrated logit and ``prob`` its probability; a training case's are
     out of fold (``estimate`` says "cross-validated"), its in-sample score is kept as
-    ``apparent_score``."""
+    ``apparent_score``. ``exclusions`` (``case_id``, ``model``) leaves a case out of one
+    model only (it lacks that model's features): the model is fitted and scored on the
+    other cases, and ``scores`` has no row for the pair."""
     table = table.copy()
     train = (sets == "train").to_numpy()
     y = labels.to_numpy().astype(int)
     g_all = None if groups is None else groups.loc[table.index].to_numpy()
-    g = None if g_all is None else g_all[train]
     references = {f"clinical:{c.name}": c.reference for c in study.clinical if c.reference}
     fits: dict[str, ModelFit] = {}
     frames = []
     stacking = Stacking(study, table.copy(), y, g_all, references, jobs)
-    train_rows = np.flatnonzero(train)
+    left_out = exclusions if exclusions is not None else pd.DataFrame(columns=["case_id", "model"])
     for i, (name, spec) in enumerate(study.models.items(), start=1):
         columns = block_columns(table, spec.features)
         if not columns:
@@ -123,36 +125,38 @@ def fit_study_models(
                 f"model {name!r}: no feature columns for {', '.join(spec.features)}; "
                 "did the feature stage run?"
             )
-        X = table[columns]
+        rows = ~table.index.isin(left_out.case_id[left_out.model == name])
+        X, tr, yr = table.loc[rows, columns], train[rows], y[rows]
+        gr = None if g_all is None else g_all[rows][tr]
         started = time.monotonic()
         log.info("models: fitting %r (%d/%d) on %d training cases, %d features, %d-fold CV",
-                 name, i, len(study.models), int(train.sum()), len(columns),
+                 name, i, len(study.models), int(tr.sum()), len(columns),
                  study.evaluation.cv_folds)  # fmt: skip
         nested = study.evaluation.nested_cv and bool(upstream(study, name))
-        fit = fit_model(name, spec, X[train], y[train], study.evaluation, study.seed,
-                        references, g, out_of_fold=not nested, jobs=jobs)  # fmt: skip
+        fit = fit_model(name, spec, X[tr], yr[tr], study.evaluation, study.seed,
+                        references, gr, out_of_fold=not nested, jobs=jobs)  # fmt: skip
         if nested:
-            oof = stacking.nested_oof(name, train_rows)
-            fit.use_out_of_fold(pd.Series(oof, index=X.index[train]), y[train])
+            oof = stacking.nested_oof(name, np.flatnonzero(train & rows))
+            fit.use_out_of_fold(pd.Series(oof, index=X.index[tr]), yr[tr])
         log.info("models: %r done in %.1f s", name, time.monotonic() - started)
         apparent = fit.score(X)
         score = apparent.copy()
-        score[train] = fit.oof_score.to_numpy()  # training numbers are cross-validated
-        table[f"score:{name}"] = score  # so later models see out-of-fold scores too
+        score[tr] = fit.oof_score.to_numpy()  # training numbers are cross-validated
+        table[f"score:{name}"] = pd.Series(score, index=X.index)  # later models see OOF scores
         fits[name] = fit
         prob = fit.probability(score)
         frames.append(
             pd.DataFrame(
                 {
-                    "case_id": table.index,
-                    "set": sets.to_numpy(),
-                    "label": y,
+                    "case_id": X.index,
+                    "set": sets.to_numpy()[rows],
+                    "label": yr,
                     "model": name,
                     "score": score,
-                    "estimate": np.where(train, "cross-validated", "held-out"),
+                    "estimate": np.where(tr, "cross-validated", "held-out"),
                     "prob": prob,
                     "predicted": (prob >= fit.threshold).astype(int),
-                    "apparent_score": np.where(train, apparent, np.nan),
+                    "apparent_score": np.where(tr, apparent, np.nan),
                 }
             )
         )

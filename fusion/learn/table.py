@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from fusion.cohort import Case
-from fusion.config import Study
+from fusion.config import SCORE_SUFFIX, Study
 
 
 def radiomics_wide(features: pd.DataFrame) -> pd.DataFrame:
@@ -48,36 +48,53 @@ def feature_table(
     blocks: dict[str, pd.DataFrame],
     why: dict[str, dict[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The table of the cases that have every block the models need, and the others
-    with the reason (``case_id``, ``reason``): the stage's own error from ``why``
-    (block -> case -> reason) when it recorded one."""
+    """The table of every case, NaN where a case lacks a block or a ROI's features, and
+    the exclusions: one row (``case_id``, ``model``, ``reason``) for each model a case
+    cannot enter because it lacks a block or ROI that model uses, or the score of a model
+    it builds on. The reason is the stage's own error from ``why`` (block -> case ->
+    reason) when it recorded one. A case keeps every model it has the features of: a
+    habitat too small to measure leaves that habitat's model only."""
     why = why or {}
-    features = [b for spec in study.models.values() for b in spec.features]
-    needed = {b.split(":", 1)[0] for b in features}
-    rois = sorted({b.split(":", 1)[1] for b in features if b.startswith("radiomics:")})
     table = pd.DataFrame(index=pd.Index([c.case_id for c in cases], name="case_id"))
-    missing: dict[str, list[str]] = {}
+    features = {f for spec in study.models.values() for f in spec.features}
+    needed = {f.split(":", 1)[0] for f in features}
+    absent: dict[str, dict[str, str]] = {}  # block or radiomics:<roi> -> case -> reason
     for block in ("radiomics", "deep"):
         if block not in needed:
             continue
         frame = blocks.get(block, pd.DataFrame())
         have = set(frame.index) if not frame.empty else set()
-        for case_id in table.index:
-            if case_id not in have:
-                reason = why.get(block, {}).get(case_id, f"no {block} features")
-                missing.setdefault(case_id, []).append(reason)
+        absent[block] = {c: why.get(block, {}).get(c, f"no {block} features")
+                         for c in table.index if c not in have}  # fmt: skip
         table = table.join(frame, how="left")
-    for roi in rois:  # a model on one ROI: a case without that ROI's features is out
-        columns = [c for c in table.columns if c.startswith(f"radiomics:{roi}:")]
-        for case_id in table.index[table[columns].isna().all(axis=1)] if columns else []:
-            if case_id not in missing:
-                missing.setdefault(case_id, []).append(
-                    f"no radiomics features for ROI {roi!r} (see rois.csv)"
-                )
+    for feature in sorted(f for f in features if f.startswith("radiomics:")):
+        roi = feature.split(":", 1)[1]
+        columns = [c for c in table.columns if c.startswith(f"{feature}:")]
+        empty = table.index[table[columns].isna().all(axis=1)] if columns else table.index
+        absent[feature] = {c: absent["radiomics"].get(c, f"no radiomics features for ROI "
+                                                          f"{roi!r} (see rois.csv)")
+                           for c in empty}  # fmt: skip
     if "clinical" in needed or study.clinical:
         table = table.join(clinical_frame(study, cases))
-    excluded = pd.DataFrame(
-        [{"case_id": k, "reason": "; ".join(v)} for k, v in missing.items()],
-        columns=["case_id", "reason"],
-    )
-    return table.drop(index=list(missing)), excluded
+    rows: list[dict[str, str]] = []
+    out: dict[str, dict[str, str]] = {}
+    for model, spec in study.models.items():
+        out[model] = {}
+        for feature in spec.features:
+            if feature.endswith(SCORE_SUFFIX):
+                up = feature.removesuffix(SCORE_SUFFIX)
+                lost = {c: f"no score from model {up!r}" for c in out.get(up, {})}
+            else:
+                lost = absent.get(feature, {})
+            for case_id, reason in lost.items():
+                out[model].setdefault(case_id, reason)
+        rows += [{"case_id": c, "model": model, "reason": r} for c, r in out[model].items()]
+    return table, pd.DataFrame(rows, columns=["case_id", "model", "reason"])
+
+
+def excluded_from_all(study: Study, exclusions: pd.DataFrame) -> pd.DataFrame:
+    """The cases no model can take (``case_id``, ``reason``: their reasons, joined)."""
+    counts = exclusions.groupby("case_id", sort=False).model.nunique()
+    out = exclusions[exclusions.case_id.isin(counts.index[counts == len(study.models)])]
+    joined = out.groupby("case_id", sort=False).reason.agg(lambda r: "; ".join(dict.fromkeys(r)))
+    return joined.reset_index()

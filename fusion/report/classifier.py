@@ -88,6 +88,19 @@ def training_figure(history: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def colour_bar_figure() -> plt.Figure:
+    """The Grad-CAM overlays' colour scale ('jet', opacity following the map)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    fig, ax = plt.subplots(figsize=(4.2, 0.55))
+    fig.colorbar(plt.cm.ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=ax,
+                 orientation="horizontal")  # fmt: skip
+    ax.set_xlabel("Grad-CAM, scaled to its maximum (0: no evidence, 1: strongest)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    return fig
+
+
 def localisation_figure(gradcam: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
     """Energy in the mask per positive test case against its chance level, and the
     pointing-game hit rate with its CI, per model."""
@@ -113,8 +126,11 @@ def localisation_figure(gradcam: pd.DataFrame, summary: pd.DataFrame) -> plt.Fig
     return fig
 
 
-def galleries(gradcam: pd.DataFrame, folder: Path) -> list[dict[str, Any]]:
-    """Per model and outcome (TP, FP, FN): the overlays the stage drew."""
+def galleries(gradcam: pd.DataFrame, folder: Path, models: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per model and outcome (TP, FP, FN): the overlays the stage drew, each with its
+    probability and the model's threshold (the call is p against it)."""
+    thresholds = dict(zip(models.model, models.threshold, strict=True)) \
+        if "threshold" in models else {}  # fmt: skip
     out = []
     shown = gradcam[gradcam.gallery]
     for model, part in shown.groupby("model", sort=False):
@@ -140,7 +156,7 @@ def galleries(gradcam: pd.DataFrame, folder: Path) -> list[dict[str, Any]]:
                               "zero": bool(row.zero_map),
                               "png": base64.b64encode(png.read_bytes()).decode()})  # fmt: skip
             groups.append({"title": title, "items": items})
-        out.append({"model": model, "groups": groups})
+        out.append({"model": model, "groups": groups, "threshold": thresholds.get(model)})
     return out
 
 
@@ -172,11 +188,26 @@ def warnings(models: pd.DataFrame, performance: pd.DataFrame, gradcam: pd.DataFr
                        "image size (ImageNet-sized inputs give 7x7); they can point to a "
                        "region of the image, not to a lesion smaller than a cell, so the "
                        "localisation numbers are coarse.")  # fmt: skip
-        if pd.notna(row.energy_ci_high) and row.energy_ci_high < row.chance_energy * 1.5:
-            out.append(f"{row.model}: Grad-CAM energy in the lesion is near chance; the "
-                       "model may rely on something other than the lesion, or its maps are "
-                       "too coarse to show it.")  # fmt: skip
+        out += _energy_warning(row)
     return out
+
+
+def _energy_warning(row: Any) -> list[str]:
+    """What the Grad-CAM energy in the lesion says against chance (the mask's share of
+    the image), judged by its CI: below chance, indistinguishable from it, or above."""
+    if pd.isna(row.energy_ci_high) or pd.isna(row.chance_energy):
+        return []
+    energy = (f"{row.energy_in_mask:.3f} (CI {row.energy_ci_low:.3f}-{row.energy_ci_high:.3f}, "
+              f"{row.n_measured} maps)")  # fmt: skip
+    if row.energy_ci_high < row.chance_energy:
+        return [f"{row.model}: Grad-CAM energy in the lesion, {energy}, is BELOW chance "
+                f"({row.chance_energy:.3f}): the maps avoid the lesion; the model relies on "
+                "something else in the image."]  # fmt: skip
+    if row.energy_ci_low <= row.chance_energy:
+        return [f"{row.model}: Grad-CAM energy in the lesion, {energy}, is not distinguishable "
+                f"from chance ({row.chance_energy:.3f}): the maps do not show that the model "
+                "looks at the lesion."]  # fmt: skip
+    return []
 
 
 def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -> dict[str, Any]:
@@ -224,7 +255,10 @@ def classifier_context(study: Study, folder: Path, read: Any, html_table: Any) -
         "localisation_svg": figs.save(localisation_figure(t["gradcam"], localisation), figures,
                                       "gradcam_localisation")
         if not localisation.empty else "",
-        "galleries": galleries(t["gradcam"], folder) if not t["gradcam"].empty else [],
+        "galleries": galleries(t["gradcam"], folder, t["cnn_models"])
+        if not t["gradcam"].empty else [],
+        "colour_bar_svg": figs.save(colour_bar_figure(), figures, "gradcam_colour_bar")
+        if not t["gradcam"].empty else "",
     }  # fmt: skip
 
 

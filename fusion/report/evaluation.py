@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.report import figures as figs
+from fusion.report.format import p_text
 
 
 def ci_text(value: Any, low: Any = None, high: Any = None, digits: int = 3) -> str:
@@ -71,20 +72,14 @@ def calibration_shown(cal: pd.DataFrame) -> pd.DataFrame:
         "calibration-in-the-large": _with_ci(cal, "citl", 2),
         "Brier": cal.brier,
         "Spiegelhalter z (p)": [
-            f"{r['spiegelhalter_z']:.2f} ({_p(r['spiegelhalter_p'])})"
+            f"{r['spiegelhalter_z']:.2f} ({p_text(r['spiegelhalter_p'])})"
             if pd.notna(r.get("spiegelhalter_z")) else "–" for r in rows],
         "ICI": cal.get("ici"), "E50": cal.get("e50"), "E90": cal.get("e90"),
         "Emax": cal.get("emax"),
-        "Hosmer-Lemeshow p": [_p(r.get("hl_p_value")) for r in rows],
+        "Hosmer-Lemeshow p": [p_text(r.get("hl_p_value")) for r in rows],
         "note": [" ".join(t for t in (a, b) if t)
                  for a, b in zip(notes(cal), notes(cal, "hl_note"), strict=True)],
     })  # fmt: skip
-
-
-def _p(value: Any) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def reclassification_shown(reclass: pd.DataFrame) -> pd.DataFrame:
@@ -102,8 +97,8 @@ def reclassification_shown(reclass: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({
         "set": reclass.set, "model a": reclass.model_a, "against model b": reclass.model_b,
         "NRI events": wald("nri_events"), "NRI non-events": wald("nri_nonevents"),
-        "NRI (95% CI)": wald("nri"), "NRI p": [_p(v) for v in reclass.nri_p],
-        "IDI (95% CI)": wald("idi"), "IDI p": [_p(v) for v in reclass.idi_p],
+        "NRI (95% CI)": wald("nri"), "NRI p": [p_text(v) for v in reclass.nri_p],
+        "IDI (95% CI)": wald("idi"), "IDI p": [p_text(v) for v in reclass.idi_p],
     })  # fmt: skip
     if "cat_nri" in reclass.columns:
         shown["categorical NRI (95% CI)"] = wald("cat_nri")

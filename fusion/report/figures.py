@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -177,3 +178,12 @@ def coefficient_figure(selected: pd.DataFrame, model: str) -> plt.Figure:
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set(xlabel="LASSO coefficient (standardised)", title=f"Selected features, {model}")
     return fig
+
+
+def scale_bar(ax: Any, spacing_mm: float, shape: tuple[int, int], mm: float = 10) -> None:
+    """A white ``mm`` bar in the lower left corner of an image of pixel ``spacing_mm``."""
+    length = mm / spacing_mm
+    y, x = shape[0] - 4, 3
+    ax.plot([x, x + length], [y, y], color="white", linewidth=2.5, solid_capstyle="butt")
+    ax.text(x + length / 2, y - 2, f"{mm:g} mm", color="white", fontsize=8, ha="center",
+            va="bottom")  # fmt: skip

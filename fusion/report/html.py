@@ -22,24 +22,9 @@ from fusion.errors import FusionError
 from fusion.report import evaluation as ev_report
 from fusion.report import figures as figs
 from fusion.report.format import _read, html_table
+from fusion.report.tripod import Present, tripod_rows
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-
-TRIPOD = [
-    ("3", "Objectives", "Methods"),
-    ("5", "Source of data", "Methods; Cohort"),
-    ("6", "Participants and eligibility (QC)", "Cohort: flow, excluded cases"),
-    ("8", "Outcome", "Methods"),
-    ("9", "Predictors (radiomics, deep, clinical)", "Methods; Features"),
-    ("10", "Sample size and events", "Cohort: flow; sample size (Riley et al.)"),
-    ("11", "Missing data handling", "Methods"),
-    ("12", "Analytical methods: selection, models, tuning, validation", "Methods; Features"),
-    ("13", "Class imbalance and fairness: outcome prevalence per set", "Cohort: flow"),
-    ("20", "Participant flow and characteristics", "Cohort"),
-    ("22", "Model specification (selected features, coefficients)", "Features"),
-    ("23", "Model performance with CIs; calibration; clinical utility", "Performance; Figures"),
-    ("18", "Open science: provenance, code version, data hashes", "Provenance"),
-]
 
 
 def _b64(path: Path) -> str:
@@ -116,7 +101,13 @@ def methods_text(
                 parts.append(
                     f"{name}: {k} habitats clustered on voxel intensity and local mean and "
                     f"SD ({spec.settings.get('neighbourhood_mm', 3.0):g} mm neighbourhood) "
-                    f"{how}, numbered by ascending mean intensity ({name}1 darkest)"
+                    f"{how}, "
+                    + (
+                        f"named by position: the habitat of least mean depth from the ROI's "
+                        f"edge is {name}_boundary, the deepest {name}_core, in each case"
+                        if spec.settings.get("order") == "position"
+                        else f"numbered by ascending mean intensity ({name}1 darkest)"
+                    )
                 )
             elif spec.generator == "ring":
                 st = spec.settings
@@ -303,11 +294,12 @@ def build_report(study: Study, folder: Path) -> Path:
         return _segmentation_report(study, folder)
     tables, figures = folder / "tables", folder / "figures"
     t = {name: _read(tables, name) for name in (
-        "cohort", "qc", "scores", "performance", "delong", "calibration", "net_benefit",
-        "roc_points", "model_summary", "selected_features", "lasso_cv", "table1_train",
+        "cohort", "model_exclusions", "qc", "scores", "performance", "delong", "calibration",
+        "net_benefit", "roc_points", "model_summary", "selected_features", "lasso_cv",
+        "table1_train",
         "table1_test", "clinical_univariable", "clinical_multivariable", "calibration_curve",
         "calibration_groups", "radiomics_nan_features", "rois", "reclassification",
-        "net_benefit_difference",
+        "net_benefit_difference", "performance_subgroups", "deep_crop_geometry",
         "sample_size",
     )}  # fmt: skip
     provenance = json.loads((folder / "provenance.json").read_text())
@@ -319,8 +311,12 @@ def build_report(study: Study, folder: Path) -> Path:
     flow_rows = [("listed in the manifest", len(cohort), "")]
     qc_failed = t["qc"][t["qc"].status == "fail"] if not t["qc"].empty else pd.DataFrame()
     flow_rows.append(("excluded by QC", len(qc_failed), ""))
-    flow_rows.append(("excluded: feature extraction failed",
+    flow_rows.append(("excluded: no features for any model",
                       int((~cohort.included).sum()) - len(qc_failed), ""))  # fmt: skip
+    partly = t["model_exclusions"]
+    if not partly.empty:
+        flow_rows.append(("kept, but left out of the models whose features they lack",
+                          partly.case_id.nunique(), "see below"))  # fmt: skip
     for set_name, part in cohort[cohort.included].groupby("set", sort=False):
         positives = f"{int(part.label.sum())} positive ({part.label.mean():.1%})"
         flow_rows.append((f"{set_name} set", len(part), positives))
@@ -367,10 +363,20 @@ def build_report(study: Study, folder: Path) -> Path:
         "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"])
         + ev_report.evaluation_warnings(t["model_summary"], t["sample_size"]),
         "methods": methods_text(study, cohort, t["model_summary"], weights, t["sample_size"]),
-        "tripod": TRIPOD,
+        "tripod": tripod_rows(
+            study,
+            Present(
+                sample_size=not t["sample_size"].empty,
+                table1=any(not t[f"table1_{s}"].empty for s in ("train", "test")),
+                subgroups=not t["performance_subgroups"].empty,
+                institutions=study.cohort.columns.institution is not None,
+                missing_features=len(missing) > 0,
+            ),
+        ),
         "tables": {
             "flow": html_table(flow),
             "excluded": html_table(excluded_rows) if len(excluded_rows) else "",
+            "left_out": html_table(_left_out(partly)) if not partly.empty else "",
             "table1": [
                 (s, html_table(t[f"table1_{s}"]))
                 for s in ("train", "test")
@@ -382,6 +388,9 @@ def build_report(study: Study, folder: Path) -> Path:
             "calibration": html_table(ev_report.calibration_shown(t["calibration"]), 3),
             "reclassification": html_table(ev_report.reclassification_shown(t["reclassification"])),
             "sample_size": html_table(ev_report.sample_size_shown(t["sample_size"]), 2),
+            "subgroups": html_table(t["performance_subgroups"])
+            if not t["performance_subgroups"].empty
+            else "",
             "qc_warnings": html_table(qc_warned) if len(qc_warned) else "",
             "missing_features": html_table(missing) if len(missing) else "",
             "roi_notes": html_table(roi_notes) if len(roi_notes) else "",
@@ -396,7 +405,10 @@ def build_report(study: Study, folder: Path) -> Path:
         "figures": fig_svgs,
         "lasso_models": lasso_models,
         "offsets": ", ".join(f"{o:g}" for o in study.deep.offsets_mm) if study.deep else "",
-        "crops": _crop_gallery(cohort, figures / "crops"),
+        "crops": _crop_gallery(
+            cohort, figures / "crops", t["scores"], t["model_summary"], t["deep_crop_geometry"]
+        ),
+        "misclassified": html_table(_misclassified(t["scores"], t["model_summary"])),
         "excluded": _excluded_gallery(study, cohort),
         "subregions": _subregion_gallery(study, cohort, folder),
         "provenance": _provenance_rows(provenance),
@@ -431,12 +443,19 @@ def _segmentation_report(study: Study, folder: Path) -> Path:
             "radiomics rows": int((features.roi == name).sum()) if not features.empty else 0,
             "errors": int(part.error.notna().sum()),
         } for name, part in rois.groupby("roi")])  # fmt: skip
+        if study.radiomics is None:  # a study that only generates ROIs measures none
+            roi_summary = roi_summary.drop(columns="radiomics rows")
     problems = qc[qc.status != "ok"][["case_id", "status", "problems"]] if not qc.empty else qc
     context = {
         "study": study,
         "qc_summary": html_table(pd.DataFrame([counts.to_dict()])),
         "qc_problems": html_table(problems) if len(problems) else "",
         "rois": html_table(roi_summary) if len(roi_summary) else "",
+        "roi_tables": [
+            f"tables/{name}.csv"
+            for name in ("rois", "radiomics_features")
+            if (tables / f"{name}.csv").is_file()
+        ],
         "provenance": _provenance_rows(provenance),
         **segmentation_context(study, folder),
         **involvement_context(study, folder),
@@ -476,34 +495,95 @@ def _missing_features(nan_features: pd.DataFrame, cohort: pd.DataFrame) -> pd.Da
     )
 
 
-def _crop_gallery(cohort: pd.DataFrame, folder: Path, per_class: int = 3) -> list[dict]:
-    """A few cases of each outcome from the test set (else any set), in manifest order."""
+def _crop_gallery(cohort: pd.DataFrame, folder: Path, scores: pd.DataFrame,
+                  summary: pd.DataFrame, geometry: pd.DataFrame,
+                  per_class: int = 3) -> list[dict]:  # fmt: skip
+    """A few cases of each outcome from the test set (else any set), in manifest order,
+    each with the ROI outlined, the source-slice positions of its planes and the
+    predicted probability of the study's first model on deep features against its
+    threshold."""
     if not folder.is_dir():
         return []
     pool = cohort[cohort.included]
     pool = pool[pool.set == "test"] if (pool.set == "test").any() else pool
+    deep_models = [m for m, f in zip(summary.model, summary.features, strict=True)
+                   if "deep" in str(f).split()] if not summary.empty else []  # fmt: skip
+    model = deep_models[0] if deep_models else None
+    threshold = (dict(zip(summary.model, summary.threshold, strict=True)).get(model)
+                 if model else None)  # fmt: skip
+    probs = (scores[scores.model == model].set_index("case_id").prob if model
+             else pd.Series(dtype=float))  # fmt: skip
+    positions = (geometry.set_index(geometry.case_id.astype(str)).plane_positions
+                 if not geometry.empty else pd.Series(dtype=str))  # fmt: skip
     items = []
     for label in (1, 0):
         for case_id in pool[pool.label == label].case_id.astype(str)[:per_class]:
             png = folder / f"{case_id}.png"
-            if png.is_file():
-                caption = f"outcome {label}, {pool.set.iloc[0]} set"
-                items.append({"case_id": case_id, "png": _b64(png), "caption": caption})
+            if not png.is_file():
+                continue
+            caption = f"outcome {label}, {pool.set.iloc[0]} set"
+            if case_id in probs.index and threshold is not None:
+                p = float(probs[case_id])
+                call = ("true positive" if label else "false positive") if p >= threshold \
+                    else ("false negative" if label else "true negative")  # fmt: skip
+                caption += f"; {model} p = {p:.2f} (threshold {threshold:.2f}): {call}"
+            if case_id in positions.index:
+                caption += "; slice positions " + ", ".join(
+                    f"{float(v):.1f}" for v in str(positions[case_id]).split()
+                )
+            items.append({"case_id": case_id, "png": _b64(png), "caption": caption})
     return items
 
 
-ROUTINE_NOTE = r"\S+ lies at the ROI boundary \([^)]*\)|k = \d+ chosen by silhouette[^|]*"
+def _misclassified(scores: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Every held-out case some model calls wrongly at its threshold: one row per case,
+    each model's probability, marked FP or FN where it errs."""
+    if scores.empty or summary.empty:
+        return pd.DataFrame()
+    thresholds = dict(zip(summary.model, summary.threshold, strict=True))
+    held = scores[scores.estimate == "held-out"].copy()
+    held["wrong"] = (held.prob >= held.model.map(thresholds)).astype(int) != held.label
+    cases = held.case_id[held.wrong].unique()
+    if not len(cases):
+        return pd.DataFrame()
+    held = held[held.case_id.isin(cases)]
+    marks = [(" FP" if y == 0 else " FN") if w else ""
+             for y, w in zip(held.label, held.wrong, strict=True)]  # fmt: skip
+    held["shown"] = [f"{p:.2f}{m}" for p, m in zip(held.prob, marks, strict=True)]
+    wide = held.pivot_table(index=["case_id", "set", "label"], columns="model",
+                            values="shown", aggfunc="first", sort=False)  # fmt: skip
+    wide = wide[[m for m in summary.model if m in wide.columns]].fillna("–")
+    wide.columns.name = None
+    return wide.reset_index().rename(columns={"label": "outcome"})
+
+
+ROUTINE_NOTE = (r"mean depth from the ROI boundary: [^|]*\(\S+ outermost\)"
+                r"|k = \d+ chosen by silhouette[^|]*")  # fmt: skip
+
+
+def _left_out(exclusions: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the cases it could not score (they lack its features) and why."""
+    rows = []
+    for model, part in exclusions.groupby("model", sort=False):
+        ids = part.case_id.astype(str).tolist()
+        rows.append({"model": model, "cases left out": len(ids),
+                     "which": ", ".join(ids[:12]) + (" ..." if len(ids) > 12 else ""),
+                     "why": "; ".join(dict.fromkeys(part.reason))})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _roi_notes(rois: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The generated-ROI notes that need a reader's attention (left-out sub-regions,
-    clipped rings, errors), and one line counting which habitat lies at the boundary."""
+    clipped rings, errors), and one line counting which habitat is the outermost (none
+    when habitats are named by position, where it is always ``boundary``)."""
     if rois.empty:
         return rois, ""
     rois = rois.astype(object).where(rois.notna(), "")  # empty cells read back as NaN
-    routine = rois.notes.astype(str).str.extract(r"(\S+) lies at the ROI boundary")[0]
+    routine = rois.notes.astype(str).str.extract(r"\((\S+) outermost\)")[0]
     counts = routine.dropna().value_counts()
     boundary = ", ".join(f"{name} in {n} cases" for name, n in counts.items())
+    if set(counts.index) <= {"boundary"}:
+        boundary = ""
     rest = rois.notes.astype(str).str.replace(ROUTINE_NOTE, "", regex=True)
     rest = rest.str.strip(" |").str.replace(r"\s*\|\s*\|\s*", " | ", regex=True)
     shown = rois.assign(notes=rest)
@@ -512,7 +592,9 @@ def _roi_notes(rois: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int = 4) -> list:
     """A few test cases (else any) on their largest ROI slice, each generated label in
-    its own colour and a legend, so a reader sees what every sub-region is."""
+    its own colour, named as in the feature tables (``habitat_boundary``, ``ring``), with
+    the legend beside the image and a 10 mm scale bar, so a reader sees what every
+    sub-region is and how large it is."""
     if not study.rois:
         return []
     import io
@@ -522,18 +604,20 @@ def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int 
     from matplotlib.patches import Patch
 
     from fusion.cohort import load_cohort
+    from fusion.features.radiomics import row_name
     from fusion.io.images import read_image
 
     cases = {c.case_id: c for c in load_cohort(study)}
     pool = cohort[cohort.included]
     pool = pool[pool.set == "test"] if (pool.set == "test").any() else pool
+    names = _label_names(folder / "tables" / "rois.csv")
     items = []
     for case_id in pool.case_id.astype(str)[:n]:
         maps = {name: folder / "rois" / name / f"{case_id}.nii.gz" for name in study.rois}
         if not all(p.is_file() for p in maps.values()):
             continue
-        image = sitk.GetArrayFromImage(read_image(cases[case_id].image,
-                                                  cases[case_id].series_uid))  # fmt: skip
+        ct = read_image(cases[case_id].image, cases[case_id].series_uid)
+        image = sitk.GetArrayFromImage(ct)
         arrays = {name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for name, p in maps.items()}
         k = int(np.argmax(sum((a > 0).sum(axis=(1, 2)) for a in arrays.values())))
         ys, xs = np.nonzero(sum(a[k] > 0 for a in arrays.values()))
@@ -543,27 +627,40 @@ def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int 
         window = (slice(max(ys.min() - pad, 0), ys.max() + pad + 1),
                   slice(max(xs.min() - pad, 0), xs.max() + pad + 1))  # fmt: skip
         arrays = {name: a[:, window[0], window[1]] for name, a in arrays.items()}
-        fig, ax = plt.subplots(figsize=(3.2, 3.2))
+        fig, ax = plt.subplots(figsize=(5.2, 4.0))
         ax.imshow(np.clip((image[k][window] - 0) / 80, 0, 1), cmap="gray")
         handles, colour = [], 0
         for name, array in arrays.items():
-            labels = [int(v) for v in np.unique(array) if v]
-            for label in labels:  # the row names of the radiomics tables
+            labels = {int(v): names.get((case_id, name), {}).get(int(v), f"{name}{int(v)}")
+                      for v in np.unique(array) if v}  # fmt: skip
+            for label in labels:  # named as the rows of the feature tables
                 rgba = np.zeros((*array[k].shape, 4))
                 rgba[array[k] == label] = (*figs.COLOURS[colour % 10], 0.55)
                 ax.imshow(rgba)
-                shown = name if len(labels) == 1 else f"{name}{label}"
+                shown = row_name(name, labels, label) if len(labels) > 1 else name
                 handles.append(Patch(color=figs.COLOURS[colour % 10], label=shown))
                 colour += 1
-        ax.legend(handles=handles, fontsize=6, loc="lower right")
+        figs.scale_bar(ax, ct.GetSpacing()[0], image[k][window].shape)
+        ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1),
+                  frameon=False)  # fmt: skip
         ax.set_axis_off()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
         label = int(pool.set_index(pool.case_id.astype(str)).label[case_id])
         items.append({"case_id": case_id, "png": base64.b64encode(buffer.getvalue()).decode(),
                       "caption": f"outcome {label}, slice {k}"})  # fmt: skip
     return items
+
+
+def _label_names(rois_csv: Path) -> dict[tuple[str, str], dict[int, str]]:
+    """(case, ROI) -> label -> the generator's name of that label, from rois.csv."""
+    if not rois_csv.is_file() or rois_csv.stat().st_size <= 1:
+        return {}
+    frame = pd.read_csv(rois_csv, dtype=str).fillna("")
+    return {(r.case_id, r.roi): {int(k): v for k, v in (item.split("=", 1)
+                                                      for item in r.labels.split())}
+            for r in frame.itertuples()}  # fmt: skip
 
 
 def _excluded_gallery(study: Study, cohort: pd.DataFrame) -> list[dict]:
@@ -623,13 +720,29 @@ def _slice_png(case, study: Study) -> str | None:  # noqa: ANN001 - a Case or No
 
 
 def _provenance_rows(provenance: dict[str, Any]) -> list[tuple[str, str]]:
+    """The provenance as a reader scans it: one line per fact, nested records flattened
+    (``stage_keys``, ``torch``...), absent values left out; the full study settings and
+    PyRadiomics parameters, which only a replay needs, are in provenance.json."""
     rows = []
     for key, value in provenance.items():
+        if value is None or key in ("settings", "radiomics_params"):
+            continue
         if key == "packages":
             rows.append(("packages", ", ".join(f"{k} {v}" for k, v in value.items())))
-        elif key == "deep_weights" and value:
+        elif key == "deep_weights":
             rows.append(("deep weights", f"{value.get('source')} (sha256 {value.get('sha256')}, "
                                          f"pretrained: {value.get('pretrained')})"))  # fmt: skip
+        elif key == "torch":
+            pins = ", ".join(f"{k}={v}" for k, v in value.get("pins", {}).items() if v)
+            rows.append(("torch", f"{value['torch']} (CUDA {value['cuda'] or 'none'}) on "
+                         f"{value['cpu']}, ISA {value['cpu_capability']}, {value['threads']} "
+                         f"threads; reproducible mode "
+                         f"{'on' if value['reproducible_mode'] else 'off'}"
+                         + (f" ({pins})" if pins else "")))  # fmt: skip
+        elif isinstance(value, dict):
+            rows.append((key, "; ".join(f"{k}: {v}" for k, v in value.items()) or "–"))
         else:
             rows.append((key, str(value)))
+    rows.append(("settings", "the full validated study and PyRadiomics parameters: "
+                             "provenance.json"))  # fmt: skip
     return rows

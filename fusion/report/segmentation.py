@@ -33,11 +33,16 @@ EMPTY_RULE = (
     "missed lesion (empty prediction) gives Dice, IoU, precision and recall 0 and the "
     "worst distance (the image diagonal in mm) for HD95 and ASD; a prediction where the "
     "reference is empty gives Dice, IoU and precision 0, recall 1 and the worst distance. "
-    "No case is dropped from a mean."
+    "No case is dropped from the means of Dice, IoU, precision and recall; HD95 and ASD are "
+    "averaged over the scans where both masks are non-empty, and the scans with one empty "
+    "mask are counted apart, so one small false positive cannot add the image diagonal to "
+    "a mean."
 )
 
 
 def _cell(row: pd.Series) -> str:
+    if not row["n"]:
+        return "–"
     return (
         f"{row['mean']:.3f} ± {row.sd:.3f}; {row['median']:.3f} [{row.q1:.3f}–{row.q3:.3f}]; "
         f"CI {row.ci_low:.3f}–{row.ci_high:.3f}"
@@ -49,10 +54,17 @@ def metric_table(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     if summary.empty:
         return summary
     wide = summary.assign(value=summary.apply(_cell, axis=1)).pivot_table(
-        index=[*by, "n"], columns="metric", values="value", aggfunc="first", sort=False
+        index=by, columns="metric", values="value", aggfunc="first", sort=False
     )
     order = [m for m in ("dice", "iou", "precision", "recall", "hd95", "asd") if m in wide]
-    wide = wide[order].reset_index().rename(columns={"hd95": "HD95 (mm)", "asd": "ASD (mm)"})
+    wide = wide[order].rename(columns={"hd95": "HD95 (mm)", "asd": "ASD (mm)"})
+    dice = summary[summary.metric == "dice"].set_index(by)
+    wide.insert(0, "n", dice.n.reindex(wide.index))
+    if "one_mask_empty" in summary:
+        surface = summary[summary.metric == "hd95"].set_index(by).n.reindex(wide.index)
+        wide.insert(1, "n_hd95_asd", surface)
+        wide.insert(2, "one_mask_empty", dice.one_mask_empty.reindex(wide.index))
+    wide = wide.reset_index()
     wide.columns.name = None  # else the pivot's "metric" shows as an empty column
     return wide
 
@@ -96,8 +108,8 @@ def methods_text(study: Study, tables: dict[str, pd.DataFrame]) -> list[str]:
         )
         + "The final model was trained on all training cases and selected on the tuning set; "
         "it alone predicted the tuning and held-out cases. Prediction: sliding windows with "
-        f"25% overlap and Gaussian blending; a voxel is tumour when its probability is at "
-        f"least {spec.threshold:g}. Predictions are resampled back to each scan's own grid, "
+        f"25% overlap and Gaussian blending; a voxel is {_lesion(spec)} when its probability "
+        f"is at least {spec.threshold:g}. Predictions are resampled back to each scan's own grid, "
         "where the metrics are computed in mm.",
         f"Preprocessing variants, trained and evaluated on the same sets: {variants}; per-case "
         "Dice compared with the paired Wilcoxon signed-rank test.",
@@ -114,16 +126,30 @@ def methods_text(study: Study, tables: dict[str, pd.DataFrame]) -> list[str]:
     ]
 
 
+def _lesion(spec: Any) -> str:
+    """What the network segments, in the study's own words (its label names)."""
+    return " or ".join(spec.labels.values())
+
+
 def froc_figure(points: pd.DataFrame, variant: str) -> Any:
+    """Sensitivity against false positives per scan, one step curve per IoU threshold.
+    Curves that reach sensitivity 1 at 0 false positives would lie on the frame: the
+    axes leave room above 1 and left of 0, every operating point is marked, and
+    coinciding curves are drawn thinner on top of thicker ones, so each stays visible."""
     fig, ax = figs.plt.subplots(figsize=(4.6, 3.6))
     part = points[points.variant == variant]
-    for i, (t, curve) in enumerate(part.groupby("iou_threshold")):
+    groups = list(part.groupby("iou_threshold"))
+    for i, (t, curve) in enumerate(groups):
         x = np.concatenate([[0], curve.fp_per_scan])
         y = np.concatenate([[0], curve.sensitivity])
-        ax.step(x, y, where="post", color=figs.COLOURS[i], label=f"IoU ≥ {t:g}")
+        width = 1.2 + 1.4 * (len(groups) - 1 - i)  # the first drawn is the widest
+        ax.step(x, y, where="post", color=figs.COLOURS[i], linewidth=width, alpha=0.85,
+                label=f"IoU ≥ {t:g}")  # fmt: skip
+        ax.plot(curve.fp_per_scan, curve.sensitivity, "o", color=figs.COLOURS[i], ms=3)
     ax.set_xscale("symlog", linthresh=0.125)
-    ax.set_xlim(0, 8)
-    ax.set_ylim(0, 1.02)
+    ax.set_xlim(-0.03, 8)
+    ax.set_ylim(-0.02, 1.08)
+    ax.axhline(1, color="grey", linewidth=0.5, linestyle=":")
     ax.set_xlabel("false positives per scan")
     ax.set_ylabel("lesion sensitivity")
     ax.set_title(f"FROC, held-out scans ({variant})")
@@ -188,6 +214,7 @@ def gallery(study: Study, folder: Path, cases: pd.DataFrame) -> list[dict]:
         for mask, colour in ((ref, "#2ca02c"), (pred, "#d62728")):
             if mask[z].any():
                 ax.contour(mask[z] > 0, levels=[0.5], colors=colour, linewidths=1.2)
+        figs.scale_bar(ax, image.GetSpacing()[0], ref[z].shape, mm=50)
         ax.set_axis_off()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
@@ -203,21 +230,31 @@ def gallery(study: Study, folder: Path, cases: pd.DataFrame) -> list[dict]:
     return items
 
 
-def warnings(tables: dict[str, pd.DataFrame]) -> list[str]:
-    """Say it loudly when a model learned nothing, or a case could not be evaluated."""
+def warnings(tables: dict[str, pd.DataFrame], spec: Any) -> list[str]:
+    """Say it loudly when a model learned nothing, stopped at its epoch limit (it may be
+    under-trained), or a case could not be evaluated."""
     out = []
     summary = tables["seg_summary"]
-    held = summary[
-        (summary.set == "all evaluated (test + external)")
-        & (summary.metric == "dice")
-        & (summary.scans == "with a lesion")
-    ]
-    for row in held.itertuples():
+    held = summary[(summary.set != "tuning") & (summary.metric == "dice")
+                   & (summary.scans == "with a lesion")]  # fmt: skip
+    pooled = held[held.set == "all evaluated (test + external)"]
+    for row in (pooled if len(pooled) else held).itertuples():
         if row.mean < 0.2:
             out.append(
                 f"The {row.variant} model reaches a mean Dice of only {row.mean:.3f} on "
-                f"the held-out cases ({row._3}): it has not learned to segment."
+                f"the held-out cases ({row.set}, {row._3}): it has not learned to segment."
             )
+    curves = tables["seg_training"]
+    if not curves.empty:
+        for (variant, model), c in curves.groupby(["variant", "model"], sort=False):
+            if model == "final" and int(c.epoch.max()) >= spec.max_epochs:
+                best = int(c[c.best.astype(bool)].epoch.max()) if c.best.astype(bool).any() \
+                    else int(c.epoch.max())  # fmt: skip
+                out.append(
+                    f"The {variant} model reached its epoch limit ({spec.max_epochs} of "
+                    f"{spec.max_epochs}; kept epoch {best}) without early stopping: it may "
+                    "be under-trained (raise max_epochs)."
+                )
     if len(tables["seg_skipped"]):
         out.append(
             f"{len(tables['seg_skipped'])} prediction(s) were not evaluated; see "
@@ -281,7 +318,9 @@ def segmentation_context(study: Study, folder: Path) -> dict[str, Any]:
             lambda v: "> 0" if 0 < v < 1e-300 else f"{v:.3g}"))  # fmt: skip
     return {
         "seg_methods": methods_text(study, t),
-        "seg_warnings": warnings(t),
+        "seg_warnings": warnings(t, study.segmentation),
+        "seg_lesion": _lesion(study.segmentation),
+        "seg_has_cv": not t["seg_cv"].empty,
         "matching_rule": MATCHING_RULE,
         "seg": {
             "summary": html_table(

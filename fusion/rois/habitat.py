@@ -13,17 +13,26 @@ the habitat literature uses them:
   applied unchanged to every case (:meth:`Population.assign`), so no test image and no
   label shapes the habitat definition.
 
-Labels are ordered by the cluster's mean intensity, ascending (habitat1 is the darkest),
-so that a label means the same sub-region in every case. Which habitat lies at the
-ROI's boundary is reported (:func:`boundary_shares`: the share of each habitat's voxels
-that touch the outside of the ROI). Everything is seeded, and k-means sees the feature
-rows sorted by value, so the result does not depend on the order of the voxels (a
-flipped image gives the flipped habitats).
+Labels mean the same sub-region in every case, in one of two orders (``order``):
+
+- ``intensity`` (default): by the cluster's mean intensity, ascending (``habitat1`` is
+  the darkest); which one lies at the boundary varies from case to case, and each case's
+  notes say which;
+- ``position``: by depth, the mean distance in mm of a cluster's voxels from the outside
+  of the ROI (:func:`depths`, on the image's spacing), ascending: ``boundary`` (the
+  outermost), ``intermediate`` (``intermediate1``, ``intermediate2``... for k > 3) and
+  ``core`` (the innermost). This is the order of habitat papers that model a boundary
+  sub-region (the hematoma seed's ROIsub3): the boundary habitat is found per case, so
+  a model of ``<roi>_boundary`` is always of the outermost one.
+
+Everything is seeded, and k-means sees the feature rows sorted by value, so the result
+does not depend on the order of the voxels (a flipped image gives the flipped habitats).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,6 +41,7 @@ from scipy import ndimage
 from fusion.rois.base import LabelMap, label_image, register
 
 FEATURES = ("intensity", "local_mean", "local_sd")
+Order = Literal["intensity", "position"]
 
 
 def voxel_features(image: sitk.Image, inside: np.ndarray, neighbourhood_mm: float) -> np.ndarray:
@@ -70,20 +80,28 @@ def _by_intensity(assignment: np.ndarray, intensity: np.ndarray, k: int) -> np.n
     return rank[assignment]
 
 
-def boundary_shares(labels: np.ndarray, inside: np.ndarray) -> dict[int, float]:
-    """Per habitat: the share of its voxels with a face-neighbour outside the ROI."""
-    edge = inside & ~ndimage.binary_erosion(inside, border_value=0)
-    return {int(h): float(edge[labels == h].mean()) for h in np.unique(labels[inside])}
+def depths(
+    labels: np.ndarray, inside: np.ndarray, spacing_zyx: tuple[float, ...]
+) -> dict[int, float]:
+    """Per habitat present: the mean distance (mm) of its voxels from the nearest voxel
+    outside the ROI (a voxel on the ROI's edge is one voxel spacing deep)."""
+    depth = ndimage.distance_transform_edt(np.pad(inside, 1), sampling=spacing_zyx)
+    depth = depth[tuple(slice(1, -1) for _ in range(inside.ndim))]
+    return {int(h): float(depth[labels == h].mean()) for h in np.unique(labels[inside])}
+
+
+def position_names(n: int) -> list[str]:
+    """The names of ``n`` habitats ordered from the boundary inwards."""
+    if n == 1:
+        return ["boundary"]
+    middle = ["intermediate"] if n == 3 else [f"intermediate{i}" for i in range(1, n - 1)]
+    return ["boundary", *middle, "core"]
 
 
 def unsplit(roi: sitk.Image, note: str) -> LabelMap:
     """No sub-regions for this case (the caller keeps the whole ROI), and why."""
     return LabelMap(label_image(np.zeros(sitk.GetArrayViewFromImage(roi).shape), roi), {},
                     (note,))  # fmt: skip
-
-
-def _names(k: int) -> dict[int, str]:
-    return {h: f"habitat{h}" for h in range(1, k + 1)}
 
 
 def too_small(inside: np.ndarray, k: int, min_voxels: int) -> str | None:
@@ -97,16 +115,29 @@ def too_small(inside: np.ndarray, k: int, min_voxels: int) -> str | None:
     return None
 
 
-def _result(labels: np.ndarray, inside: np.ndarray, roi: sitk.Image, k: int) -> LabelMap:
+def _result(labels: np.ndarray, inside: np.ndarray, roi: sitk.Image, k: int,
+            order: Order) -> LabelMap:  # fmt: skip
+    """The label map of intensity-ordered ``labels`` (1..k), in ``order``, with a note
+    giving each habitat's depth."""
     volume = np.zeros(inside.shape, dtype=np.uint8)
     volume[inside] = labels
-    shares = boundary_shares(volume, inside)
-    boundary = max(shares, key=shares.get)
+    depth = depths(volume, inside, roi.GetSpacing()[::-1])
+    if order == "intensity":
+        names = {h: f"habitat{h}" for h in range(1, k + 1)}
+    else:  # relabel 1..n from the boundary inwards
+        outward = sorted(depth, key=lambda h: (depth[h], h))
+        relabel = np.zeros(k + 1, dtype=np.uint8)
+        relabel[outward] = np.arange(1, len(outward) + 1)
+        volume = relabel[volume]
+        depth = {int(relabel[h]): d for h, d in depth.items()}
+        names = dict(enumerate(position_names(len(outward)), start=1))
+    outermost = names[min(depth, key=lambda h: (depth[h], h))]
     note = (
-        f"habitat{boundary} lies at the ROI boundary ({shares[boundary]:.0%} of its voxels "
-        "touch it)"
+        "mean depth from the ROI boundary: "
+        + ", ".join(f"{names[h]} {depth[h]:.1f} mm" for h in sorted(depth))
+        + f" ({outermost} outermost)"
     )
-    return LabelMap(label_image(volume, roi), _names(k), (note,))
+    return LabelMap(label_image(volume, roi), names, (note,))
 
 
 @register("habitat")
@@ -121,6 +152,11 @@ class Habitats:
     seed: int = 0
     label: int = 1
     name: str = "habitat"
+    order: Order = "intensity"
+
+    def __post_init__(self) -> None:
+        if self.order not in ("intensity", "position"):
+            raise ValueError(f"order must be 'intensity' or 'position', not {self.order!r}")
 
     def __call__(self, image: sitk.Image, roi: sitk.Image) -> LabelMap:
         inside = sitk.GetArrayFromImage(roi) == self.label
@@ -129,7 +165,8 @@ class Habitats:
         x = voxel_features(image, inside, self.neighbourhood_mm)
         z = _standardise(x, x.mean(axis=0), x.std(axis=0))
         assignment, _ = _kmeans(z, self.k, self.seed)
-        return _result(_by_intensity(assignment, x[:, 0], self.k), inside, roi, self.k)
+        labels = _by_intensity(assignment, x[:, 0], self.k)
+        return _result(labels, inside, roi, self.k, self.order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +201,15 @@ class Population:
     def k(self) -> int:
         return len(self.centroids)
 
-    def assign(self, case: Supervoxels, inside: np.ndarray, roi: sitk.Image) -> LabelMap:
+    def assign(
+        self, case: Supervoxels, inside: np.ndarray, roi: sitk.Image, order: Order = "intensity"
+    ) -> LabelMap:
         """Label every voxel of a case (training or not) by its supervoxel's nearest
-        population centroid; the population is not changed."""
+        population centroid; the population is not changed. With ``order: position``
+        the case's own habitats are then named from its boundary inwards."""
         z = _standardise(case.means, self.centre, self.scale)
         nearest = np.argmin(((z[:, None, :] - self.centroids[None]) ** 2).sum(axis=2), axis=1)
-        return _result(nearest[case.assignment] + 1, inside, roi, self.k)
+        return _result(nearest[case.assignment] + 1, inside, roi, self.k, order)
 
 
 def fit_population(training: list[Supervoxels], k: int, seed: int) -> Population:

@@ -128,6 +128,7 @@ def generator_settings(study: Study, name: str, folder: Path | None = None) -> d
     to this study's trained checkpoint under ``folder`` (reports/<study>) and its device
     resolved, and a habitat's seed, unless the study gives one, the study seed's
     ``habitat/<name>`` stream (:mod:`fusion.seeds`)."""
+    from fusion.reproducible import mode_of
     from fusion.seeds import stream
 
     spec = study.rois[name]
@@ -136,7 +137,7 @@ def generator_settings(study: Study, name: str, folder: Path | None = None) -> d
         settings["seed"] = stream(study.seed, f"habitat/{name}")
     if spec.generator == "unet":
         settings["device"] = roi_device(study, name)
-        settings["threads"] = study.reproducible.threads if study.reproducible else None
+        settings["reproducible"] = mode_of(study)
         if settings.get("model") is not None and folder is not None:
             from fusion.seg.stage import model_path
 
@@ -171,7 +172,7 @@ def rois_settings(
         version=ROI_CACHE_VERSION, checkpoint=checkpoint, device=device,
         precision=precision(device) if device else None,
         seed=generator_settings(study, name).get("seed"),  # a habitat's clustering
-        reproducible=study.reproducible and study.reproducible.model_dump(),
+        reproducible=generator_settings(study, name).get("reproducible"),
     )  # fmt: skip
 
 
@@ -267,7 +268,11 @@ def _cohort(study, name, cases, sets, keys, store, jobs, scheduler):  # noqa: AN
         _, mask = _read_case(case, study)
         inside = sitk.GetArrayFromImage(mask) > 0
         note = too_small(inside, k, habitat.min_voxels)
-        out = unsplit(mask, note) if note else population.assign(steps[case.case_id], inside, mask)
+        out = (
+            unsplit(mask, note)
+            if note
+            else population.assign(steps[case.case_id], inside, mask, habitat.order)
+        )
         _write(out.image, path)
         value = _describe(out, chosen)
         write_text_atomic(json.dumps(value), meta)

@@ -25,7 +25,7 @@ class Unet:
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
-    threads: int | None = None  # set by the study's reproducible mode, not by the user
+    reproducible: dict | None = None  # the study's reproducible mode, set by the rois stage
 
     needs_roi = False  # segments the image itself
 
@@ -44,6 +44,6 @@ class Unet:
         if self.checkpoint is None:
             raise ValueError(f"unet: model {self.model!r} was not resolved to a checkpoint")
         model, meta = model_from(Path(self.checkpoint))
-        with torch_mode(self.threads):
+        with torch_mode(self.reproducible):
             pred = predict_image(model, meta, image, pick_device(self.device), self.threshold)
         return LabelMap(pred.labels, pred.names, pred.notes)

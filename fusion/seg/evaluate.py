@@ -18,7 +18,7 @@ from fusion.config import Study
 from fusion.errors import FusionError
 from fusion.seeds import stream
 from fusion.stats.froc import froc_tables
-from fusion.stats.segmentation import METRICS, case_metrics, summarise
+from fusion.stats.segmentation import case_metrics, summarise, surface_means
 
 
 def _subgroups(study: Study) -> dict[str, str]:
@@ -99,10 +99,14 @@ def _summaries(frame: pd.DataFrame, study: Study) -> dict[str, pd.DataFrame]:
     n_boot, seed = study.evaluation.bootstrap, stream(study.seed, "bootstrap")
     level = study.evaluation.conf_level
     final = frame[frame.model == "final"]
-    held_out = final[final.set != "tuning"].assign(set="all evaluated (test + external)")
-    external = final[final.set.str.startswith("external")].assign(set="all external")
-    both = len(external) and len(external) < len(held_out)  # else the two rows are one
-    pooled = pd.concat([final, held_out, external if both else None])
+    held = final[final.set != "tuning"]
+    # pooled rows only where they pool something: one held-out set is its own row
+    pooled_held = held.assign(set="all evaluated (test + external)") \
+        if held.set.nunique() > 1 else None  # fmt: skip
+    external = final[final.set.str.startswith("external")]
+    pooled_external = external.assign(set="all external") \
+        if external.set.nunique() > 1 else None  # fmt: skip
+    pooled = pd.concat([final, pooled_held, pooled_external])
     # the seeds' per-image Dice is over scans with a lesion; scans without one (Dice 1 when
     # nothing is predicted) are shown apart, and together with them
     scans = pd.concat(
@@ -135,14 +139,20 @@ def _summaries(frame: pd.DataFrame, study: Study) -> dict[str, pd.DataFrame]:
     )
     cv = frame[frame.model != "final"]
     if len(cv):
-        table = cv.groupby(["variant", "model", "class"])[list(METRICS)].mean().reset_index()
+        summary = surface_means(cv, ["variant", "model", "class"])
+        table = summary.reset_index()
         table["cases"] = cv.groupby(["variant", "model", "class"]).size().to_numpy()
-        summary = cv.groupby(["variant", "model", "class"])[list(METRICS)].mean()
         across = summary.groupby(["variant", "class"]).agg(["mean", "std"])
         across.columns = [f"{m}_{s}" for m, s in across.columns]
         out["seg_cv"] = table
         out["seg_cv_summary"] = across.reset_index()
     return out
+
+
+DEGENERATE_CI = (
+    "the scores separate the classes completely, so DeLong's variance is 0 and the CI has "
+    "no width: it reflects these few cases, not certainty (a larger sample would widen it)"
+)
 
 
 def _detection(study, lesions, sets, cases) -> dict[str, pd.DataFrame]:  # noqa: ANN001
@@ -194,7 +204,8 @@ def _detection(study, lesions, sets, cases) -> dict[str, pd.DataFrame]:  # noqa:
             except ValueError:  # the tuning set lacks a class
                 note = "tuning set lacks a class: positive when a lesion is predicted"
         held = frame[frame.set != "tuning"]
-        for where, part in [("all evaluated (test + external)", held), *held.groupby("set")]:
+        pooled = [("all evaluated (test + external)", held)] if held.set.nunique() > 1 else []
+        for where, part in [*pooled, *held.groupby("set")]:
             row: dict[str, Any] = {
                 "variant": variant,
                 "set": where,
@@ -206,6 +217,8 @@ def _detection(study, lesions, sets, cases) -> dict[str, pd.DataFrame]:  # noqa:
             try:
                 auc = roc_auc(part.label, part.score, study.evaluation.conf_level)
                 row |= {"auc": auc.auc, "auc_ci_low": auc.ci_low, "auc_ci_high": auc.ci_high}
+                if auc.se == 0:
+                    row["note"] = (note + "; " if note else "") + DEGENERATE_CI
             except ValueError as exc:
                 row |= {
                     "auc": np.nan,

@@ -1,4 +1,5 @@
-"""Outcome models: the modelling table (``cohort.csv``: who is in, who is out and why),
+"""Outcome models: the modelling table (``cohort.csv``: who is in, who is out and why;
+``model_exclusions.csv``: the models a case is left out of, and why),
 every model fitted on the training set (a scikit-learn Pipeline each), scores for every
 case and the models' summaries."""
 
@@ -32,9 +33,9 @@ def has_outcome_models(study: Study) -> bool:
 class ModelsStage(Defaults):
     name = "models"
     section = "models"
-    writes = ("tables/cohort.csv", "tables/scores.csv", "tables/model_summary.csv",
-              "tables/model_tuning.csv", "tables/selected_features.csv", "tables/lasso_*.csv",
-              "tables/.models.key")  # fmt: skip
+    writes = ("tables/cohort.csv", "tables/model_exclusions.csv", "tables/scores.csv",
+              "tables/model_summary.csv", "tables/model_tuning.csv", "tables/lasso_*.csv",
+              "tables/selected_features.csv", "tables/.models.key")  # fmt: skip
     reads = ("qc", "radiomics_features", "deep_features", "radiomics_failures", "deep_failures")
     key_sections = MODELS_KEY_SECTIONS
     keyed = True
@@ -51,7 +52,7 @@ class ModelsStage(Defaults):
     def run(self, ctx: RunContext) -> None:
         from fusion.learn.splits import patient_groups
         from fusion.learn.study import fit_study_models, summary_tables
-        from fusion.learn.table import feature_table, radiomics_wide
+        from fusion.learn.table import excluded_from_all, feature_table, radiomics_wide
         from fusion.threads import cores
 
         study, cases = ctx.study, ctx.checked.cases
@@ -62,22 +63,28 @@ class ModelsStage(Defaults):
         if study.deep is not None:
             blocks["deep"] = ctx.read_table("deep_features", "deep").set_index("case_id")
         passed = [c for c in cases if qc.status.get(c.case_id) != "fail"]
-        table, missing = feature_table(study, passed, blocks, _failure_reasons(ctx.tables))
+        table, exclusions = feature_table(study, passed, blocks, _failure_reasons(ctx.tables))
+        out_of_all = excluded_from_all(study, exclusions)
+        table = table.drop(index=out_of_all.case_id)
         sets = ctx.set_of()
         reasons = {cid: f"QC: {qc.problems[cid]}" for cid in qc.index[qc.status == "fail"]}
-        reasons |= dict(zip(missing.case_id, missing.reason, strict=True))
+        reasons |= dict(zip(out_of_all.case_id, out_of_all.reason, strict=True))
+        partly = exclusions[exclusions.case_id.isin(table.index)]
+        some = partly.groupby("case_id").model.agg(" ".join)
         cohort = pd.DataFrame({
             "case_id": [c.case_id for c in cases],
             "set": [sets[c.case_id] for c in cases],
             "label": [c.label for c in cases],
             "included": [c.case_id in table.index for c in cases],
             "reason": [reasons.get(c.case_id, "") for c in cases],
+            "left_out_of": [some.get(c.case_id, "") for c in cases],
             "split_source": "manifest" if any(c.split for c in cases) else "random",
         })  # fmt: skip
         write_csv_atomic(cohort, ctx.tables / "cohort.csv")
+        write_csv_atomic(partly, ctx.tables / "model_exclusions.csv")
         labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
         out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases),
-                               jobs=ctx.options.jobs or cores())  # fmt: skip
+                               jobs=ctx.options.jobs or cores(), exclusions=partly)  # fmt: skip
         write_csv_atomic(out.scores, ctx.tables / "scores.csv")
         for name, frame in summary_tables(out).items():
             write_csv_atomic(frame, ctx.tables / f"{name}.csv")

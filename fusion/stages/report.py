@@ -45,6 +45,6 @@ def _torch_info(ctx: RunContext) -> dict | None:
     networks = any(stage.torch and stage.applies(study) for stage in STAGES.values())
     if not networks and all(roi.generator != "unet" for roi in study.rois.values()):
         return None
-    from fusion.reproducible import torch_state
+    from fusion.reproducible import mode_of, torch_state
 
-    return torch_state(study.reproducible.threads if study.reproducible else None)
+    return torch_state(mode_of(study))

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from fusion.atomic import write_csv_atomic
 from fusion.config import Study
 from fusion.engine import stage_settings
@@ -25,7 +27,7 @@ STATISTICS_KEY_SECTIONS = {
 class StatisticsStage(Defaults):
     name = "statistics"
     section = "models"
-    writes = ("tables/performance.csv", "tables/delong.csv", "tables/calibration*.csv",
+    writes = ("tables/performance*.csv", "tables/delong.csv", "tables/calibration*.csv",
               "tables/net_benefit*.csv", "tables/reclassification.csv",
               "tables/sample_size.csv", "tables/roc_points.csv", "tables/table1_*.csv",
               "tables/clinical_*.csv", "tables/.statistics.key")  # fmt: skip
@@ -70,6 +72,12 @@ class StatisticsStage(Defaults):
         out |= evaluate.clinical_tables(
             frame, {**covariates, "roi_volume_ml": "continuous"}, covariates, references
         )
+        if ev.subgroups:
+            levels = {c.case_id: {"institution": c.institution, **c.clinical} for c in cases}
+            groups = pd.DataFrame.from_dict(levels, orient="index")[ev.subgroups]
+            out["performance_subgroups"] = evaluate.subgroup_table(
+                evaluate.with_pooled_external(scores), groups, ev.conf_level
+            )
         for name, table in out.items():
             write_csv_atomic(table, ctx.tables / f"{name}.csv")
 

@@ -68,13 +68,28 @@ def _groups(scores: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
 
 
 def _pairs(scores: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame, pd.Series]]:
-    """(set, model a, model b, wide frame of the column values by case, labels) for every
-    pair of models on every set, a before b in the order the models were declared."""
+    """(set, model a, model b, both models' rows on the cases both scored, their labels)
+    for every pair of models on every set, a before b in the order the models were
+    declared. Models left out of some cases (no features for their ROI) are compared on
+    the cases they share, with paired tests; :func:`pair_note` says how many that is."""
     for set_name, frame in scores.groupby("set", sort=False):
-        labels = frame.drop_duplicates("case_id").set_index("case_id").label
         models = list(dict.fromkeys(frame.model))
+        cases = {m: set(frame.case_id[frame.model == m]) for m in models}
         for a, b in combinations(models, 2):
-            yield set_name, a, b, frame, labels
+            pair = frame[frame.model.isin((a, b)) & frame.case_id.isin(cases[a] & cases[b])]
+            labels = pair.drop_duplicates("case_id").set_index("case_id").label
+            yield set_name, a, b, pair, labels
+
+
+def pair_note(scores: pd.DataFrame, set_name: str, a: str, b: str) -> str:
+    """Empty when models a and b scored the same cases of a set; else which cases a
+    paired comparison of the two stands on."""
+    frame = scores[scores.set == set_name]
+    ca, cb = (set(frame.case_id[frame.model == m]) for m in (a, b))
+    if ca == cb:
+        return ""
+    return (f"paired on the {len(ca & cb)} cases both models scored ({a}: {len(ca)}, "
+            f"{b}: {len(cb)}; the others lack one model's features)")  # fmt: skip
 
 
 def class_note(y: np.ndarray) -> str | None:
@@ -174,18 +189,38 @@ def delong_table(scores: pd.DataFrame, conf_level: float = 0.95) -> pd.DataFrame
     rows = []
     for set_name, a, b, frame, labels in _pairs(scores):
         wide = frame.pivot(index="case_id", columns="model", values="score")
-        row = {"set": set_name, "estimate": estimate_of(set_name), "model_a": a, "model_b": b}
+        row = {"set": set_name, "estimate": estimate_of(set_name), "model_a": a, "model_b": b,
+               "cases": len(wide)}  # fmt: skip
+        paired = pair_note(scores, set_name, a, b)
         try:
             t = delong_test(labels.loc[wide.index], wide[a], wide[b], conf_level=conf_level)
         except ValueError as exc:  # one class, identical rankings: nothing to compare
-            rows.append(row | {"note": str(exc)})
+            rows.append(row | {"note": "; ".join(filter(None, (str(exc), paired)))})
             continue
         rows.append(
             row | {"auc_a": t.auc_a, "auc_b": t.auc_b, "auc_diff": t.auc_a - t.auc_b,
                    "diff_ci_low": t.ci_low, "diff_ci_high": t.ci_high, "z": t.z,
-                   "p_value": t.p_value, "note": ""}
+                   "p_value": t.p_value, "note": paired}
         )  # fmt: skip
-    return pd.DataFrame(rows)
+    return holm(pd.DataFrame(rows))
+
+
+def holm(table: pd.DataFrame) -> pd.DataFrame:
+    """``p_holm``: the p-values of each set's pairwise tests adjusted for their number by
+    Holm's step-down method (statsmodels' multipletests, as R's p.adjust "holm"); it
+    controls the family-wise error rate of the set's comparisons."""
+    from statsmodels.stats.multitest import multipletests
+
+    if table.empty or "p_value" not in table:
+        return table
+    out = table.assign(p_holm=np.nan)
+    for _, part in out.groupby("set", sort=False):
+        tested = part.p_value.dropna()
+        if len(tested):
+            out.loc[tested.index, "p_holm"] = multipletests(tested, method="holm")[1]
+    columns = list(out.columns)
+    columns.insert(columns.index("p_value") + 1, columns.pop(columns.index("p_holm")))
+    return out[columns]
 
 
 def calibration_table(
@@ -250,10 +285,11 @@ def reclassification_table(
         y = labels.loc[wide.index].to_numpy().astype(int)
         row: dict[str, Any] = {"set": set_name, "estimate": estimate_of(set_name),
                                "model_a": a, "model_b": b}  # fmt: skip
+        paired = pair_note(scores, set_name, a, b)
         try:
             r = improve_prob(y, wide[b], wide[a])
         except ValueError as exc:
-            rows.append(row | {"note": str(exc)})
+            rows.append(row | {"note": "; ".join(filter(None, (str(exc), paired)))})
             continue
         row |= {f: getattr(r, f) for f in ("n_events", "n_nonevents", "nri", "nri_se", "nri_z",
                                           "nri_p", "nri_events", "nri_events_se",
@@ -267,7 +303,7 @@ def reclassification_table(
                     "cat_up_events": c.up_events, "cat_down_events": c.down_events,
                     "cat_up_nonevents": c.up_nonevents,
                     "cat_down_nonevents": c.down_nonevents}  # fmt: skip
-        rows.append(row | {"note": ""})
+        rows.append(row | {"note": paired})
     return pd.DataFrame(rows)
 
 
@@ -405,6 +441,42 @@ def sample_size_table(
             "note": "an upstream model's score counts as one parameter here; the features "
                     "behind it count in that model's own row" if stacked else "",
         })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def subgroup_table(
+    scores: pd.DataFrame, groups: pd.DataFrame, conf_level: float = 0.95
+) -> pd.DataFrame:
+    """Performance within subgroups (TRIPOD+AI items 14 and 23b: fairness, heterogeneity).
+
+    ``groups`` is indexed by case_id with one column per subgroup variable (sex,
+    institution...). Per set, model, variable and level: cases, events, observed event
+    rate, mean predicted risk, their ratio O/E (calibration-in-the-large; 1 is perfect)
+    and the AUC with its DeLong CI (pROC's ci.auc). A level with fewer than two cases of
+    a class has no CI, and ``note`` says why; numbers within small subgroups are
+    imprecise, so the CIs matter more than the point estimates."""
+    rows = []
+    frame = scores.join(groups, on="case_id")
+    for variable in groups.columns:
+        for (set_name, model, level), part in frame.groupby(
+            ["set", "model", variable], sort=False, dropna=False
+        ):
+            y, p = part.label.to_numpy().astype(int), part.prob.to_numpy()
+            row: dict[str, Any] = {
+                "set": set_name, "estimate": estimate_of(set_name), "model": model,
+                "subgroup": variable, "level": "missing" if pd.isna(level) else str(level),
+                "cases": len(y), "events": int(y.sum()), "observed_rate": float(y.mean()),
+                "mean_risk": float(p.mean()),
+                "o_e_ratio": float(y.mean() / p.mean()) if p.mean() > 0 else np.nan,
+            }  # fmt: skip
+            note = class_note(y)
+            if note is None:
+                try:
+                    a = roc_auc(y, part.score.to_numpy(), conf_level)
+                    row |= {"auc": a.auc, "auc_ci_low": a.ci_low, "auc_ci_high": a.ci_high}
+                except ValueError as exc:
+                    note = str(exc)
+            rows.append(row | {"note": note or ""})
     return pd.DataFrame(rows)
 
 

@@ -70,7 +70,9 @@ def logistic_or_table(
     Wald intervals (R's confint.default). Rows with a missing value are dropped.
 
     Columns: term, reference (the reference level of a categorical term), coef, se,
-    odds_ratio, ci_low, ci_high (of the odds ratio), p_value, n.
+    odds_ratio, ci_low, ci_high (of the odds ratio), p_value, n. The intercept is not an
+    odds ratio (its exponent is the odds of the outcome when every covariate is 0 or at
+    its reference level), so its odds-ratio columns are empty and its coef stands alone.
     """
     import statsmodels.api as sm
 
@@ -83,15 +85,17 @@ def logistic_or_table(
     fit = sm.Logit(y, X).fit(disp=0, method="newton", maxiter=100)
     z = stats.norm.ppf(1 - (1 - conf_level) / 2)
     coef, se = fit.params, fit.bse
+    slope = (X.columns != "(Intercept)").astype(float)
+    slope[slope == 0] = np.nan  # the intercept's odds-ratio columns stay empty
     return pd.DataFrame(
         {
             "term": X.columns,
             "reference": [reference_of.get(t, "") for t in X.columns],
             "coef": coef.to_numpy(),
             "se": se.to_numpy(),
-            "odds_ratio": np.exp(coef.to_numpy()),
-            "ci_low": np.exp((coef - z * se).to_numpy()),
-            "ci_high": np.exp((coef + z * se).to_numpy()),
+            "odds_ratio": np.exp(coef.to_numpy()) * slope,
+            "ci_low": np.exp((coef - z * se).to_numpy()) * slope,
+            "ci_high": np.exp((coef + z * se).to_numpy()) * slope,
             "p_value": fit.pvalues.to_numpy(),
             "n": len(frame),
         }

@@ -291,8 +291,9 @@ def _gradcam_tables(study, cams, held, scores, thresholds, folder, device) -> di
                                        ev.conf_level)  # fmt: skip
             hit_lo, hit_hi = wilson_ci(int(hits.sum()), len(hits), ev.conf_level)
             summary.append({
-                "model": arch, "cases": group, "n": len(rows_), "map_cells": part.map_cells.iloc[0],
-                "zero_maps": int(rows_.zero_map.sum()),
+                "model": arch, "cases": group, "n_cases": len(rows_),
+                "zero_maps": int(rows_.zero_map.sum()), "n_measured": len(measured),
+                "map_cells": part.map_cells.iloc[0],
                 "energy_in_mask": float(energy.mean()) if len(energy) else np.nan,
                 "energy_ci_low": lo, "energy_ci_high": hi,
                 "chance_energy": float(measured.chance_energy.mean()) if len(energy) else np.nan,
