@@ -180,3 +180,28 @@ def test_misclassified_held_out_cases_are_listed_with_each_models_probability() 
         {"case_id": "a", "set": "test", "outcome": 1, "m1": "0.20 FN", "m2": "0.70"},
         {"case_id": "b", "set": "test", "outcome": 0, "m1": "0.60 FP", "m2": "0.10"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("sets", "pooled"),
+    [
+        (["test"], []),
+        (["external:D", "external:E"], ["all evaluated (test + external)"]),
+        (["test", "external:D", "external:E"],
+         ["all evaluated (test + external)", "all external"]),
+    ],
+)  # fmt: skip
+def test_pooled_segmentation_rows_only_where_they_pool(sets: list[str], pooled: list[str]) -> None:
+    """A pooled row equal to a set's own (one held-out set; or only external ones) is a
+    duplicate a reader must compare cell by cell to see it adds nothing."""
+    from types import SimpleNamespace
+
+    from fusion.seg.evaluate import _summaries
+
+    rows = [{"case_id": f"{s}{i}", "set": s, "model": "final", "variant": "v", "class": "c",
+             "dice": 0.8, "iou": 0.7, "precision": 0.8, "recall": 0.8, "hd95": 3.0, "asd": 1.0,
+             "empty": "", "reference_voxels": 10, "institution": "", "subgroup": ""}
+            for s in [*sets, "tuning"] for i in range(3)]  # fmt: skip
+    study = SimpleNamespace(seed=0, evaluation=SimpleNamespace(bootstrap=0, conf_level=0.95))
+    summary = _summaries(pd.DataFrame(rows), study)["seg_summary"]
+    assert sorted(set(summary.set) - {*sets, "tuning"}) == sorted(pooled)

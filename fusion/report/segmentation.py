@@ -140,8 +140,9 @@ def froc_figure(points: pd.DataFrame, variant: str) -> Any:
     part = points[points.variant == variant]
     groups = list(part.groupby("iou_threshold"))
     for i, (t, curve) in enumerate(groups):
-        x = np.concatenate([[0], curve.fp_per_scan])
-        y = np.concatenate([[0], curve.sensitivity])
+        # from the origin to the last operating point, then level to the axis' end
+        x = np.concatenate([[0], curve.fp_per_scan, [8]])
+        y = np.concatenate([[0], curve.sensitivity, curve.sensitivity.iloc[-1:]])
         width = 1.2 + 1.4 * (len(groups) - 1 - i)  # the first drawn is the widest
         ax.step(x, y, where="post", color=figs.COLOURS[i], linewidth=width, alpha=0.85,
                 label=f"IoU ≥ {t:g}")  # fmt: skip

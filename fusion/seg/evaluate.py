@@ -105,7 +105,7 @@ def _summaries(frame: pd.DataFrame, study: Study) -> dict[str, pd.DataFrame]:
         if held.set.nunique() > 1 else None  # fmt: skip
     external = final[final.set.str.startswith("external")]
     pooled_external = external.assign(set="all external") \
-        if external.set.nunique() > 1 else None  # fmt: skip
+        if 1 < external.set.nunique() < held.set.nunique() else None  # fmt: skip
     pooled = pd.concat([final, pooled_held, pooled_external])
     # the seeds' per-image Dice is over scans with a lesion; scans without one (Dice 1 when
     # nothing is predicted) are shown apart, and together with them

@@ -17,6 +17,7 @@ when its key (settings, case contents, fusion's source) changes.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,7 +291,7 @@ def run_segmentation(
         _save_predictions(folder, variant, final)
     tables = evaluation_tables(study, sets, by_id, images, predictions, spacing)
     tables["seg_training"] = pd.DataFrame(curves)
-    tables["seg_models"] = _models_table(models, device)
+    tables["seg_models"] = _models_table(models, device, folder)
     return tables
 
 
@@ -304,7 +305,10 @@ def _save_predictions(folder: Path, variant: str, predictions: dict) -> None:
             sitk.WriteImage(pred.labels, str(tmp), useCompression=True)
 
 
-def _models_table(models: dict[str, Path], device: str) -> pd.DataFrame:
+def _models_table(models: dict[str, Path], device: str, folder: Path) -> pd.DataFrame:
+    """Each final model: its checkpoint (relative to the study's report folder, so the
+    table does not depend on where the reports were written), weights digest, kept
+    epoch and tuning Dice, grid, patch, device and versions."""
     from fusion.nets.weights import weights_digest
     from fusion.seg.network import read_checkpoint
 
@@ -316,7 +320,7 @@ def _models_table(models: dict[str, Path], device: str) -> pd.DataFrame:
         rows.append(
             {
                 "variant": variant,
-                "checkpoint": str(path),
+                "checkpoint": os.path.relpath(path, folder),
                 # the weights' digest: torch's zip container is not byte-stable
                 "weights_sha256": weights_digest(saved["state_dict"]),
                 "best_epoch": prov["epoch"],
