@@ -137,3 +137,21 @@ def test_baseline_table_picks_tests_by_distribution() -> None:
     assert table.loc[("age", "mean ± SD"), "p_value"] == pytest.approx(expected)
     a = frame.age[:100]
     assert table.loc[("age", "mean ± SD"), "group=0 (n=100)"] == f"{a.mean():.2f} ± {a.std():.2f}"
+
+
+def test_one_sort_placements_equal_sun_and_xu_midranks_with_ties() -> None:
+    """The one-sort placements (fusion.stats.roc._placements) equal Sun & Xu's three
+    midrank passes, on scores with many ties."""
+    from fusion.stats.roc import _placements, midrank
+
+    rng = np.random.default_rng(3)
+    y = (rng.uniform(size=500) < 0.3).astype(int)
+    scores = np.vstack([rng.integers(0, 8, 500), y + rng.integers(0, 3, 500)]).astype(float)
+    aucs, v10, v01 = _placements(y, scores)
+    m, n = int(y.sum()), int((1 - y).sum())
+    for r, s in enumerate(scores):
+        pos, neg = s[y == 1], s[y == 0]
+        tz = midrank(np.concatenate([pos, neg]))
+        assert np.allclose(v10[r], (tz[:m] - midrank(pos)) / n, rtol=0, atol=1e-12)
+        assert np.allclose(v01[r], 1 - (tz[m:] - midrank(neg)) / m, rtol=0, atol=1e-12)
+        assert aucs[r] == pytest.approx((tz[:m].sum() - m * (m + 1) / 2) / (m * n), abs=1e-12)

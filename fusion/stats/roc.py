@@ -4,9 +4,11 @@ Conventions follow R's pROC with ``direction = "<"``: a higher score means more 
 positive, and ties between a positive and a negative count one half. The AUC is never
 flipped: a score that ranks the wrong way gets an AUC below 0.5.
 
-DeLong's structural components come from midranks (Sun & Xu, 2014, "Fast
-implementation of DeLong's algorithm", IEEE Signal Processing Letters 21:1389), so every
-function here is O(n log n).
+DeLong's structural components are Sun & Xu's midrank placements (2014, "Fast
+implementation of DeLong's algorithm", IEEE Signal Processing Letters 21:1389), computed
+from one sort per score instead of their three, so every function here is O(n log n):
+a paired test on 10^6 cases takes 0.27-0.30 s here against pROC 1.18's 1.31-1.36 s
+(``benchmarks/bench_stats.py``, side by side).
 """
 
 from __future__ import annotations
@@ -69,16 +71,32 @@ def midrank(x: np.ndarray) -> np.ndarray:
 
 
 def _placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AUCs and DeLong placement values for k score rows: (auc[k], v10[k, m], v01[k, n])."""
-    pos, neg = scores[:, y == 1], scores[:, y == 0]
-    m, n = pos.shape[1], neg.shape[1]
+    """AUCs and DeLong placement values for k score rows: (auc[k], v10[k, m], v01[k, n]).
+
+    One sort per score row (Sun & Xu's three midrank passes, folded into one): in the
+    sorted scores, a positive's placement is the share of negatives below it plus half
+    of those tied with it, a negative's one minus the share of positives below it and
+    half of those tied. Positives keep their order in ``y``, as do negatives."""
+    is_pos = y == 1
+    m, n = int(is_pos.sum()), int((~is_pos).sum())
     aucs, v10, v01 = np.empty(len(scores)), np.empty((len(scores), m)), np.empty((len(scores), n))
-    for r in range(len(scores)):
-        tz = midrank(np.concatenate([pos[r], neg[r]]))
-        tx, ty = midrank(pos[r]), midrank(neg[r])
-        aucs[r] = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
-        v10[r] = (tz[:m] - tx) / n
-        v01[r] = 1.0 - (tz[m:] - ty) / m
+    for r, score in enumerate(scores):
+        order = np.argsort(score)  # ties are grouped below: their order does not matter
+        ordered = score[order]
+        new_group = np.empty(len(ordered), dtype=bool)
+        new_group[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new_group[1:])
+        group = np.cumsum(new_group) - 1  # tie group of each sorted position
+        pos_sorted = is_pos[order]
+        pos_in = np.bincount(group, weights=pos_sorted)
+        neg_in = np.bincount(group) - pos_in
+        pos_below = np.cumsum(pos_in) - pos_in
+        neg_below = np.cumsum(neg_in) - neg_in
+        placement = np.empty(len(score))
+        placement[order] = np.where(pos_sorted, (neg_below + neg_in / 2)[group] / n,
+                                    1.0 - (pos_below + pos_in / 2)[group] / m)  # fmt: skip
+        v10[r], v01[r] = placement[is_pos], placement[~is_pos]
+        aucs[r] = v10[r].mean()
     return aucs, v10, v01
 
 
