@@ -155,3 +155,22 @@ def test_one_sort_placements_equal_sun_and_xu_midranks_with_ties() -> None:
         assert np.allclose(v10[r], (tz[:m] - midrank(pos)) / n, rtol=0, atol=1e-12)
         assert np.allclose(v01[r], 1 - (tz[m:] - midrank(neg)) / m, rtol=0, atol=1e-12)
         assert aucs[r] == pytest.approx((tz[:m].sum() - m * (m + 1) / 2) / (m * n), abs=1e-12)
+
+
+def test_bootstrap_auc_by_counting_equals_sorting_every_resample() -> None:
+    """The same draws give the same AUCs whether each resample is sorted (Mann-Whitney by
+    midranks) or counted over the ranks found once; so the CI is the same."""
+    from fusion.stats import bootstrap_auc_ci
+    from fusion.stats.roc import _auc
+
+    rng = np.random.default_rng(4)
+    y = (rng.uniform(size=300) < 0.4).astype(int)
+    s = np.round(y + rng.normal(size=300), 1)  # ties across and within classes
+    pos, neg = s[y == 1], s[y == 0]
+    draws = np.random.default_rng(11)
+    aucs = [_auc(pos[draws.integers(0, len(pos), len(pos))],
+                 neg[draws.integers(0, len(neg), len(neg))]) for _ in range(200)]  # fmt: skip
+    low, high = np.quantile(aucs, [0.025, 0.975])
+    ours = bootstrap_auc_ci(y, s, n_boot=200, seed=11)
+    assert ours.ci_low == pytest.approx(low, abs=1e-12)
+    assert ours.ci_high == pytest.approx(high, abs=1e-12)
