@@ -174,3 +174,16 @@ def test_bootstrap_auc_by_counting_equals_sorting_every_resample() -> None:
     ours = bootstrap_auc_ci(y, s, n_boot=200, seed=11)
     assert ours.ci_low == pytest.approx(low, abs=1e-12)
     assert ours.ci_high == pytest.approx(high, abs=1e-12)
+
+
+def test_resample_weights_in_blocks_are_the_one_shot_draws() -> None:
+    """Blocks of resamples keep memory bounded and change no number: the counts equal
+    those of drawing every resample at once from the same seed."""
+    from fusion.stats.bootstrap import case_weight_blocks
+
+    n, n_boot = 50, 23
+    draws = np.random.default_rng(8).integers(0, n, (n_boot, n))
+    expected = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(float)
+    blocks = list(case_weight_blocks(n, n_boot, 8, cells=7 * n))  # 7 resamples a block
+    assert [len(b) for b in blocks] == [7, 7, 7, 2]
+    assert np.array_equal(np.vstack(blocks), expected)

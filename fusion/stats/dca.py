@@ -7,7 +7,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from fusion.stats._checks import as_outcome, as_probabilities
-from fusion.stats.bootstrap import case_weights, percentile_interval
+from fusion.stats.bootstrap import over_resamples, percentile_interval
 
 
 def threshold_grid(thresholds: ArrayLike) -> np.ndarray:
@@ -61,7 +61,7 @@ def net_benefit_ci(
     y = as_outcome(y)
     r = as_probabilities(risk, len(y), "risk")
     pt = threshold_grid(thresholds)
-    values = _weighted_net_benefit(case_weights(len(y), n_boot, seed), y, r, pt)
+    values = over_resamples(len(y), n_boot, seed, lambda w: _weighted_net_benefit(w, y, r, pt))
     low, high = percentile_interval(values, conf_level)
     return pd.DataFrame({"threshold": pt, "ci_low": low, "ci_high": high})
 
@@ -104,6 +104,7 @@ def net_benefit_difference(
     point = difference(np.ones((1, len(y))))[0]
     low = high = np.full(len(pt), np.nan)
     if n_boot:
-        low, high = percentile_interval(difference(case_weights(len(y), n_boot, seed)), conf_level)
+        low, high = percentile_interval(over_resamples(len(y), n_boot, seed, difference),
+                                        conf_level)  # fmt: skip
     return pd.DataFrame({"threshold": pt, "difference": np.round(point, 12),
                          "ci_low": np.round(low, 12), "ci_high": np.round(high, 12)})  # fmt: skip

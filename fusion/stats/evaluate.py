@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fusion.seeds import stream
-from fusion.stats.bootstrap import case_weights, percentile_interval
+from fusion.stats.bootstrap import over_resamples, percentile_interval
 from fusion.stats.calibration import (
     calibration,
     calibration_curve,
@@ -170,12 +170,14 @@ def _bootstrap_brier_f1(
            "f1_ci_high": np.nan}  # fmt: skip
     if not n_boot:
         return out
-    weights = case_weights(len(y), n_boot, seed)
     called = (p >= threshold).astype(float)
-    out["brier_ci_low"], out["brier_ci_high"] = percentile_interval(
-        weights @ ((p - y) ** 2) / len(y), conf_level
-    )
-    tp, fp, fn = weights @ (called * y), weights @ (called * (1 - y)), weights @ ((1 - called) * y)
+    # per resample: the Brier score and the confusion counts at the threshold
+    squared = (p - y) ** 2
+    counts = np.column_stack([called * y, called * (1 - y), (1 - called) * y])  # 0/1: exact
+    sums = over_resamples(len(y), n_boot, seed,
+                          lambda w: np.column_stack([w @ squared, w @ counts]))  # fmt: skip
+    out["brier_ci_low"], out["brier_ci_high"] = percentile_interval(sums[:, 0] / len(y), conf_level)
+    tp, fp, fn = sums[:, 1], sums[:, 2], sums[:, 3]
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = 2 * tp / (2 * tp + fp + fn)
     if np.isfinite(f1).all():
