@@ -1,8 +1,9 @@
-"""The reproducible mode: bit-identical torch numbers on any x86-64 CPU with AVX2.
+"""The reproducible mode: bit-identical torch numbers whatever threads and ISA the
+machine offers (on any x86-64 CPU with AVX2 with ``kernels: portable``).
 
 Which knobs move CPU torch training (measured with torch 2.14.1 on an AMD EPYC with
 AVX-512, training a ResNet-18 and a MONAI 3D U-Net three steps each and hashing the
-weights; ``/tmp`` script in the closing note of issue 22):
+weights; ``tests/test_reproducible.py`` keeps the U-Net case):
 
 - the intra-op thread count: 1, 2 and 3 threads give three different sets of weights,
   because a full reduction (PReLU's weight gradient, a mean over a whole tensor) is split

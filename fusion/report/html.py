@@ -410,7 +410,7 @@ def build_report(study: Study, folder: Path) -> Path:
         ),
         "misclassified": html_table(_misclassified(t["scores"], t["model_summary"])),
         "excluded": _excluded_gallery(study, cohort),
-        "subregions": _subregion_gallery(study, cohort, folder),
+        "subregions": _subregion_gallery(study, cohort, folder, t["rois"]),
         "provenance": _provenance_rows(provenance),
     }
     if study.segmentation is not None:  # a study that segments and also models outcomes
@@ -590,7 +590,9 @@ def _roi_notes(rois: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return shown[(shown.notes != "") | (shown.error.astype(str) != "")], boundary
 
 
-def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int = 4) -> list:
+def _subregion_gallery(
+    study: Study, cohort: pd.DataFrame, folder: Path, rois: pd.DataFrame, n: int = 4
+) -> list:
     """A few test cases (else any) on their largest ROI slice, each generated label in
     its own colour, named as in the feature tables (``habitat_boundary``, ``ring``), with
     the legend beside the image and a 10 mm scale bar, so a reader sees what every
@@ -610,7 +612,7 @@ def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int 
     cases = {c.case_id: c for c in load_cohort(study)}
     pool = cohort[cohort.included]
     pool = pool[pool.set == "test"] if (pool.set == "test").any() else pool
-    names = _label_names(folder / "tables" / "rois.csv")
+    names = _label_names(rois)
     items = []
     for case_id in pool.case_id.astype(str)[:n]:
         maps = {name: folder / "rois" / name / f"{case_id}.nii.gz" for name in study.rois}
@@ -653,11 +655,11 @@ def _subregion_gallery(study: Study, cohort: pd.DataFrame, folder: Path, n: int 
     return items
 
 
-def _label_names(rois_csv: Path) -> dict[tuple[str, str], dict[int, str]]:
+def _label_names(rois: pd.DataFrame) -> dict[tuple[str, str], dict[int, str]]:
     """(case, ROI) -> label -> the generator's name of that label, from rois.csv."""
-    if not rois_csv.is_file() or rois_csv.stat().st_size <= 1:
+    if rois.empty:
         return {}
-    frame = pd.read_csv(rois_csv, dtype=str).fillna("")
+    frame = rois.astype(str).where(rois.notna(), "")
     return {(r.case_id, r.roi): {int(k): v for k, v in (item.split("=", 1)
                                                       for item in r.labels.split())}
             for r in frame.itertuples()}  # fmt: skip

@@ -158,21 +158,22 @@ def rois_settings(
 ) -> dict[str, Any]:
     """Everything that can change ROI ``name``'s label map of a case: its own spec, the
     cohort fields that pick the drawn ROI, the content of a segmenter's checkpoint, the
-    device and precision it runs in (``device`` overrides the resolved one) and the seed
-    of a habitat's clustering."""
+    device and precision it runs in (``device`` overrides the resolved one), the seed
+    of a habitat's clustering and the study's reproducible mode for a network."""
     from fusion.device import precision
     from fusion.hashing import file_digest
 
+    resolved = generator_settings(study, name, folder)
     checkpoint = None
-    if folder is not None and "checkpoint" in (resolved := generator_settings(study, name, folder)):
+    if folder is not None and "checkpoint" in resolved:
         checkpoint = file_digest(Path(resolved["checkpoint"]))
     device = device or roi_device(study, name)
     return stage_settings(
         study, ROIS_KEY_EXCLUDES, roi=study.rois[name].model_dump(mode="json"),
         version=ROI_CACHE_VERSION, checkpoint=checkpoint, device=device,
         precision=precision(device) if device else None,
-        seed=generator_settings(study, name).get("seed"),  # a habitat's clustering
-        reproducible=generator_settings(study, name).get("reproducible"),
+        seed=resolved.get("seed"),  # a habitat's clustering
+        reproducible=resolved.get("reproducible"),
     )  # fmt: skip
 
 

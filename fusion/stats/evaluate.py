@@ -67,29 +67,26 @@ def _groups(scores: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
         yield set_name, model, frame
 
 
-def _pairs(scores: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame, pd.Series]]:
-    """(set, model a, model b, both models' rows on the cases both scored, their labels)
-    for every pair of models on every set, a before b in the order the models were
+def _pairs(
+    scores: pd.DataFrame,
+) -> Iterator[tuple[str, str, str, pd.DataFrame, pd.Series, str]]:
+    """(set, model a, model b, both models' rows on the cases both scored, their labels,
+    note) for every pair of models on every set, a before b in the order the models were
     declared. Models left out of some cases (no features for their ROI) are compared on
-    the cases they share, with paired tests; :func:`pair_note` says how many that is."""
+    the cases they share, with paired tests; the note then says how many that is (empty
+    when both scored the same cases)."""
     for set_name, frame in scores.groupby("set", sort=False):
         models = list(dict.fromkeys(frame.model))
         cases = {m: set(frame.case_id[frame.model == m]) for m in models}
         for a, b in combinations(models, 2):
-            pair = frame[frame.model.isin((a, b)) & frame.case_id.isin(cases[a] & cases[b])]
+            common = cases[a] & cases[b]
+            pair = frame[frame.model.isin((a, b)) & frame.case_id.isin(common)]
             labels = pair.drop_duplicates("case_id").set_index("case_id").label
-            yield set_name, a, b, pair, labels
-
-
-def pair_note(scores: pd.DataFrame, set_name: str, a: str, b: str) -> str:
-    """Empty when models a and b scored the same cases of a set; else which cases a
-    paired comparison of the two stands on."""
-    frame = scores[scores.set == set_name]
-    ca, cb = (set(frame.case_id[frame.model == m]) for m in (a, b))
-    if ca == cb:
-        return ""
-    return (f"paired on the {len(ca & cb)} cases both models scored ({a}: {len(ca)}, "
-            f"{b}: {len(cb)}; the others lack one model's features)")  # fmt: skip
+            note = "" if cases[a] == cases[b] else (
+                f"paired on the {len(common)} cases both models scored ({a}: "
+                f"{len(cases[a])}, {b}: {len(cases[b])}; the others lack one model's "
+                "features)")  # fmt: skip
+            yield set_name, a, b, pair, labels, note
 
 
 def class_note(y: np.ndarray) -> str | None:
@@ -189,11 +186,10 @@ def delong_table(scores: pd.DataFrame, conf_level: float = 0.95) -> pd.DataFrame
     """Every pair of models on every set: paired DeLong test of their AUCs; a pair that
     cannot be tested keeps its row with the reason in ``note``."""
     rows = []
-    for set_name, a, b, frame, labels in _pairs(scores):
+    for set_name, a, b, frame, labels, paired in _pairs(scores):
         wide = frame.pivot(index="case_id", columns="model", values="score")
         row = {"set": set_name, "estimate": estimate_of(set_name), "model_a": a, "model_b": b,
                "cases": len(wide)}  # fmt: skip
-        paired = pair_note(scores, set_name, a, b)
         try:
             t = delong_test(labels.loc[wide.index], wide[a], wide[b], conf_level=conf_level)
         except ValueError as exc:  # one class, identical rankings: nothing to compare
@@ -282,12 +278,11 @@ def reclassification_table(
     Hmisc::improveProb(b, a, y); with ``cutoffs`` (risk category bounds) also the
     categorical NRI (``cat_*``). A pair that cannot be compared keeps a note."""
     rows = []
-    for set_name, a, b, frame, labels in _pairs(scores):
+    for set_name, a, b, frame, labels, paired in _pairs(scores):
         wide = frame.pivot(index="case_id", columns="model", values="prob")
         y = labels.loc[wide.index].to_numpy().astype(int)
         row: dict[str, Any] = {"set": set_name, "estimate": estimate_of(set_name),
                                "model_a": a, "model_b": b}  # fmt: skip
-        paired = pair_note(scores, set_name, a, b)
         try:
             r = improve_prob(y, wide[b], wide[a])
         except ValueError as exc:
@@ -320,7 +315,7 @@ def net_benefit_difference_table(
     threshold grid, with a paired percentile bootstrap band (whole cases resampled, both
     models' risks together)."""
     frames = []
-    for set_name, a, b, frame, labels in _pairs(scores):
+    for set_name, a, b, frame, labels, _ in _pairs(scores):
         wide = frame.pivot(index="case_id", columns="model", values="prob")
         y = labels.loc[wide.index]
         diff = net_benefit_difference(y, wide[a], wide[b], thresholds, n_boot, seed, conf_level)
