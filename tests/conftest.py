@@ -106,3 +106,32 @@ def good_case(tmp_path: Path) -> Callable[[str], dict]:
         }
 
     return _make
+
+
+class KillAtEpoch:
+    """Wraps ``module._epoch_fn`` (a trainer's epoch factory) so that epoch ``epoch``
+    raises KeyboardInterrupt, as a killed run would stop, until :meth:`disarm`;
+    ``ran`` lists the epochs trained after the kill (what a resume had to redo)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: object, epoch: int) -> None:
+        self.epoch: int | None = epoch
+        self.ran: list[int] = []
+        real = module._epoch_fn
+
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            inner = real(*args, **kwargs)
+
+            def epoch_fn(epoch: int):  # noqa: ANN202
+                if epoch == self.epoch:
+                    raise KeyboardInterrupt
+                if self.epoch is None:
+                    self.ran.append(epoch)
+                return inner(epoch)
+
+            return epoch_fn
+
+        monkeypatch.setattr(module, "_epoch_fn", wrapped)
+
+    def disarm(self) -> None:
+        """Let the next run train through (and record its epochs in ``ran``)."""
+        self.epoch = None

@@ -16,6 +16,7 @@ from PIL import Image
 from fusion.config import ClassifierSpec, load_study
 from fusion.errors import FusionError
 from fusion.report.check import structure_problems
+from tests.conftest import KillAtEpoch
 
 TINY = {"architectures": ["resnet50"], "weights": "random", "image_size": 32, "batch_size": 8,
         "max_epochs": 2, "patience": 2, "learning_rate": 1e-3,
@@ -252,29 +253,35 @@ def test_augmentation_is_applied_in_training_and_never_at_evaluation(tmp_path, m
     np.testing.assert_allclose(first, predict(model, val.pixels, "cpu", 3), rtol=1e-5)
 
 
-def test_training_resumes_to_the_same_weights(tmp_path) -> None:
+def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
     import torch
 
+    import fusion.learn.cnn.train as cnn_train
     from fusion.checkpoint import read
     from fusion.cohort import load_cohort
     from fusion.learn.cnn.data import load_images
-    from fusion.learn.cnn.train import train_classifier
-    from fusion.nets.loop import DONE
 
     study = load_study(_cohort(tmp_path, n=20))
     images = load_images(load_cohort(study), 32)
     train, val = images.subset(images.case_ids[:14]), images.subset(images.case_ids[14:])
     spec = ClassifierSpec(**{**TINY, "max_epochs": 3, "patience": 5})
-    whole = train_classifier("resnet50", train, val, spec, None, {}, tmp_path / "whole", 5, "cpu")
-    cut = spec.model_copy(update={"max_epochs": 2})  # the same run killed after epoch 2
-    train_classifier("resnet50", train, val, cut, None, {}, tmp_path / "cut", 5, "cpu")
-    (tmp_path / "cut" / DONE).unlink()
-    resumed = train_classifier("resnet50", train, val, spec, None, {}, tmp_path / "cut", 5, "cpu")
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+    def fit(folder: str):  # noqa: ANN202
+        return cnn_train.train_classifier("resnet50", train, val, spec, None, {},
+                                          tmp_path / folder, 5, "cpu")  # fmt: skip
+
+    whole = fit("whole")
+    assert not (tmp_path / "whole" / "last.pt").exists()  # a finished run keeps best.pt only
+    kill = KillAtEpoch(monkeypatch, cnn_train, 3)
+    with pytest.raises(KeyboardInterrupt):  # the same run killed during epoch 3
+        fit("cut")
+    kill.disarm()
+    resumed = fit("cut")
+    assert kill.ran == [3]  # epochs 1 and 2 came from last.pt
     assert [h["phase"] for h in resumed.history] == ["head", "blocks", "blocks"]
-    assert resumed.history == whole.history
-    a, b = (read(tmp_path / run / "last.pt", "classifier") for run in ("whole", "cut"))
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    a, b = (read(t.checkpoint, "classifier")["state_dict"] for t in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_gradcam_points_at_the_region_the_answer_depends_on() -> None:

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from fusion.config import NormaliseSpec, SegmentationSpec, UNetSpec, VariantSpec, load_study
 from fusion.errors import FusionError
 from fusion.report.check import structure_problems
+from tests.conftest import KillAtEpoch
 from tests.conftest import write_image
 
 TINY = {"dims": 3, "channels": [4, 8], "strides": [2], "res_units": 0}
@@ -210,24 +211,29 @@ def _prepared(tmp_path: Path, n: int) -> list:
     return out
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path) -> None:
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
     import torch
 
-    from fusion.nets.loop import DONE
+    import fusion.seg.train as seg_train
     from fusion.seg.network import read_checkpoint
-    from fusion.seg.train import train_unet
 
     cases = _prepared(tmp_path, 3)
     meta = _meta()
-    whole = train_unet(cases[:2], cases[2:], _spec(), meta, tmp_path / "whole", 5, "cpu")
-    # the same run stopped after epoch 2 (as if killed), then started again
-    train_unet(cases[:2], cases[2:], _spec(max_epochs=2), meta, tmp_path / "cut", 5, "cpu")
-    (tmp_path / "cut" / DONE).unlink()
-    resumed = train_unet(cases[:2], cases[2:], _spec(), meta, tmp_path / "cut", 5, "cpu")
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
-    assert resumed.history == whole.history
-    a = read_checkpoint(tmp_path / "whole" / "last.pt")["state_dict"]
-    b = read_checkpoint(tmp_path / "cut" / "last.pt")["state_dict"]
+
+    def train(folder: str):  # noqa: ANN202
+        return seg_train.train_unet(cases[:2], cases[2:], _spec(), meta, tmp_path / folder, 5, "cpu")
+
+    whole = train("whole")
+    assert not (tmp_path / "whole" / "last.pt").exists()  # a finished run keeps best.pt only
+    kill = KillAtEpoch(monkeypatch, seg_train, 3)
+    with pytest.raises(KeyboardInterrupt):  # the same run killed during epoch 3
+        train("cut")
+    assert (tmp_path / "cut" / "last.pt").is_file()
+    kill.disarm()
+    resumed = train("cut")
+    assert kill.ran == [3, 4]  # epochs 1 and 2 came from last.pt
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    a, b = (read_checkpoint(t.checkpoint)["state_dict"] for t in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
