@@ -40,6 +40,7 @@ class Case:
     label: int
     split: str | None = None
     institution: str | None = None
+    site: str | None = None  # scanner or site, for harmonisation
     patient: str | None = None
     series_uid: str | None = None
     clinical: dict[str, Any] = field(default_factory=dict)
@@ -128,7 +129,7 @@ def load_cohort(study: Study) -> list[Case]:
     df = read_manifest(spec)
     where = df.attrs["where"]
     needed = {"case_id": cols.case_id, "image": cols.image, "label": cols.label}
-    for optional in ("roi", "split", "institution", "patient", "series", "reference"):
+    for optional in ("roi", "split", "institution", "site", "patient", "series", "reference"):
         name = getattr(cols, optional)
         # a column left at its default is optional; one the study names must exist
         if name is not None and (optional in cols.model_fields_set or name in df.columns):
@@ -201,6 +202,7 @@ def load_cohort(study: Study) -> list[Case]:
                 label=label,
                 split=split,
                 institution=institution,
+                site=_text(row[cols.site]) if cols.site else None,
                 patient=patient,
                 series_uid=_text(row[cols.series]) if cols.series else None,
                 clinical=clinical,

@@ -30,6 +30,8 @@ from fusion.errors import ConfigError, did_you_mean
 
 FEATURE_BLOCKS = ("radiomics", "deep", "clinical")
 SCORE_SUFFIX = "-score"
+# ROI generators whose maps are about the drawn ROI (fusion.rois.perturb, .controls)
+AUXILIARY_GENERATORS = ("perturb", "shuffle", "elsewhere")
 
 
 def _resolve_existing_file(value: Path, info: ValidationInfo) -> Path:
@@ -58,6 +60,10 @@ class Columns(_Strict):
     label: str = "label"
     split: str | None = "split"
     institution: str | None = None
+    site: str | None = Field(
+        default=None, description="the scanner or site of each case, for harmonisation "
+        "(ComBat's batch); without it harmonisation uses the institution",
+    )  # fmt: skip
     patient: str | None = None
     series: str | None = None
     reference: str | None = Field(
@@ -395,6 +401,67 @@ class ModelSpec(_Strict):
     kernel: Literal["rbf", "linear"] = "rbf"
     lasso: bool = True
     correlation_threshold: float | None = Field(default=0.9, gt=0, le=1)
+    robust: bool = Field(
+        default=False, description="first step: keep the radiomics features robust to the "
+        "study's ROI perturbations (ICC on the training cases only; needs perturbations)",
+    )  # fmt: skip
+    harmonise: bool = Field(
+        default=False, description="ComBat across sites, fitted on the training rows of "
+        "each fit (needs the harmonisation section)",
+    )  # fmt: skip
+    control_of: str | None = Field(
+        default=None, description="this model is a negative control of that (earlier) "
+        "model: the report sets their AUCs side by side, tests them by DeLong and warns "
+        "when the control reaches the real model's CI",
+    )  # fmt: skip
+    permute_outcome: bool = Field(
+        default=False, description="negative control: fit on the training outcome "
+        "permuted (seeded); evaluated against the true outcome (needs control_of)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _permuted_is_a_control(self) -> ModelSpec:
+        if self.permute_outcome and self.control_of is None:
+            raise ValueError("permute_outcome makes a negative control: name its model "
+                             "in control_of")  # fmt: skip
+        return self
+
+
+class PerturbationsSpec(_Strict):
+    """ROI perturbations for the robustness of radiomics features (fusion.rois.perturb):
+    each entry of ``variants`` becomes a generated ROI ``perturbed<i>-<kind>`` of the
+    drawn ROI (its settings: ``kind``, ``distance_mm``, ``angle_deg``, ``noise_hu``,
+    ``seed``), measured like any ROI. A feature's ICC across the drawn ROI and the
+    variants, on the training cases, decides whether ``robust`` models keep it."""
+
+    variants: list[dict[str, Any]] = Field(min_length=1)
+    icc: Literal["ICC1", "ICC3"] = Field(
+        default="ICC1", description="ICC(1,1), one-way random, absolute agreement "
+        "(default: a perturbation is another draw of the contour, with no fixed 'rater' "
+        "effect to forgive); ICC(3,1), two-way mixed, consistency (a perturbation's "
+        "systematic shift, e.g. dilation's, is forgiven)",
+    )  # fmt: skip
+    min_ci_low: float = Field(default=0.75, ge=-1, le=1)
+    min_icc: float = Field(default=0.9, ge=-1, le=1)
+
+    def roi_names(self) -> list[str]:
+        return [f"perturbed{i}-{v.get('kind', 'erode')}" for i, v in
+                enumerate(self.variants, start=1)]  # fmt: skip
+
+
+class HarmonisationSpec(_Strict):
+    """ComBat (fusion.learn.harmonise) for models with ``harmonise: true``: the batch is
+    the manifest's ``cohort.columns.site`` (else its institution)."""
+
+    blocks: list[Literal["radiomics", "deep"]] = ["radiomics", "deep"]
+    covariates: list[str] = Field(
+        default=[], description="clinical covariates whose effects ComBat preserves "
+        "(categorical ones enter as 0/1 columns against their reference level)",
+    )  # fmt: skip
+    unseen: Literal["error", "own"] = Field(
+        default="error", description="a site with no training case: an error naming it, "
+        "or its location and scale estimated from its own cases' features",
+    )  # fmt: skip
 
 
 class SampleSizeSpec(_Strict):
@@ -486,6 +553,8 @@ class Study(_Strict):
     classifier: ClassifierSpec | None = None
     rois: dict[str, RoiSpec] = {}
     models: dict[str, ModelSpec] = {}
+    perturbations: PerturbationsSpec | None = None
+    harmonisation: HarmonisationSpec | None = None
     evaluation: EvaluationSpec = EvaluationSpec()
     reproducible: ReproducibleSpec | None = Field(
         default=None, description="bit-identical torch numbers across machines, at a "
@@ -539,6 +608,66 @@ class Study(_Strict):
                     f"{', '.join(allowed) or 'none'}.{did_you_mean(name, allowed)}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _perturbations_become_rois(self) -> Study:
+        """Each perturbation is a generated ROI of the drawn one (fusion.rois.perturb)."""
+        if self.perturbations is None:
+            return self
+        for name, variant in zip(self.perturbations.roi_names(), self.perturbations.variants,
+                                 strict=True):  # fmt: skip
+            if name in self.rois and self.rois[name].generator != "perturb":
+                raise ValueError(f"rois.{name} clashes with a perturbation's ROI name")
+            settings = {"label": self.cohort.roi_label, **variant, "name": name}
+            self.rois[name] = RoiSpec(generator="perturb", settings=settings)
+        return self
+
+    @model_validator(mode="after")
+    def _robust_and_harmonised_models_have_their_sections(self) -> Study:
+        for model, spec in self.models.items():
+            if spec.robust and self.perturbations is None:
+                raise ValueError(f"model {model!r} has robust: true but the study has no "
+                                 "perturbations section")  # fmt: skip
+            if spec.harmonise:
+                if self.harmonisation is None:
+                    raise ValueError(f"model {model!r} has harmonise: true but the study has "
+                                     "no harmonisation section")  # fmt: skip
+                if not (self.cohort.columns.site or self.cohort.columns.institution):
+                    raise ValueError(f"model {model!r} has harmonise: true: name the site "
+                                     "column (cohort.columns.site or .institution)")  # fmt: skip
+        if self.harmonisation is not None:
+            known = [c.name for c in self.clinical]
+            for name in self.harmonisation.covariates:
+                if name not in known:
+                    raise ValueError(f"harmonisation.covariates: {name!r} is not a clinical "
+                                     f"covariate ({', '.join(known) or 'none'})"
+                                     f"{did_you_mean(name, known)}")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _controls_name_earlier_models(self) -> Study:
+        declared: list[str] = []
+        for model, spec in self.models.items():
+            if spec.control_of is not None:
+                if spec.control_of not in declared:
+                    earlier = ", ".join(declared) or "none"
+                    raise ValueError(f"model {model!r}: control_of {spec.control_of!r} must "
+                                     f"name a model declared before it ({earlier})")  # fmt: skip
+                if spec.permute_outcome and any(f.endswith(SCORE_SUFFIX) for f in spec.features):
+                    raise ValueError(f"model {model!r}: a permuted-outcome control cannot "
+                                     "use another model's score (fitted on the true "
+                                     "outcome)")  # fmt: skip
+                if self.models[spec.control_of].control_of is not None:
+                    raise ValueError(f"model {model!r}: {spec.control_of!r} is itself a control")
+            declared.append(model)
+        return self
+
+    def auxiliary_rois(self) -> frozenset[str]:
+        """Generated ROIs that are measurements about the drawn ROI, not features of the
+        ``radiomics`` block: perturbations and negative-control ROIs (a model takes one
+        only by name, ``radiomics:<roi>``)."""
+        return frozenset(name for name, spec in self.rois.items()
+                         if spec.generator in AUXILIARY_GENERATORS)  # fmt: skip
 
     @model_validator(mode="after")
     def _models_use_known_features(self) -> Study:

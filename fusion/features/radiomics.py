@@ -32,6 +32,7 @@ from fusion.engine import (
 )
 from fusion.errors import ConfigError, FusionError
 from fusion.io.images import read_image
+from fusion.io.intensity import apply_op
 from fusion.io.radiomics_params import load_params, roi_labels
 from fusion.io.rois import read_roi, roi_names
 
@@ -73,9 +74,9 @@ class RadiomicsOutput:
     run: StageRun
 
 
-# a generated ROI handed to the worker: its label map file and the labels to extract
-# with their row names
-Generated = tuple[Path, tuple[tuple[int, str], ...]]
+# a generated ROI handed to the worker: its label map file, the labels to extract with
+# their row names, and the intensity change its features are computed on (or None)
+Generated = tuple[Path, tuple[tuple[int, str], ...], dict[str, Any] | None]
 
 
 def extract_case(
@@ -84,7 +85,8 @@ def extract_case(
     ],
 ) -> dict[str, Any]:
     """Worker: read the case from disk and run PyRadiomics on every ROI of it (the drawn
-    ROI's labels, then each generated label map's), each filter computed once."""
+    ROI's labels, then each generated label map's), each filter computed once per image
+    (a map with an intensity change has its own image, :mod:`fusion.io.intensity`)."""
     import radiomics
     import SimpleITK as sitk
     from radiomics.featureextractor import RadiomicsFeatureExtractor
@@ -92,20 +94,25 @@ def extract_case(
     case, params, labels, structures, default_name, generated = payload
     radiomics.setVerbosity(logging.ERROR)
     image = read_image(case.image, case.series_uid)
-    rois = []
+    rois = []  # (image, mask, label, row name)
     if case.roi is not None:  # a study whose ROIs all come from a segmenter has none
         roi = read_roi(case.roi, image, structures)
         names = roi_names(roi)
-        rois = [(roi, label, names.get(label, default_name.format(label=label)))
+        rois = [(image, roi, label, names.get(label, default_name.format(label=label)))
                 for label in labels]  # fmt: skip
-    for path, wanted in generated:
+    for path, wanted, op in generated:
         mask = on_grid(sitk.ReadImage(str(path)), image, path)
-        rois += [(mask, label, name) for label, name in wanted]
+        source = image if op is None or not wanted else apply_op(image, mask, op)
+        rois += [(source, mask, label, name) for label, name in wanted]
     extractor = RadiomicsFeatureExtractor(params)
+    results: list[Any] = [None] * len(rois)
+    for source in {id(r[0]): r[0] for r in rois}.values():
+        at = [i for i, r in enumerate(rois) if r[0] is source]
+        done = execute_rois(extractor, source, [(rois[i][1], rois[i][2]) for i in at])
+        for i, result in zip(at, done, strict=True):
+            results[i] = result
     out = []
-    for (_, _, name), result in zip(
-        rois, execute_rois(extractor, image, [(m, k) for m, k, _ in rois]), strict=True
-    ):
+    for (*_, name), result in zip(rois, results, strict=True):
         features = {
             k: feature_value(k, v) for k, v in result.items() if not k.startswith("diagnostics_")
         }
@@ -267,10 +274,12 @@ def radiomics_tasks(
     tasks = []
     for c in cases:
         extra = tuple(
-            (roi.path, tuple((k, row_name(name, roi.names, k)) for k in roi.kept))
+            (roi.path, tuple((k, row_name(name, roi.names, k)) for k in roi.kept), roi.image_op)
             for name, roi in (generated or {}).get(c.case_id, {}).items()
         )
-        maps = [(str(path), list(wanted), file_digest(path)) for path, wanted in extra]
+        # an intensity change enters the key; a plain map's entry is as it always was
+        maps = [(str(path), list(wanted), file_digest(path), *([op] if op else []))
+                for path, wanted, op in extra]  # fmt: skip
         key = cache_key("radiomics", settings, digests[c.case_id], c.series_uid, maps)
         tasks.append(Task(c.case_id, key, (c, params, labels, structures, default_name, extra)))
     return tasks

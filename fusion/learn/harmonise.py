@@ -154,3 +154,69 @@ class ComBat(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         check_is_fitted(self, "features_")
         return np.asarray(self.features_, dtype=object)
+
+
+class SiteComBat(TransformerMixin, BaseEstimator):
+    """:class:`ComBat` as a step of a model's Pipeline (before the imputer): it takes the
+    model's DataFrame (indexed by case_id) and harmonises the columns that start with
+    one of ``prefixes`` (``radiomics:``, ``deep:``), passing the others through.
+
+    The site of each row is looked up in ``sites`` (case_id -> site, from the manifest)
+    and its biological covariates in ``covariates`` (case_id -> numeric columns; 0/1 for
+    categorical levels), so neither has to be a feature. Missing feature values are
+    filled with the training rows' median first, and missing covariates with the training
+    mean (both learned in ``fit``, as the model's own imputer would); a column missing in
+    every training row passes through unharmonised. Fitted: ``combat_`` (the
+    :class:`ComBat`), ``columns_`` (the harmonised columns), ``medians_``.
+
+    Raises:
+        ValueError: a row whose case has no site, or what :class:`ComBat` raises.
+    """
+
+    def __init__(self, sites: pd.Series | None = None, covariates: pd.DataFrame | None = None,
+                 prefixes: tuple[str, ...] = ("radiomics:", "deep:"),
+                 unseen: Unseen = "error") -> None:  # fmt: skip
+        self.sites = sites
+        self.covariates = covariates
+        self.prefixes = prefixes
+        self.unseen = unseen
+
+    def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise ValueError("SiteComBat needs a DataFrame indexed by case_id")
+        sites = self.sites.reindex(X.index.astype(str))
+        if sites.isna().any():
+            missing = ", ".join(map(str, X.index[sites.isna().to_numpy()][:5]))
+            raise ValueError(f"ComBat: no site for case(s) {missing}")
+        frame = X[self.columns_].fillna(self.medians_)
+        frame.insert(0, "__site__", sites.to_numpy())
+        if self.covariates is not None and len(self.covariates.columns):
+            cov = self.covariates.reindex(X.index.astype(str)).fillna(self.cov_means_)
+            for column in cov.columns:
+                frame[f"__cov__{column}"] = cov[column].to_numpy(float)
+        return frame
+
+    def _covariate_names(self) -> tuple[str, ...]:
+        names = [] if self.covariates is None else list(self.covariates.columns)
+        return tuple(f"__cov__{c}" for c in names)
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> SiteComBat:
+        chosen = [c for c in X.columns if str(c).startswith(self.prefixes)]
+        self.medians_ = X[chosen].median()
+        self.columns_ = [c for c in chosen if not np.isnan(self.medians_[c])]
+        if self.covariates is not None:
+            self.cov_means_ = self.covariates.reindex(X.index.astype(str)).mean()
+        self.combat_ = ComBat("__site__", self._covariate_names(), self.unseen)
+        self.combat_.fit(self._frame(X))
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self, "combat_")
+        out = X.copy()
+        out[self.columns_] = self.combat_.transform(self._frame(X))
+        return out
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        check_is_fitted(self, "combat_")
+        return self.feature_names_in_

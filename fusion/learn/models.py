@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.base import clone
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -43,7 +43,9 @@ from fusion.config import SCORE_SUFFIX, EvaluationSpec, ModelSpec
 from fusion.errors import FusionError
 from fusion.learn.calibrated import PlattSearchCV
 from fusion.learn.filters import CorrelationFilter
+from fusion.learn.harmonise import SiteComBat
 from fusion.learn.lasso import LassoSelector
+from fusion.learn.robust import RobustSelector
 from fusion.learn.splits import folds
 from fusion.stats import youden_threshold
 from fusion.threads import native_threads, threads_per_worker
@@ -99,15 +101,43 @@ class ModelFit:
         return expit(np.asarray(score, dtype=float))
 
 
-def block_columns(table: pd.DataFrame, features: list[str]) -> list[str]:
-    """The table's columns of the blocks a model uses (``<model>-score`` columns too)."""
+def block_columns(
+    table: pd.DataFrame, features: list[str], auxiliary: frozenset[str] = frozenset()
+) -> list[str]:
+    """The table's columns of the blocks a model uses (``<model>-score`` columns too).
+    The ``radiomics`` block leaves out the ``auxiliary`` ROIs' columns (perturbations and
+    negative controls), which a model takes only by name (``radiomics:<roi>``)."""
     columns: list[str] = []
+    skip = tuple(f"radiomics:{roi}:" for roi in auxiliary)
     for block in features:  # radiomics, radiomics:<roi> (one ROI's features), m-score...
         if block.endswith(SCORE_SUFFIX):
             columns.append(f"score:{block.removesuffix(SCORE_SUFFIX)}")
+        elif block == "radiomics":
+            columns += [c for c in table.columns
+                        if c.startswith("radiomics:") and not c.startswith(skip)]  # fmt: skip
         else:
             columns += [c for c in table.columns if c.startswith(f"{block}:")]
     return columns
+
+
+@dataclass(frozen=True, slots=True)
+class CaseInputs:
+    """What a model's first steps look up by case id, never the outcome: for ``robust``
+    (:class:`~fusion.learn.robust.RobustSelector`) the tidy radiomics table of the drawn
+    ROI and its perturbations and the ICC rule; for ``harmonise``
+    (:class:`~fusion.learn.harmonise.SiteComBat`) each case's site and covariates. Each
+    step subsets them to the rows it is fitted on, so the test cases' entries never
+    shape it."""
+
+    perturbed: pd.DataFrame | None = None
+    rois: tuple[str, ...] = ()  # the drawn ROI first, then its perturbations
+    icc: str = "ICC1"
+    min_ci_low: float = 0.75
+    min_icc: float = 0.9
+    sites: pd.Series | None = None
+    covariates: pd.DataFrame | None = None
+    prefixes: tuple[str, ...] = ("radiomics:", "deep:")
+    unseen: str = "error"
 
 
 def build_pipeline(
@@ -117,17 +147,30 @@ def build_pipeline(
     evaluation: EvaluationSpec,
     seed: int,
     grouped: bool = False,
+    inputs: CaseInputs | None = None,
 ) -> Pipeline:
-    """The unfitted Pipeline of one model. ``categorical`` maps column -> reference level."""
+    """The unfitted Pipeline of one model. ``categorical`` maps column -> reference level.
+    A ``robust`` model starts with the robustness selector, a ``harmonise`` one with
+    ComBat (after it, on the features it kept), both from ``inputs``."""
     steps: list[tuple[str, Any]] = []
+    inputs = inputs or CaseInputs()
+    if spec.robust:
+        robust = RobustSelector(inputs.perturbed, inputs.rois, inputs.icc, inputs.min_ci_low,
+                                inputs.min_icc)  # fmt: skip
+        steps.append(("robust", robust))
+    if spec.harmonise:
+        steps.append(("harmonise", SiteComBat(inputs.sites, inputs.covariates, inputs.prefixes,
+                                              inputs.unseen)))  # fmt: skip
     transformers = []
     if numeric:
+        # after the robustness selector the numeric columns are those it kept
+        chosen: Any = make_column_selector(dtype_include=np.number) if spec.robust else numeric
         transformers.append(
             ("num", Pipeline([
                 ("impute", SimpleImputer(strategy="median")),
                 ("constant", VarianceThreshold(0.0)),
                 ("scale", StandardScaler()),
-            ]), numeric)
+            ]), chosen)
         )  # fmt: skip
     if categorical:
         transformers.append(
@@ -224,6 +267,7 @@ def fit_model(
     groups: np.ndarray | None = None,
     out_of_fold: bool = True,
     jobs: int = 1,
+    inputs: CaseInputs | None = None,
 ) -> ModelFit:
     """Fit one model on the training rows ``X``/``y`` (and nothing else); ``groups`` (the
     patient of each row) keeps a patient's cases in one fold of every CV.
@@ -233,13 +277,14 @@ def fit_model(
     logits, and the threshold chosen on them, are set by :meth:`ModelFit.use_out_of_fold`;
     without it (a model fitted inside another model's CV fold) only the fitted pipeline is
     made. The fold fits and the final fit are independent: ``jobs`` worker processes run
-    them side by side (the same numbers as one at a time)."""
+    them side by side (the same numbers as one at a time). ``inputs``: what the
+    ``robust`` and ``harmonise`` steps look up by case id."""
     check_class_counts(name, y, spec, evaluation, out_of_fold)
     columns = list(X.columns)
     categorical = _categorical(X, references or {})
     numeric = [c for c in columns if c not in categorical]
     grouped = groups is not None
-    pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped)
+    pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped, inputs)
     params = _group_params(pipeline, groups)
     splitter = folds(evaluation.cv_folds, seed, grouped)
     splits = list(splitter.split(X, y, groups)) if out_of_fold else []
@@ -288,7 +333,10 @@ def _selection_summary(pipeline: Pipeline, columns: list[str]) -> tuple[dict, pd
     """Features left after each step, and the LASSO-selected ones with coefficients."""
     pre = pipeline.named_steps["pre"]
     names = np.asarray(pre.get_feature_names_out())
-    counts = {"input": len(columns), "after_constant_and_empty": len(names)}
+    counts = {"input": len(columns)}
+    if "robust" in pipeline.named_steps:
+        counts["after_robust"] = int(pipeline.named_steps["robust"].support_.sum())
+    counts["after_constant_and_empty"] = len(names)
     if "correlation" in pipeline.named_steps:
         names = names[pipeline.named_steps["correlation"].support_]
         counts["after_correlation"] = len(names)

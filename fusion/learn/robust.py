@@ -48,7 +48,8 @@ def feature_robustness(
     values, keep, names = perturbed_array(features, rois, cases)
     if len(keep) < 2:
         raise ValueError(f"feature robustness needs 2 or more cases measured in every ROI of "
-                         f"{', '.join(rois)}; {len(keep)} are")  # fmt: skip
+                         f"{', '.join(rois)}; {len(keep)} are (rois.csv says why a case "
+                         "lacks one)")  # fmt: skip
     result = icc(values, kind, conf_level)
     return pd.DataFrame({
         "feature": [n.removeprefix("radiomics:") for n in names], "kind": kind,
@@ -64,22 +65,24 @@ class RobustSelector(SupportSelector):
     "excellent" reliability); other columns (deep, clinical) pass.
 
     It must see the case ids: put it first in the Pipeline, on a DataFrame indexed by
-    case_id, whose radiomics columns are ``radiomics:<roi>:<feature>`` (the drawn ROI's;
-    ``roi`` names it) or ``radiomics:<feature>``. ``perturbed`` is the tidy radiomics
-    table holding the drawn ROI and the perturbed ones (``rois``, drawn ROI first). Only
-    the training rows' cases enter the ICC, so a test case's perturbations never choose
-    a feature. Fitted: ``robustness_`` (the training ICC table), ``support_``.
+    case_id, whose radiomics columns are ``radiomics:<feature>`` or
+    ``radiomics:<roi>:<feature>``: a feature is judged by its ICC on the drawn ROI
+    whatever ROI the column measures, so a negative control's features (the shuffled
+    ROI's) go through the same selection as the real model's. ``perturbed`` is the tidy
+    radiomics table holding the drawn ROI and the perturbed ones (``rois``, drawn ROI
+    first). Only the training rows' cases enter the ICC, so a test case's perturbations
+    never choose a feature. Fitted: ``robustness_`` (the training ICC table),
+    ``support_``.
     """
 
     def __init__(self, perturbed: pd.DataFrame | None = None, rois: tuple[str, ...] = (),
-                 kind: Kind = "ICC1", min_ci_low: float = 0.75, min_icc: float = 0.9,
-                 roi: str = "whole") -> None:  # fmt: skip
+                 kind: Kind = "ICC1", min_ci_low: float = 0.75,
+                 min_icc: float = 0.9) -> None:  # fmt: skip
         self.perturbed = perturbed
         self.rois = rois
         self.kind = kind
         self.min_ci_low = min_ci_low
         self.min_icc = min_icc
-        self.roi = roi
 
     def fit(self, X: pd.DataFrame, y: object = None) -> RobustSelector:
         if not isinstance(X, pd.DataFrame):
@@ -93,12 +96,30 @@ class RobustSelector(SupportSelector):
         self.support_ = np.array([self._keep(c, robust.index) for c in X.columns])
         return self
 
-    def _keep(self, column: str, robust: pd.Index) -> bool:
-        if not column.startswith("radiomics:"):
-            return True
-        feature = column.removeprefix(f"radiomics:{self.roi}:").removeprefix("radiomics:")
-        return feature in robust
+    @staticmethod
+    def _keep(column: str, robust: pd.Index) -> bool:
+        # PyRadiomics' feature names have no colon: the last part is the feature
+        return not column.startswith("radiomics:") or column.rsplit(":", 1)[-1] in robust
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "support_")
         return X.loc[:, self.support_]
+
+
+def robustness_table(
+    features: pd.DataFrame, rois: list[str], kind: Kind, cases: list[str],
+    min_ci_low: float, min_icc: float, conf_level: float = 0.95,
+) -> pd.DataFrame:  # fmt: skip
+    """``feature_robustness.csv``: :func:`feature_robustness` over ``cases`` (the training
+    cases: what a ``robust`` model's final fit sees), whether each feature is kept
+    (``robust``), and the ICC of the drawn ROI against each perturbation alone
+    (``icc_<roi>``), which says which perturbation a feature is fragile to."""
+    table = feature_robustness(features, rois, kind, conf_level, cases)
+    table.insert(6, "robust", (table.ci_low >= min_ci_low) | (table.icc >= min_icc))
+    for roi in rois[1:]:
+        try:
+            pair = feature_robustness(features, [rois[0], roi], kind, conf_level, cases)
+            table[f"icc_{roi}"] = pair.icc.to_numpy()
+        except ValueError:  # a perturbation that left fewer than two cases
+            table[f"icc_{roi}"] = np.nan
+    return table.sort_values("ci_low", ascending=False, kind="stable").reset_index(drop=True)

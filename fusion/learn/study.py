@@ -9,10 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fusion.cohort import Case
 from fusion.config import SCORE_SUFFIX, Study
 from fusion.errors import FusionError
-from fusion.learn.models import ModelFit, block_columns, fit_model
+from fusion.learn.models import CaseInputs, ModelFit, block_columns, fit_model
 from fusion.learn.splits import folds
+from fusion.learn.table import clinical_frame
+from fusion.seeds import stream
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,55 @@ class ModelsOutput:
     fits: dict[str, ModelFit]
     # case_id, set, label, model, score, estimate, prob, predicted, apparent_score
     scores: pd.DataFrame
+
+
+DRAWN_ROI = "whole"  # the drawn ROI's row name once a study generates ROIs
+
+
+def case_inputs(study: Study, cases: list[Case], radiomics: pd.DataFrame | None) -> CaseInputs:
+    """What ``robust`` and ``harmonise`` models look up by case id: the tidy radiomics
+    table of the drawn ROI and its perturbations (``radiomics``: the stage's table), each
+    case's site (``cohort.columns.site``, else its institution) and the harmonisation
+    covariates (continuous as they are, categorical as 0/1 columns of the levels other
+    than the reference)."""
+    inputs: dict = {}
+    spec = study.perturbations
+    if spec is not None:
+        rois = (DRAWN_ROI, *spec.roi_names())
+        if radiomics is None or DRAWN_ROI not in set(radiomics.roi):
+            raise FusionError(f"perturbations: no radiomics features of the drawn ROI "
+                              f"({DRAWN_ROI!r}) to compare the perturbed ROIs with")  # fmt: skip
+        inputs |= {
+            "perturbed": radiomics[radiomics.roi.isin(rois)],
+            "rois": rois,
+            "icc": spec.icc,
+            "min_ci_low": spec.min_ci_low,
+            "min_icc": spec.min_icc,
+        }
+    harmonise = study.harmonisation
+    if harmonise is not None:
+        ids = pd.Index([c.case_id for c in cases], name="case_id")
+        sites = pd.Series([c.site if study.cohort.columns.site else c.institution
+                           for c in cases], index=ids, dtype=object)  # fmt: skip
+        clinical = clinical_frame(study, cases)
+        covariates = pd.DataFrame(index=ids)
+        for cov in study.clinical:
+            if cov.name not in harmonise.covariates:
+                continue
+            column = clinical[f"clinical:{cov.name}"]
+            if cov.type == "continuous":
+                covariates[cov.name] = column.astype(float)
+                continue
+            levels = sorted(column.dropna().astype(str).unique())
+            reference = cov.reference or (levels[0] if levels else None)
+            for level in levels:
+                if level != reference:
+                    covariates[f"{cov.name}={level}"] = (column.astype(str) == level).where(
+                        column.notna()).astype(float)  # fmt: skip
+        inputs |= {"sites": sites, "covariates": covariates,
+                   "prefixes": tuple(f"{b}:" for b in harmonise.blocks),
+                   "unseen": harmonise.unseen}  # fmt: skip
+    return CaseInputs(**inputs)
 
 
 def upstream(study: Study, name: str) -> list[str]:
@@ -49,6 +101,7 @@ class Stacking:
     groups: np.ndarray | None
     references: dict[str, str]
     jobs: int = 1  # worker processes for each model's fold and final fits
+    inputs: CaseInputs | None = None
 
     def chain(self, name: str, rows: np.ndarray, out_of_fold: bool):  # noqa: ANN201
         """Fit ``name`` and the models it builds on, on ``rows`` only. Returns its
@@ -58,12 +111,12 @@ class Stacking:
         X = self.table.iloc[rows].copy()
         for up in upstream(self.study, name):
             X[f"score:{up}"], scorers[up] = self.chain(up, rows, out_of_fold=True)
-        columns = block_columns(X, spec.features)
+        columns = block_columns(X, spec.features, self.study.auxiliary_rois())
         groups = None if self.groups is None else self.groups[rows]
         own_oof = out_of_fold and not scorers  # a stacked model's comes from nested_oof
         fit = fit_model(name, spec, X[columns], self.y[rows], ev, self.study.seed,
                         self.references, groups, out_of_fold=own_oof,
-                        jobs=self.jobs)  # fmt: skip
+                        jobs=self.jobs, inputs=self.inputs)  # fmt: skip
 
         def score(other: np.ndarray) -> np.ndarray:
             Xo = self.table.iloc[other].copy()
@@ -98,6 +151,7 @@ def fit_study_models(
     groups: pd.Series | None = None,
     jobs: int = 1,
     exclusions: pd.DataFrame | None = None,
+    inputs: CaseInputs | None = None,
 ) -> ModelsOutput:
     """``table`` is indexed by case_id with ``<block>:<feature>`` columns; ``labels``,
     ``sets`` and ``groups`` (the patient of each case, or None) are indexed the same way.
@@ -108,7 +162,12 @@ def fit_study_models(
     out of fold (``estimate`` says "cross-validated"), its in-sample score is kept as
     ``apparent_score``. ``exclusions`` (``case_id``, ``model``) leaves a case out of one
     model only (it lacks that model's features): the model is fitted and scored on the
-    other cases, and ``scores`` has no row for the pair."""
+    other cases, and ``scores`` has no row for the pair. ``inputs``: what ``robust``
+    and ``harmonise`` models look up by case id.
+
+    A ``permute_outcome`` model (a negative control) is fitted, tuned, thresholded and
+    cross-validated on the training outcome permuted (the study seed's
+    ``permute/<model>`` stream), and scored against the true outcome everywhere."""
     table = table.copy()
     train = (sets == "train").to_numpy()
     y = labels.to_numpy().astype(int)
@@ -116,10 +175,10 @@ def fit_study_models(
     references = {f"clinical:{c.name}": c.reference for c in study.clinical if c.reference}
     fits: dict[str, ModelFit] = {}
     frames = []
-    stacking = Stacking(study, table.copy(), y, g_all, references, jobs)
+    stacking = Stacking(study, table.copy(), y, g_all, references, jobs, inputs)
     left_out = exclusions if exclusions is not None else pd.DataFrame(columns=["case_id", "model"])
     for i, (name, spec) in enumerate(study.models.items(), start=1):
-        columns = block_columns(table, spec.features)
+        columns = block_columns(table, spec.features, study.auxiliary_rois())
         if not columns:
             raise FusionError(
                 f"model {name!r}: no feature columns for {', '.join(spec.features)}; "
@@ -133,8 +192,12 @@ def fit_study_models(
                  name, i, len(study.models), int(tr.sum()), len(columns),
                  study.evaluation.cv_folds)  # fmt: skip
         nested = study.evaluation.nested_cv and bool(upstream(study, name))
-        fit = fit_model(name, spec, X[tr], yr[tr], study.evaluation, study.seed,
-                        references, gr, out_of_fold=not nested, jobs=jobs)  # fmt: skip
+        y_fit = yr[tr]
+        if spec.permute_outcome:
+            y_fit = np.random.default_rng(stream(study.seed, f"permute/{name}")).permutation(y_fit)
+        fit = fit_model(name, spec, X[tr], y_fit, study.evaluation, study.seed,
+                        references, gr, out_of_fold=not nested, jobs=jobs,
+                        inputs=inputs)  # fmt: skip
         if nested:
             oof = stacking.nested_oof(name, np.flatnonzero(train & rows))
             fit.use_out_of_fold(pd.Series(oof, index=X.index[tr]), yr[tr])
@@ -258,3 +321,57 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
         "lasso_cv": cat(cv, ["model", "lambda", "cv_deviance", "cv_se", "nonzero"]),
         "lasso_path": cat(path, ["model", "lambda", "feature", "coefficient"]),
     }
+
+
+def harmonisation_tables(
+    study: Study, out: ModelsOutput, table: pd.DataFrame, inputs: CaseInputs, n_examples: int = 4
+) -> dict[str, pd.DataFrame]:
+    """For each ``harmonise`` model's final fit: per training site its cases and how far
+    ComBat moves it (mean |location| and mean scale over the features, on the
+    standardised scale: 0 and 1 mean no site effect) (``harmonisation.csv``); and for the
+    first such model, the ``n_examples`` features with the largest between-site F on the
+    training cases, every case's value before and after (``harmonisation_examples.csv``:
+    what the before/after figure draws; other sets are harmonised with the training
+    parameters, as the model sees them)."""
+    from scipy.stats import f_oneway
+
+    rows, examples = [], []
+    sets = out.scores.drop_duplicates("case_id").set_index("case_id")["set"]
+    for name, fit in out.fits.items():
+        if "harmonise" not in fit.pipeline.named_steps:
+            continue
+        step = fit.pipeline.named_steps["harmonise"]
+        combat = step.combat_
+        train = fit.oof_score.index
+        site_of = inputs.sites.reindex(train.astype(str))
+        for i, site in enumerate(combat.sites_):
+            n_site = int((site_of == site).sum())
+            rows.append({"model": name, "site": site, "training_cases": n_site,
+                         "features": len(step.columns_), "mean_abs_location":
+                         float(np.abs(combat.gamma_star_[i]).mean()),
+                         "mean_scale": float(combat.delta_star_[i].mean()),
+                         "fitted_on": f"the {len(train)} training cases of the final fit; each "
+                         "CV fold refits it on its own training part",
+                         "unseen_sites": combat.unseen})  # fmt: skip
+        if examples:
+            continue
+        X = table.loc[sets.index[sets.index.isin(table.index)], fit.columns]
+        before = X[step.columns_].fillna(step.medians_)
+        after = pd.DataFrame(step.transform(X)[step.columns_], index=X.index)
+        train_rows = before.loc[train]
+        groups = [train_rows[site_of.to_numpy() == s] for s in combat.sites_]
+        f = {c: f_oneway(*[g[c] for g in groups]).statistic for c in step.columns_
+             if train_rows[c].std() > 0}  # fmt: skip
+        top = sorted(f, key=lambda c: (-np.nan_to_num(f[c], nan=-np.inf), c))[:n_examples]
+        case_sites = inputs.sites.reindex(X.index.astype(str)).to_numpy()
+        for column in top:
+            examples.append(pd.DataFrame({
+                "model": name, "feature": column, "case_id": X.index, "set": sets[X.index],
+                "site": case_sites, "before": before[column].to_numpy(),
+                "after": after[column].to_numpy(), "f_before": f[column],
+            }))  # fmt: skip
+    return {
+        "harmonisation": pd.DataFrame(rows),
+        "harmonisation_examples": pd.concat(examples, ignore_index=True) if examples
+        else pd.DataFrame(),
+    }  # fmt: skip

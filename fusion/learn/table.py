@@ -9,14 +9,23 @@ from fusion.cohort import Case
 from fusion.config import SCORE_SUFFIX, Study
 
 
-def radiomics_wide(features: pd.DataFrame) -> pd.DataFrame:
+def radiomics_wide(features: pd.DataFrame, auxiliary: frozenset[str] = frozenset()) -> pd.DataFrame:
     """One row per case: a single ROI keeps its names; several become
-    ``radiomics:<roi>:<feature>``."""
+    ``radiomics:<roi>:<feature>``. ``auxiliary`` ROIs (perturbations, negative controls:
+    :meth:`fusion.config.Study.auxiliary_rois`) are always named by ROI and do not count
+    as another ROI, so a study that adds them keeps its drawn ROI's column names."""
     if features.empty:
         return pd.DataFrame()
-    rois = features.roi.unique()
-    if len(rois) == 1:
-        return features.drop(columns="roi").set_index("case_id")
+    extra = features.roi.isin(auxiliary)
+    main, aux = features[~extra], features[extra]
+    if main.roi.nunique() == 1:
+        wide = main.drop(columns="roi").set_index("case_id")
+    else:
+        wide = _by_roi(main)
+    return wide if aux.empty else wide.join(_by_roi(aux), how="outer")
+
+
+def _by_roi(features: pd.DataFrame) -> pd.DataFrame:
     wide = features.set_index(["case_id", "roi"]).unstack("roi")
     wide.columns = [
         f"radiomics:{roi}:{name.removeprefix('radiomics:')}" for name, roi in wide.columns

@@ -23,6 +23,7 @@ from fusion.report import evaluation as ev_report
 from fusion.report import figures as figs
 from fusion.report.format import _read, html_table
 from fusion.report.tripod import Present, tripod_rows
+from fusion.report.trust import trust_context
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -300,7 +301,8 @@ def build_report(study: Study, folder: Path) -> Path:
         "table1_test", "clinical_univariable", "clinical_multivariable", "calibration_curve",
         "calibration_groups", "radiomics_nan_features", "rois", "reclassification",
         "net_benefit_difference", "performance_subgroups", "deep_crop_geometry",
-        "sample_size",
+        "sample_size", "feature_robustness", "harmonisation", "harmonisation_examples",
+        "negative_controls",
     )}  # fmt: skip
     provenance = json.loads((folder / "provenance.json").read_text())
     weights = provenance.get("deep_weights")
@@ -358,10 +360,13 @@ def build_report(study: Study, folder: Path) -> Path:
     qc_warned = qc[qc.status == "warn"][["case_id", "problems"]] if not qc.empty else qc
     missing = _missing_features(t["radiomics_nan_features"], cohort)
     roi_notes, boundary = _roi_notes(t["rois"])
+    trust = trust_context(study, folder, t)
     context = {
         "study": study,
         "warnings": report_warnings(cohort, weights, t["model_summary"], t["calibration"])
-        + ev_report.evaluation_warnings(t["model_summary"], t["sample_size"]),
+        + ev_report.evaluation_warnings(t["model_summary"], t["sample_size"])
+        + [f"Negative control: {w}." for w in trust.get("controls", {}).get("warnings", [])],
+        "trust": trust,
         "methods": methods_text(study, cohort, t["model_summary"], weights, t["sample_size"]),
         "tripod": tripod_rows(
             study,

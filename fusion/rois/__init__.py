@@ -8,7 +8,15 @@ what a reader of the report must know (a ring clipped at the border, a ROI too s
 to split).
 """
 
-from fusion.rois import command, habitat, lung, perturb, ring, unet  # noqa: F401 - built-ins
+from fusion.rois import (  # noqa: F401 - built-ins
+    command,
+    controls,
+    habitat,
+    lung,
+    perturb,
+    ring,
+    unet,
+)
 from fusion.rois.base import (
     GENERATORS,
     LabelMap,

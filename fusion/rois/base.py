@@ -17,11 +17,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class LabelMap:
-    """Integer labels on the case's image grid, the name of each label, and notes."""
+    """Integer labels on the case's image grid, the name of each label, and notes;
+    ``image_op``: an intensity change (:mod:`fusion.io.intensity`) to apply to the image
+    before this map's features are computed, or None."""
 
     image: sitk.Image
     names: dict[int, str]
     notes: tuple[str, ...] = ()
+    image_op: dict[str, Any] | None = None
 
 
 class RoiGenerator(Protocol):
@@ -46,7 +49,7 @@ def register(name: str) -> Callable[[type], type]:
     return add
 
 
-def make_generator(name: str, **settings: Any) -> RoiGenerator:
+def make_generator(name: str, /, **settings: Any) -> RoiGenerator:
     """The generator ``name`` with its settings; an unknown name lists the known ones."""
     if name not in GENERATORS:
         raise ConfigError(

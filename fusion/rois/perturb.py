@@ -16,6 +16,8 @@ ROI's):
   (in the axial plane), rounded to whole voxels.
 - ``rotate``: the ROI turned by ``angle_deg`` (sign drawn with ``seed``) about its
   centroid in the axial plane, nearest-neighbour.
+- ``noise``: the drawn ROI unchanged, on the image with Gaussian noise of SD
+  ``noise_hu`` added (seeded; :mod:`fusion.io.intensity`), MIRP's image perturbation.
 - ``contour``: contour randomisation: the region within ``distance_mm`` of the ROI's
   edge is split into supervoxels (k-means on position and intensity, seeded), and each
   supervoxel is kept with probability equal to the share of it inside the ROI; the
@@ -36,7 +38,7 @@ from scipy import ndimage
 
 from fusion.rois.base import LabelMap, label_image, register
 
-KINDS = ("erode", "dilate", "translate", "rotate", "contour")
+KINDS = ("erode", "dilate", "translate", "rotate", "contour", "noise")
 
 
 def distance_inside(mask: np.ndarray, spacing_zyx: tuple[float, ...]) -> np.ndarray:
@@ -91,6 +93,7 @@ class Perturb:
     kind: str = "erode"
     distance_mm: float = 1.0
     angle_deg: float = 5.0
+    noise_hu: float = 10.0
     seed: int = 0
     label: int = 1  # the ROI's label in the drawn mask
     name: str = "perturbed"
@@ -102,6 +105,8 @@ class Perturb:
             raise ValueError(f"perturb: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.distance_mm < 0:
             raise ValueError("perturb: distance_mm must be >= 0")
+        if self.noise_hu <= 0:
+            raise ValueError("perturb: noise_hu must be > 0")
 
     def __call__(self, image: sitk.Image, roi: sitk.Image) -> LabelMap:
         mask = sitk.GetArrayFromImage(roi) == self.label
@@ -118,9 +123,12 @@ class Perturb:
             out = ndimage.shift(mask.astype(np.uint8), np.round(shift), order=0) > 0
         elif self.kind == "rotate":
             out = _rotate(mask, self.angle_deg * rng.choice([-1, 1]))
-        else:
+        elif self.kind == "contour":
             hu = sitk.GetArrayFromImage(image)
             out = _contour(hu, mask, spacing, self.distance_mm, rng)
+        else:
+            op = {"op": "noise", "sd_hu": self.noise_hu, "seed": self.seed}
+            return LabelMap(label_image(mask, roi), {1: self.name}, (), op)
         notes = () if out.any() else (f"{self.name}: the perturbed ROI is empty",)
         return LabelMap(label_image(out, roi), {1: self.name}, notes)
 

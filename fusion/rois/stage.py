@@ -51,12 +51,14 @@ ROIS_KEY_EXCLUDES = {
 @dataclass(frozen=True, slots=True)
 class GeneratedRoi:
     """One case's generated label map: where it is, its labels' names, the labels kept
-    for features, and the notes."""
+    for features, the notes, and the intensity change its features are computed on
+    (:mod:`fusion.io.intensity`; None: the image as it is)."""
 
     path: Path
     names: dict[int, str]
     kept: tuple[int, ...]
     notes: tuple[str, ...]
+    image_op: dict[str, Any] | None = None
 
 
 def _read_case(case: Case, study: Study) -> tuple[sitk.Image, sitk.Image | None]:
@@ -102,6 +104,7 @@ def _describe(result: Any, extra_notes: tuple[str, ...] = ()) -> dict[str, Any]:
         "names": {str(k): v for k, v in result.names.items()},
         "counts": {str(k): int((array == k).sum()) for k in result.names},
         "notes": [*result.notes, *extra_notes],
+        "image_op": getattr(result, "image_op", None),
     }
 
 
@@ -295,7 +298,7 @@ def _checked(path: Path, value: dict[str, Any], min_voxels: int) -> GeneratedRoi
     notes += [f"{names[label]}: {counts[label]} voxels, fewer than qc.min_roi_voxels = "
               f"{min_voxels}; left out of this case's features" for label in names
               if label not in kept]  # fmt: skip
-    return GeneratedRoi(path, names, kept, tuple(notes))
+    return GeneratedRoi(path, names, kept, tuple(notes), value.get("image_op"))
 
 
 def _table(generated: dict[str, dict[str, GeneratedRoi]], failures: list) -> pd.DataFrame:  # noqa: ANN001

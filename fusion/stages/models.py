@@ -19,7 +19,8 @@ from fusion.stages.context import RunContext
 # study fields the stage depends on; the top-level fields left out (name, description,
 # qc, radiomics, deep) act only through the tables it reads
 MODELS_KEY_SECTIONS = {
-    "seed": (), "clinical": (), "models": (), "evaluation": (),
+    "seed": (), "clinical": (), "models": (), "evaluation": (), "perturbations": (),
+    "harmonisation": (),
     "cohort": ("manifest",),  # a path: the manifest's content is hashed instead
 }  # fmt: skip
 
@@ -35,7 +36,8 @@ class ModelsStage(Defaults):
     section = "models"
     writes = ("tables/cohort.csv", "tables/model_exclusions.csv", "tables/scores.csv",
               "tables/model_summary.csv", "tables/model_tuning.csv", "tables/lasso_*.csv",
-              "tables/selected_features.csv", "tables/.models.key")  # fmt: skip
+              "tables/selected_features.csv", "tables/feature_robustness.csv",
+              "tables/harmonisation*.csv", "tables/.models.key")  # fmt: skip
     reads = ("qc", "radiomics_features", "deep_features", "radiomics_failures", "deep_failures")
     key_sections = MODELS_KEY_SECTIONS
     keyed = True
@@ -51,15 +53,21 @@ class ModelsStage(Defaults):
 
     def run(self, ctx: RunContext) -> None:
         from fusion.learn.splits import patient_groups
-        from fusion.learn.study import fit_study_models, summary_tables
+        from fusion.learn.study import (
+            case_inputs,
+            fit_study_models,
+            harmonisation_tables,
+            summary_tables,
+        )
         from fusion.learn.table import excluded_from_all, feature_table, radiomics_wide
         from fusion.threads import cores
 
         study, cases = ctx.study, ctx.checked.cases
         qc = ctx.read_table("qc", "qc").set_index("case_id")
-        blocks = {}
+        blocks, radiomics = {}, None
         if study.radiomics is not None:
-            blocks["radiomics"] = radiomics_wide(ctx.read_table("radiomics_features", "radiomics"))
+            radiomics = ctx.read_table("radiomics_features", "radiomics")
+            blocks["radiomics"] = radiomics_wide(radiomics, study.auxiliary_rois())
         if study.deep is not None:
             blocks["deep"] = ctx.read_table("deep_features", "deep").set_index("case_id")
         passed = [c for c in cases if qc.status.get(c.case_id) != "fail"]
@@ -83,11 +91,30 @@ class ModelsStage(Defaults):
         write_csv_atomic(cohort, ctx.tables / "cohort.csv")
         write_csv_atomic(partly, ctx.tables / "model_exclusions.csv")
         labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
+        inputs = case_inputs(study, passed, radiomics)
+        if study.perturbations is not None:
+            write_csv_atomic(_robustness(study, inputs, sets, table.index),
+                             ctx.tables / "feature_robustness.csv")  # fmt: skip
         out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases),
-                               jobs=ctx.options.jobs or cores(), exclusions=partly)  # fmt: skip
+                               jobs=ctx.options.jobs or cores(), exclusions=partly,
+                               inputs=inputs)  # fmt: skip
         write_csv_atomic(out.scores, ctx.tables / "scores.csv")
         for name, frame in summary_tables(out).items():
             write_csv_atomic(frame, ctx.tables / f"{name}.csv")
+        if study.harmonisation is not None:
+            for name, frame in harmonisation_tables(study, out, table, inputs).items():
+                write_csv_atomic(frame, ctx.tables / f"{name}.csv")
+
+
+def _robustness(study: Study, inputs: Any, sets: pd.Series, included: pd.Index) -> pd.DataFrame:
+    """``feature_robustness.csv``: the ICC of every radiomics feature across the drawn
+    ROI and its perturbations, on the training cases (what ``robust`` models select by)."""
+    from fusion.learn.robust import robustness_table
+
+    spec = study.perturbations
+    train = [c for c in included if sets.get(c) == "train"]
+    return robustness_table(inputs.perturbed, list(inputs.rois), spec.icc, train,
+                            spec.min_ci_low, spec.min_icc, study.evaluation.conf_level)  # fmt: skip
 
 
 def _failure_reasons(tables: Path) -> dict[str, dict[str, str]]:

@@ -18,7 +18,8 @@ from fusion.stages.context import RunContext
 from fusion.stages.models import has_outcome_models
 
 STATISTICS_KEY_SECTIONS = {
-    "seed": (), "clinical": (), "evaluation": (),  # models act through scores.csv
+    "seed": (), "clinical": (), "evaluation": (),  # models act through scores.csv,
+    "models": (), "rois": (),  # except which model is whose negative control, and its kind
     "cohort": ("manifest",),  # a path: the manifest's content is hashed instead
 }  # fmt: skip
 
@@ -30,7 +31,8 @@ class StatisticsStage(Defaults):
     writes = ("tables/performance*.csv", "tables/delong.csv", "tables/calibration*.csv",
               "tables/net_benefit*.csv", "tables/reclassification.csv",
               "tables/sample_size.csv", "tables/roc_points.csv", "tables/table1_*.csv",
-              "tables/clinical_*.csv", "tables/.statistics.key")  # fmt: skip
+              "tables/clinical_*.csv", "tables/negative_controls.csv",
+              "tables/.statistics.key")  # fmt: skip
     reads = ("scores", "model_summary", "cnn_models", "cohort", "qc")
     key_sections = STATISTICS_KEY_SECTIONS
     keyed = True
@@ -78,8 +80,30 @@ class StatisticsStage(Defaults):
             out["performance_subgroups"] = evaluate.subgroup_table(
                 evaluate.with_pooled_external(scores), groups, ev.conf_level
             )
+        if controls := control_kinds(study):
+            out["negative_controls"] = evaluate.negative_control_table(
+                out["performance"], out["delong"], controls
+            )
         for name, table in out.items():
             write_csv_atomic(table, ctx.tables / f"{name}.csv")
+
+
+def control_kinds(study: Study) -> dict[str, tuple[str, str]]:
+    """Control model -> (its real model, kind): ``permuted outcome`` for a
+    ``permute_outcome`` model, ``shuffled voxels`` or ``ROI elsewhere`` for one on the
+    features of a ``shuffle`` or ``elsewhere`` ROI, ``other`` otherwise."""
+    kinds = {"shuffle": "shuffled voxels", "elsewhere": "ROI elsewhere"}
+    out = {}
+    for name, spec in study.models.items():
+        if spec.control_of is None:
+            continue
+        kind = "permuted outcome" if spec.permute_outcome else "other"
+        for feature in spec.features:
+            roi = study.rois.get(feature.removeprefix("radiomics:"))
+            if not spec.permute_outcome and roi is not None and roi.generator in kinds:
+                kind = kinds[roi.generator]
+        out[name] = (spec.control_of, kind)
+    return out
 
 
 def _classifier_statistics(ctx: RunContext) -> None:

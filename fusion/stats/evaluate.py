@@ -221,6 +221,56 @@ def holm(table: pd.DataFrame) -> pd.DataFrame:
     return out[columns]
 
 
+CONTROL_MEANING = {
+    "shuffled voxels": "the model may be learning the ROI's volume or intensity "
+    "histogram, not its texture",
+    "ROI elsewhere": "the model may be learning what the whole image carries (scanner, "
+    "noise, patient size) or the ROI's size, not the ROI's content",
+    "permuted outcome": "the pipeline finds signal where there is none: look for "
+    "leakage or overfitting",
+}
+
+
+def negative_control_table(
+    performance: pd.DataFrame, delong: pd.DataFrame, controls: dict[str, tuple[str, str]]
+) -> pd.DataFrame:
+    """Each negative control (``controls``: control model -> (real model, kind)) beside
+    its real model on every set both were scored on: both AUCs with their CIs, the paired
+    DeLong test, and ``flag`` when the control's AUC reaches the real model's lower CI
+    bound (READII's reading: then the real model may not be learning the ROI's content;
+    ``warning`` says what the control's kind suggests). A control is meant to sit near
+    0.5; one that does not, on a set with a real model worth the name, is reported."""
+    columns = ["control", "kind", "model", "set", "estimate", "auc_control",
+               "auc_control_ci_low", "auc_control_ci_high", "auc_model", "auc_model_ci_low",
+               "auc_model_ci_high", "delong_p", "flag", "warning"]  # fmt: skip
+    rows = []
+    perf = performance.set_index(["model", "set"])
+    for control, (model, kind) in controls.items():
+        for set_name in performance.set[performance.model == control].unique():
+            if (model, set_name) not in perf.index:
+                continue
+            c, m = perf.loc[(control, set_name)], perf.loc[(model, set_name)]
+            pair = delong[(delong.set == set_name) & (delong.model_a == model)
+                          & (delong.model_b == control)]  # fmt: skip
+            p_value = float(pair.p_value.iloc[0]) if len(pair) and "p_value" in pair else np.nan
+            auc_c, low_m = c.get("auc", np.nan), m.get("auc_ci_low", np.nan)
+            flag = bool(np.isfinite(auc_c) and np.isfinite(low_m) and auc_c >= low_m)
+            warning = (f"{control} ({kind}) reaches the CI of {model} on the {set_name} set "
+                       f"(AUC {auc_c:.3f} vs {m.auc:.3f}, lower bound {low_m:.3f}): "
+                       f"{CONTROL_MEANING.get(kind, 'the model may not be learning the ROI')}"
+                       if flag else "")  # fmt: skip
+            rows.append({
+                "control": control, "kind": kind, "model": model, "set": set_name,
+                "estimate": c.get("estimate", ""), "auc_control": auc_c,
+                "auc_control_ci_low": c.get("auc_ci_low", np.nan),
+                "auc_control_ci_high": c.get("auc_ci_high", np.nan),
+                "auc_model": m.get("auc", np.nan), "auc_model_ci_low": low_m,
+                "auc_model_ci_high": m.get("auc_ci_high", np.nan), "delong_p": p_value,
+                "flag": flag, "warning": warning,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
 def calibration_table(
     scores: pd.DataFrame,
     groups: int = 10,
