@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 demo-data: $(DEMO)/manifest.csv $(MEDIASTINAL)/manifest.csv $(LUNG)/manifest.csv \
 	$(PNEUMO)/manifest.csv
 
-$(DEMO)/manifest.csv: | $(STAMP)
+$(DEMO)/manifest.csv: fusion/demo.py | $(STAMP)
 	$(VENV)/bin/fusion demo-data --out $(DEMO)
 
 $(MEDIASTINAL)/manifest.csv: | $(STAMP)

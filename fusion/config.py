@@ -401,6 +401,10 @@ class ModelSpec(_Strict):
     kernel: Literal["rbf", "linear"] = "rbf"
     lasso: bool = True
     correlation_threshold: float | None = Field(default=0.9, gt=0, le=1)
+    exclude: list[str] = Field(
+        default=[], description="leave out the feature columns whose name contains one of "
+        "these fragments (e.g. '_shape_': a texture-only model)",
+    )  # fmt: skip
     robust: bool = Field(
         default=False, description="first step: keep the radiomics features robust to the "
         "study's ROI perturbations (ICC on the training cases only; needs perturbations)",

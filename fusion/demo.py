@@ -27,6 +27,14 @@ Texture heterogeneity (of the whole hematoma and of its boundary shell), shape
 irregularity and volume carry the signal; the clinical covariates carry a weak one. The
 latent values are written to ``truth.csv`` beside the manifest. The split is stratified
 by outcome, 20 % test, drawn from ``default_rng(seed)``.
+
+Scanners: each case was imaged on one of three scanners (``scanner`` in the manifest),
+each with its own HU calibration offset and extra noise (:data:`SCANNERS`). The scanner
+does not depend on the outcome, but the test set was imaged mostly on the noisiest one
+(:data:`SCANNER_MIX`, drawn from ``default_rng([seed, i, 1])`` after the split, so the
+values above do not move): its noise inflates every texture SD, so a model that learned
+"heterogeneous means expansion" on the training scanners calls noisy test cases high
+risk. ComBat, fitted on the training cases (which include that scanner), removes it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,10 @@ COEFFICIENTS = {
     "glucose_mmol_l": 0.15,
 }
 _UNIFORM_SD = 1 / np.sqrt(12)
+# scanner -> (HU calibration offset, SD of the extra noise in HU) added to the whole image
+SCANNERS = {"CT-A": (0.0, 0.0), "CT-B": (10.0, 8.0), "CT-C": (-12.0, 20.0)}
+# split -> the probability of each scanner (in SCANNERS' order)
+SCANNER_MIX = {"train": (0.5, 0.3, 0.2), "test": (0.2, 0.2, 0.6)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +192,19 @@ def render_all(make: Callable[[Any], Any], tasks: list, jobs: int | None, chunks
     return [make(t) for t in tasks]
 
 
-def _make_case(args: tuple[int, int, str, Path]) -> DemoCase:
-    index, seed, case_id, out = args
+def _imaged(volume: np.ndarray, scanner: str, rng: np.random.Generator) -> np.ndarray:
+    """The volume as ``scanner`` images it: its HU offset and extra noise."""
+    offset, noise = SCANNERS[scanner]
+    imaged = volume + offset + rng.normal(0, noise, volume.shape) if noise else volume + offset
+    return np.round(imaged).astype(np.int16)
+
+
+def _make_case(args: tuple[int, int, str, Path, str]) -> DemoCase:
+    index, seed, case_id, out, scanner = args
     rng = np.random.default_rng([seed, index])
     case = _draw_case(case_id, rng)
     volume, mask = _render(case, rng)
+    volume = _imaged(volume, scanner, np.random.default_rng([seed, index, 2]))
     write_volume(volume, SPACING_MM, out / "images" / f"{case_id}.nii.gz")
     write_volume(mask, SPACING_MM, out / "masks" / f"{case_id}.nii.gz")
     return case
@@ -214,14 +234,23 @@ def generate_demo_cohort(
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(n)))
-    tasks = [(i, seed, f"ICH{i + 1:0{width}d}", out) for i in range(n)]
+    ids = [f"ICH{i + 1:0{width}d}" for i in range(n)]
+    # the outcome first (cheap: no image), so the scanner can follow the split
+    labels = np.array([_draw_case(c, np.random.default_rng([seed, i])).expansion
+                       for i, c in enumerate(ids)])  # fmt: skip
+    split = _stratified_split(labels, seed)
+    scanners = [str(np.random.default_rng([seed, i, 1]).choice(list(SCANNERS),
+                                                                p=SCANNER_MIX[split[i]]))
+                for i in range(n)]  # fmt: skip
+    tasks = [(i, seed, c, out, scanners[i]) for i, c in enumerate(ids)]
     cases = render_all(_make_case, tasks, jobs, chunksize=4)
-    truth = pd.DataFrame([asdict(c) for c in cases])
+    truth = pd.DataFrame([asdict(c) for c in cases]).assign(scanner=scanners)
     manifest = truth[["case_id"]].assign(
         image=[f"images/{c}.nii.gz" for c in truth.case_id],
         roi=[f"masks/{c}.nii.gz" for c in truth.case_id],
         expansion=truth.expansion,
-        split=_stratified_split(truth.expansion.to_numpy(), seed),
+        split=split,
+        scanner=truth.scanner,
         age=truth.age,
         sex=truth.sex,
         onset_to_ct_h=truth.onset_to_ct_h,

@@ -103,7 +103,7 @@ def test_a_control_is_flagged_when_it_reaches_the_real_models_ci() -> None:
         "model": ["real", "shuffled", "permuted"] * 2, "set": ["test"] * 3 + ["train"] * 3,
         "estimate": "held-out", "auc": [0.85, 0.80, 0.52, 0.9, 0.6, 0.5],
         "auc_ci_low": [0.75, 0.70, 0.40, 0.8, 0.5, 0.4],
-        "auc_ci_high": [0.95, 0.90, 0.64, 1.0, 0.7, 0.6],
+        "auc_ci_high": [0.95, 0.90, 0.64, 1.0, 0.7, 0.48],
     })  # fmt: skip
     delong = pd.DataFrame(
         {
@@ -126,6 +126,8 @@ def test_a_control_is_flagged_when_it_reaches_the_real_models_ci() -> None:
         not row.loc[("permuted", "test"), "flag"] and row.loc[("permuted", "test"), "warning"] == ""
     )
     assert np.isnan(row.loc[("permuted", "train"), "delong_p"])  # no test on that set
+    assert row.loc[("permuted", "test"), "note"] == ""
+    assert "below chance" in row.loc[("permuted", "train"), "note"]
 
 
 def _trust_study(**models) -> Study:

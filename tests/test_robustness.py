@@ -137,3 +137,24 @@ def test_perturbed_rois_run_through_the_study_and_give_a_robustness_table(
     assert table.loc["original_shape_VoxelVolume", "cases"] == 6
     # the volume follows the radius through every perturbation; its ICC is high
     assert table.loc["original_shape_VoxelVolume", "icc"] > 0.8
+
+
+@pytest.mark.parametrize("mm", [0.5, 1.0, 2.5, 4.0])
+def test_erosion_and_dilation_in_the_bounding_box_equal_the_whole_image(mm: float) -> None:
+    """Both run in the ROI's grown bounding box; the voxels are those of the distance
+    transforms over the whole image, for blobs inside it and touching its border."""
+    from scipy import ndimage
+
+    from fusion.rois.perturb import distance_inside
+
+    rng = np.random.default_rng(int(mm * 10))
+    spacing = SPACING_XYZ[::-1]
+    for _ in range(6):
+        blob = ndimage.gaussian_filter(rng.normal(size=(9, 40, 40)), 2) > 0.15
+        blob[:, :, : rng.integers(0, 12)] = False  # some clear of the border, some not
+        if not blob.any():
+            continue
+        whole_erode = distance_inside(blob, spacing) > mm
+        whole_dilate = ndimage.distance_transform_edt(~blob, sampling=spacing) <= mm
+        assert np.array_equal(erode_mm(blob, spacing, mm), whole_erode)
+        assert np.array_equal(dilate_mm(blob, spacing, mm), whole_dilate)

@@ -14,8 +14,7 @@ import SimpleITK as sitk
 from fusion.config import NormaliseSpec, SegmentationSpec, UNetSpec, VariantSpec, load_study
 from fusion.errors import FusionError
 from fusion.report.check import structure_problems
-from tests.conftest import KillAtEpoch
-from tests.conftest import write_image
+from tests.conftest import KillAtEpoch, write_image
 
 TINY = {"dims": 3, "channels": [4, 8], "strides": [2], "res_units": 0}
 
@@ -221,7 +220,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     meta = _meta()
 
     def train(folder: str):  # noqa: ANN202
-        return seg_train.train_unet(cases[:2], cases[2:], _spec(), meta, tmp_path / folder, 5, "cpu")
+        return seg_train.train_unet(cases[:2], cases[2:], _spec(), meta, tmp_path / folder, 5,
+                                    "cpu")  # fmt: skip
 
     whole = train("whole")
     assert not (tmp_path / "whole" / "last.pt").exists()  # a finished run keeps best.pt only

@@ -102,11 +102,20 @@ class ModelFit:
 
 
 def block_columns(
-    table: pd.DataFrame, features: list[str], auxiliary: frozenset[str] = frozenset()
+    table: pd.DataFrame, features: list[str], auxiliary: frozenset[str] = frozenset(),
+    exclude: list[str] | tuple[str, ...] = (),
+) -> list[str]:  # fmt: skip
+    """The table's columns of the blocks a model uses (``<model>-score`` columns too),
+    less those whose name contains a fragment of ``exclude``. The ``radiomics`` block
+    leaves out the ``auxiliary`` ROIs' columns (perturbations and negative controls),
+    which a model takes only by name (``radiomics:<roi>``)."""
+    columns = _block_columns(table, features, auxiliary)
+    return [c for c in columns if not any(fragment in c for fragment in exclude)]
+
+
+def _block_columns(
+    table: pd.DataFrame, features: list[str], auxiliary: frozenset[str]
 ) -> list[str]:
-    """The table's columns of the blocks a model uses (``<model>-score`` columns too).
-    The ``radiomics`` block leaves out the ``auxiliary`` ROIs' columns (perturbations and
-    negative controls), which a model takes only by name (``radiomics:<roi>``)."""
     columns: list[str] = []
     skip = tuple(f"radiomics:{roi}:" for roi in auxiliary)
     for block in features:  # radiomics, radiomics:<roi> (one ROI's features), m-score...

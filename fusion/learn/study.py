@@ -111,7 +111,7 @@ class Stacking:
         X = self.table.iloc[rows].copy()
         for up in upstream(self.study, name):
             X[f"score:{up}"], scorers[up] = self.chain(up, rows, out_of_fold=True)
-        columns = block_columns(X, spec.features, self.study.auxiliary_rois())
+        columns = block_columns(X, spec.features, self.study.auxiliary_rois(), spec.exclude)
         groups = None if self.groups is None else self.groups[rows]
         own_oof = out_of_fold and not scorers  # a stacked model's comes from nested_oof
         fit = fit_model(name, spec, X[columns], self.y[rows], ev, self.study.seed,
@@ -178,7 +178,7 @@ def fit_study_models(
     stacking = Stacking(study, table.copy(), y, g_all, references, jobs, inputs)
     left_out = exclusions if exclusions is not None else pd.DataFrame(columns=["case_id", "model"])
     for i, (name, spec) in enumerate(study.models.items(), start=1):
-        columns = block_columns(table, spec.features, study.auxiliary_rois())
+        columns = block_columns(table, spec.features, study.auxiliary_rois(), spec.exclude)
         if not columns:
             raise FusionError(
                 f"model {name!r}: no feature columns for {', '.join(spec.features)}; "

@@ -9,7 +9,9 @@ learned volume, position or noise.
   at random (seeded) among all the places where it lies wholly inside ``region`` and
   keeps ``margin_mm`` from the drawn ROI. ``region`` is the body (the largest connected
   part of the image above ``body_hu``, holes filled) and, with ``hu_range``, only its
-  voxels in that range (an organ by its intensities, e.g. brain parenchyma). Every
+  voxels in that range (an organ by its intensities, e.g. brain parenchyma), judged on
+  the image smoothed by a Gaussian of ``smooth_mm`` (so image noise does not riddle the
+  organ with holes a ROI cannot cover: a noisier scanner would lose more cases). Every
   admissible place is found at once by correlating the region with the ROI (an FFT),
   so the draw is uniform over them, not the first of a few random tries. A case with no
   admissible place gets an empty map and a note.
@@ -48,6 +50,7 @@ class Elsewhere:
     body_hu: float = -300.0
     hu_range: tuple[float, float] | None = None
     margin_mm: float = 5.0
+    smooth_mm: float = 2.0
     seed: int = 0
     label: int = 1
     name: str = "elsewhere"
@@ -55,8 +58,8 @@ class Elsewhere:
     needs_roi = True
 
     def __post_init__(self) -> None:
-        if self.margin_mm < 0:
-            raise ValueError("elsewhere: margin_mm must be >= 0")
+        if self.margin_mm < 0 or self.smooth_mm < 0:
+            raise ValueError("elsewhere: margin_mm and smooth_mm must be >= 0")
         if self.hu_range is not None and not self.hu_range[0] < self.hu_range[1]:
             raise ValueError(f"elsewhere: hu_range must be [low, high], got {self.hu_range}")
 
@@ -64,7 +67,7 @@ class Elsewhere:
         mask = sitk.GetArrayFromImage(roi) == self.label
         hu = sitk.GetArrayFromImage(image).astype(np.float32)
         spacing = roi.GetSpacing()[::-1]
-        allowed = region(hu, self.body_hu, self.hu_range)
+        allowed = region(hu, self.body_hu, self.hu_range, spacing, self.smooth_mm)
         allowed &= ~dilate_mm(mask, spacing, self.margin_mm)
         corner = draw_place(mask, allowed, np.random.default_rng(self.seed))
         if corner is None:
@@ -73,9 +76,15 @@ class Elsewhere:
         return LabelMap(label_image(placed(mask, corner), roi), {1: self.name})
 
 
-def region(hu: np.ndarray, body_hu: float, hu_range: tuple[float, float] | None) -> np.ndarray:
+def region(
+    hu: np.ndarray, body_hu: float, hu_range: tuple[float, float] | None,
+    spacing_zyx: tuple[float, ...], smooth_mm: float = 2.0,
+) -> np.ndarray:  # fmt: skip
     """The body (largest connected component above ``body_hu``, holes filled, per axial
-    slice and in 3D), and within it the voxels in ``hu_range`` when given."""
+    slice and in 3D), and within it the voxels in ``hu_range`` when given; both judged
+    on ``hu`` smoothed by a Gaussian of SD ``smooth_mm`` (0: not smoothed)."""
+    if smooth_mm > 0:
+        hu = ndimage.gaussian_filter(hu, [smooth_mm / s for s in spacing_zyx])
     labels, n = ndimage.label(hu > body_hu)
     if n == 0:
         return np.zeros(hu.shape, bool)

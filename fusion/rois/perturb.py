@@ -49,16 +49,35 @@ def distance_inside(mask: np.ndarray, spacing_zyx: tuple[float, ...]) -> np.ndar
     return ndimage.distance_transform_edt(padded, sampling=spacing_zyx)[inner]
 
 
+def _around(mask: np.ndarray, spacing_zyx: tuple[float, ...], mm: float) -> tuple[slice, ...]:
+    """The ROI's bounding box grown by ``mm`` and one voxel on every side (clipped to
+    the image): the distance transforms below are exact inside it, because every voxel
+    beyond it is outside the ROI and farther than the box's own outside layer (clamping
+    a voxel to the box brings it nearer to every voxel in the box)."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    grow = [int(np.ceil(mm / s)) + 1 for s in spacing_zyx]
+    return tuple(slice(max(b.start - g, 0), min(b.stop + g, n))
+                 for b, g, n in zip(box, grow, mask.shape, strict=True))  # fmt: skip
+
+
 def erode_mm(mask: np.ndarray, spacing_zyx: tuple[float, ...], mm: float) -> np.ndarray:
-    """The ROI without the voxels within ``mm`` of its outside."""
-    return distance_inside(mask, spacing_zyx) > mm
+    """The ROI without the voxels within ``mm`` of its outside (computed in the ROI's
+    bounding box, the same voxels as over the whole image)."""
+    out = np.zeros_like(mask, dtype=bool)
+    if mask.any():
+        box = _around(mask, spacing_zyx, 0.0)
+        out[box] = distance_inside(mask[box], spacing_zyx) > mm
+    return out
 
 
 def dilate_mm(mask: np.ndarray, spacing_zyx: tuple[float, ...], mm: float) -> np.ndarray:
     """The ROI and the outside voxels within ``mm`` of an ROI voxel."""
     if not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing_zyx) <= mm
+    box = _around(mask, spacing_zyx, mm)
+    out = np.zeros_like(mask, dtype=bool)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_zyx) <= mm
+    return out
 
 
 def _contour(hu: np.ndarray, mask: np.ndarray, spacing_zyx: tuple[float, ...], mm: float,

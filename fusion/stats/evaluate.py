@@ -242,7 +242,7 @@ def negative_control_table(
     0.5; one that does not, on a set with a real model worth the name, is reported."""
     columns = ["control", "kind", "model", "set", "estimate", "auc_control",
                "auc_control_ci_low", "auc_control_ci_high", "auc_model", "auc_model_ci_low",
-               "auc_model_ci_high", "delong_p", "flag", "warning"]  # fmt: skip
+               "auc_model_ci_high", "delong_p", "flag", "warning", "note"]  # fmt: skip
     rows = []
     perf = performance.set_index(["model", "set"])
     for control, (model, kind) in controls.items():
@@ -266,9 +266,25 @@ def negative_control_table(
                 "auc_control_ci_high": c.get("auc_ci_high", np.nan),
                 "auc_model": m.get("auc", np.nan), "auc_model_ci_low": low_m,
                 "auc_model_ci_high": m.get("auc_ci_high", np.nan), "delong_p": p_value,
-                "flag": flag, "warning": warning,
+                "flag": flag, "warning": warning, "note": _below_chance(c, kind),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def _below_chance(row: pd.Series, kind: str) -> str:
+    """A control whose AUC CI lies wholly below 0.5 learned the outcome's reverse: for a
+    permuted outcome, its few features were picked at random and one of them predicts
+    (the sign is a coin toss); the CI is that of this one fitted model, not of the spread
+    over permutations, which is wider."""
+    if not row.get("auc_ci_high", np.nan) < 0.5:
+        return ""
+    why = (
+        " (the permutation picked predictive features with the wrong sign; another "
+        "permutation scatters as far the other way)"
+        if kind == "permuted outcome"
+        else ""
+    )
+    return f"below chance: the AUC's CI lies under 0.5{why}"
 
 
 def calibration_table(
