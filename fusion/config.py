@@ -9,7 +9,7 @@ rewritten to name the file, the key path, what is allowed and the closest spelli
 from __future__ import annotations
 
 import hashlib
-from itertools import pairwise
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -435,9 +435,15 @@ class PerturbationsSpec(_Strict):
     """ROI perturbations for the robustness of radiomics features (fusion.rois.perturb):
     each entry of ``variants`` becomes a generated ROI ``perturbed<i>-<kind>`` of the
     drawn ROI (its settings: ``kind``, ``distance_mm``, ``angle_deg``, ``noise_hu``,
-    ``seed``), measured like any ROI. A feature's ICC across the drawn ROI and the
-    variants, on the training cases, decides whether ``robust`` models keep it."""
+    ``seed``), measured like any ROI; or names a ROI the study declares (``{roi:
+    <name>}``): another threshold of the segmenter that made ``of``, a CV-fold model's
+    mask, a second reader's contour. A feature's ICC across ``of`` and the variants, on
+    the training cases, decides whether ``robust`` models keep it."""
 
+    of: str = Field(
+        default="whole", description="the ROI whose robustness is measured: the drawn ROI "
+        "(whole) or a generated one (e.g. a unet's tumour; its variants then name ROIs)",
+    )  # fmt: skip
     variants: list[dict[str, Any]] = Field(min_length=1)
     icc: Literal["ICC1", "ICC3"] = Field(
         default="ICC1", description="ICC(1,1), one-way random, absolute agreement "
@@ -449,8 +455,9 @@ class PerturbationsSpec(_Strict):
     min_icc: float = Field(default=0.9, ge=-1, le=1)
 
     def roi_names(self) -> list[str]:
-        return [f"perturbed{i}-{v.get('kind', 'erode')}" for i, v in
-                enumerate(self.variants, start=1)]  # fmt: skip
+        """The variants' ROI names: a declared ROI's own, ``perturbed<i>-<kind>`` else."""
+        return [v["roi"] if "roi" in v else f"perturbed{i}-{v.get('kind', 'erode')}"
+                for i, v in enumerate(self.variants, start=1)]  # fmt: skip
 
 
 class HarmonisationSpec(_Strict):
@@ -514,6 +521,12 @@ class EvaluationSpec(_Strict):
         default=[], description="performance within the levels of these variables "
         "(categorical clinical covariates, or 'institution'): TRIPOD+AI's fairness and "
         "heterogeneity items",
+    )  # fmt: skip
+    comparisons: list[tuple[str, str]] = Field(
+        default=[], description="the model pairs to compare (DeLong, NRI/IDI, net-benefit "
+        "differences; Holm adjusts over them): the planned comparisons. Default: every "
+        "pair of models that are not negative controls; a control is always compared "
+        "with its own model",
     )  # fmt: skip
     nested_cv: bool = Field(
         default=True,
@@ -615,11 +628,21 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _perturbations_become_rois(self) -> Study:
-        """Each perturbation is a generated ROI of the drawn one (fusion.rois.perturb)."""
+        """Each perturbation is a generated ROI of the drawn one (fusion.rois.perturb), or
+        names a ROI the study declares."""
         if self.perturbations is None:
             return self
-        for name, variant in zip(self.perturbations.roi_names(), self.perturbations.variants,
-                                 strict=True):  # fmt: skip
+        spec = self.perturbations  # ``of`` is checked against the radiomics table's ROIs
+        for name, variant in zip(spec.roi_names(), spec.variants, strict=True):
+            if "roi" in variant:
+                if set(variant) != {"roi"} or name not in self.rois:
+                    raise ValueError(f"perturbations.variants: {variant} must be {{roi: "
+                                     "<name>}} naming one of the study's rois")  # fmt: skip
+                continue
+            if spec.of != "whole":
+                raise ValueError(f"perturbations.variants: {variant} perturbs the drawn "
+                                 f"ROI, but perturbations.of is {spec.of!r}: name ROIs made "
+                                 "from it instead ({roi: <name>})")  # fmt: skip
             if name in self.rois and self.rois[name].generator != "perturb":
                 raise ValueError(f"rois.{name} clashes with a perturbation's ROI name")
             settings = {"label": self.cohort.roi_label, **variant, "name": name}
@@ -666,12 +689,38 @@ class Study(_Strict):
             declared.append(model)
         return self
 
+    @model_validator(mode="after")
+    def _comparisons_name_models(self) -> Study:
+        for a, b in self.evaluation.comparisons:
+            for name in (a, b):
+                if name not in self.models:
+                    raise ValueError(f"evaluation.comparisons: {name!r} is not a model "
+                                     f"({', '.join(self.models) or 'none'})"
+                                     f"{did_you_mean(name, list(self.models))}")  # fmt: skip
+            if a == b:
+                raise ValueError(f"evaluation.comparisons: [{a}, {b}] compares a model "
+                                 "with itself")  # fmt: skip
+        return self
+
+    def compared_pairs(self) -> frozenset[tuple[str, str]] | None:
+        """The model pairs the comparison tables hold (either order), or None: every
+        pair. ``evaluation.comparisons`` when given, else every pair of models that are
+        not negative controls; and each control with its own model."""
+        controls = {m: s.control_of for m, s in self.models.items() if s.control_of}
+        if not controls and not self.evaluation.comparisons:
+            return None
+        real = [m for m in self.models if m not in controls]
+        pairs = set(self.evaluation.comparisons) or set(combinations(real, 2))
+        pairs |= {(model, control) for control, model in controls.items()}
+        return frozenset(pairs | {(b, a) for a, b in pairs})
+
     def auxiliary_rois(self) -> frozenset[str]:
         """Generated ROIs that are measurements about the drawn ROI, not features of the
         ``radiomics`` block: perturbations and negative-control ROIs (a model takes one
         only by name, ``radiomics:<roi>``)."""
+        variants = set(self.perturbations.roi_names()) if self.perturbations else set()
         return frozenset(name for name, spec in self.rois.items()
-                         if spec.generator in AUXILIARY_GENERATORS)  # fmt: skip
+                         if spec.generator in AUXILIARY_GENERATORS or name in variants)  # fmt: skip
 
     @model_validator(mode="after")
     def _models_use_known_features(self) -> Study:

@@ -67,7 +67,7 @@ COEFFICIENTS = {
 }
 _UNIFORM_SD = 1 / np.sqrt(12)
 # scanner -> (HU calibration offset, SD of the extra noise in HU) added to the whole image
-SCANNERS = {"CT-A": (0.0, 0.0), "CT-B": (10.0, 8.0), "CT-C": (-12.0, 20.0)}
+SCANNERS = {"CT-A": (0.0, 0.0), "CT-B": (10.0, 6.0), "CT-C": (-12.0, 16.0)}
 # split -> the probability of each scanner (in SCANNERS' order)
 SCANNER_MIX = {"train": (0.5, 0.3, 0.2), "test": (0.2, 0.2, 0.6)}
 

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from fusion.config import Study
+from fusion.errors import FusionError
 from fusion.io.intensity import apply_op
 from fusion.learn.models import CaseInputs
 from fusion.learn.study import fit_study_models
@@ -270,3 +271,79 @@ def test_study_checks_name_what_is_missing(change: dict, message: str) -> None:
         Study.model_validate(spec)
     assert _trust_study(m={"features": ["radiomics"]}).auxiliary_rois() == frozenset(
         {"perturbed1-erode", "perturbed2-dilate"})  # fmt: skip
+
+
+def test_a_segmenters_roi_is_judged_against_its_other_thresholds() -> None:
+    """perturbations.of names a generated ROI and its variants name declared ROIs (the
+    same U-Net at other thresholds): those become the ICC's measurements, stay out of
+    the radiomics block, and a variant that perturbs the drawn ROI is refused."""
+    from pydantic import ValidationError
+
+    from fusion.learn.study import case_inputs
+
+    unet = {"generator": "unet", "settings": {"checkpoint": "u.pt"}}
+    spec = {
+        "name": "t", "cohort": {"manifest": __file__},
+        "rois": {"tumour": unet,
+                 "tumour_t03": {**unet, "settings": {"checkpoint": "u.pt", "threshold": 0.3}},
+                 "tumour_t07": {**unet, "settings": {"checkpoint": "u.pt", "threshold": 0.7}}},
+        "perturbations": {"of": "tumour", "variants": [{"roi": "tumour_t03"},
+                                                        {"roi": "tumour_t07"}]},
+        "models": {"m": {"features": ["radiomics:tumour"], "robust": True}},
+    }  # fmt: skip
+    study = Study.model_validate(spec)
+    assert study.auxiliary_rois() == frozenset({"tumour_t03", "tumour_t07"})
+    assert set(study.rois) == {"tumour", "tumour_t03", "tumour_t07"}  # nothing generated
+    radiomics = pd.DataFrame(
+        {
+            "case_id": ["a", "b"] * 3,
+            "roi": np.repeat(["tumour", "tumour_t03", "tumour_t07"], 2),
+            "radiomics:f": [1.0, 5.0, 1.1, 5.2, 0.9, 4.8],
+        }
+    )
+    inputs = case_inputs(study, [], radiomics)
+    assert inputs.rois == ("tumour", "tumour_t03", "tumour_t07")
+    with pytest.raises(FusionError, match="no radiomics features of 'tumour'.*tumour_t03"):
+        case_inputs(study, [], radiomics[radiomics.roi != "tumour"])
+    bad = {**spec, "perturbations": {"of": "tumour", "variants": [{"kind": "erode"}]}}
+    with pytest.raises(ValidationError, match="perturbs the drawn ROI"):
+        Study.model_validate(bad)
+    unknown = {**spec, "perturbations": {"of": "tumour", "variants": [{"roi": "nope"}]}}
+    with pytest.raises(ValidationError, match="naming one of the study's rois"):
+        Study.model_validate(unknown)
+
+
+def test_comparisons_are_the_planned_pairs_and_each_control_with_its_model() -> None:
+    fast = {"features": ["radiomics"], "classifier": "logistic", "lasso": False}
+    study = _trust_study(a=fast, b=fast, c=fast,
+                         ctrl={**fast, "control_of": "a", "permute_outcome": True})  # fmt: skip
+    pairs = study.compared_pairs()
+    assert {("a", "b"), ("a", "c"), ("b", "c"), ("a", "ctrl")} <= pairs
+    assert ("b", "ctrl") not in pairs and ("c", "ctrl") not in pairs
+    planned = study.model_copy(update={"evaluation": study.evaluation.model_copy(
+        update={"comparisons": [("b", "a")]})})  # fmt: skip
+    assert planned.compared_pairs() == frozenset({("a", "b"), ("b", "a"), ("a", "ctrl"),
+                                                  ("ctrl", "a")})  # fmt: skip
+    assert _trust_study(a=fast, b=fast).compared_pairs() is None  # every pair
+    table, y, sets = synthetic()
+    out = fit_study_models(study, table, y, sets)
+    from fusion.stats.evaluate import delong_table
+
+    tested = delong_table(out.scores, pairs=pairs)
+    got = set(zip(tested.model_a, tested.model_b, strict=True))
+    assert got == {("a", "b"), ("a", "c"), ("b", "c"),
+                   ("a", "ctrl")}  # fmt: skip
+    assert len(delong_table(out.scores)) == 2 * 6  # without pairs: all 6, both sets
+
+
+def test_a_balanced_permutation_keeps_the_prevalence_and_drops_the_correlation() -> None:
+    from fusion.learn.study import balanced_permutation
+
+    y = np.array([1] * 40 + [0] * 60)
+    for seed in range(5):
+        permuted = balanced_permutation(y, seed)
+        assert permuted.sum() == 40  # the prevalence
+        assert (permuted[y == 1] == 1).sum() == 16  # 40 * 40 / 100: independence's count
+        assert abs(np.corrcoef(y, permuted)[0, 1]) < 1e-12
+    assert not np.array_equal(balanced_permutation(y, 0), balanced_permutation(y, 1))
+    assert np.array_equal(balanced_permutation(y, 3), balanced_permutation(y, 3))

@@ -27,9 +27,6 @@ class ModelsOutput:
     scores: pd.DataFrame
 
 
-DRAWN_ROI = "whole"  # the drawn ROI's row name once a study generates ROIs
-
-
 def case_inputs(study: Study, cases: list[Case], radiomics: pd.DataFrame | None) -> CaseInputs:
     """What ``robust`` and ``harmonise`` models look up by case id: the tidy radiomics
     table of the drawn ROI and its perturbations (``radiomics``: the stage's table), each
@@ -39,10 +36,12 @@ def case_inputs(study: Study, cases: list[Case], radiomics: pd.DataFrame | None)
     inputs: dict = {}
     spec = study.perturbations
     if spec is not None:
-        rois = (DRAWN_ROI, *spec.roi_names())
-        if radiomics is None or DRAWN_ROI not in set(radiomics.roi):
-            raise FusionError(f"perturbations: no radiomics features of the drawn ROI "
-                              f"({DRAWN_ROI!r}) to compare the perturbed ROIs with")  # fmt: skip
+        rois = (spec.of, *spec.roi_names())
+        measured = set(radiomics.roi) if radiomics is not None else set()
+        if spec.of not in measured:
+            raise FusionError(f"perturbations: no radiomics features of {spec.of!r} to compare "
+                              f"its variants with; the radiomics table's ROIs are "
+                              f"{', '.join(sorted(measured)) or 'none'}")  # fmt: skip
         inputs |= {
             "perturbed": radiomics[radiomics.roi.isin(rois)],
             "rois": rois,
@@ -74,6 +73,25 @@ def case_inputs(study: Study, cases: list[Case], radiomics: pd.DataFrame | None)
                    "prefixes": tuple(f"{b}:" for b in harmonise.blocks),
                    "unseen": harmonise.unseen}  # fmt: skip
     return CaseInputs(**inputs)
+
+
+def balanced_permutation(y: np.ndarray, seed: int) -> np.ndarray:
+    """A permutation of the 0/1 outcome ``y`` that is as uncorrelated with ``y`` as the
+    counts allow: of the n1 cases labelled positive, round(n1^2 / n) are true positives,
+    what independence expects (a balanced permutation: Southworth, Kim and Owen, Ann
+    Appl Stat 2009), the rest drawn at random (seeded). A plain permutation's labels
+    correlate with the truth by chance (SD about 1/sqrt(n)); a model fitted on them then
+    finds the real signal with that sign, and the control's AUC lands far from 0.5, in
+    either direction, for a reason that is not the model's."""
+    y = np.asarray(y).astype(int)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    both = min(round(len(pos) ** 2 / len(y)), len(pos)) if len(y) else 0
+    chosen = np.concatenate([rng.choice(pos, both, replace=False),
+                             rng.choice(neg, len(pos) - both, replace=False)])  # fmt: skip
+    out = np.zeros_like(y)
+    out[chosen] = 1
+    return out
 
 
 def upstream(study: Study, name: str) -> list[str]:
@@ -166,8 +184,9 @@ def fit_study_models(
     and ``harmonise`` models look up by case id.
 
     A ``permute_outcome`` model (a negative control) is fitted, tuned, thresholded and
-    cross-validated on the training outcome permuted (the study seed's
-    ``permute/<model>`` stream), and scored against the true outcome everywhere."""
+    cross-validated on the training outcome permuted (:func:`balanced_permutation`, the
+    study seed's ``permute/<model>`` stream), and scored against the true outcome
+    everywhere."""
     table = table.copy()
     train = (sets == "train").to_numpy()
     y = labels.to_numpy().astype(int)
@@ -194,7 +213,7 @@ def fit_study_models(
         nested = study.evaluation.nested_cv and bool(upstream(study, name))
         y_fit = yr[tr]
         if spec.permute_outcome:
-            y_fit = np.random.default_rng(stream(study.seed, f"permute/{name}")).permutation(y_fit)
+            y_fit = balanced_permutation(y_fit, stream(study.seed, f"permute/{name}"))
         fit = fit_model(name, spec, X[tr], y_fit, study.evaluation, study.seed,
                         references, gr, out_of_fold=not nested, jobs=jobs,
                         inputs=inputs)  # fmt: skip

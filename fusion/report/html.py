@@ -90,9 +90,12 @@ def methods_text(
             f"{'2D (per slice)' if settings.get('force2D') else '3D'} texture "
             f"(parameter file {study.radiomics.params.name})."
         )
-    if study.rois:
+    auxiliary = study.auxiliary_rois()
+    if set(study.rois) - auxiliary:
         parts = []
         for name, spec in study.rois.items():
+            if name in auxiliary:
+                continue  # perturbations and controls: their own paragraph
             if spec.generator == "habitat":
                 k = spec.settings.get("k", 3)
                 how = ("per case (k-means within each ROI)" if spec.mode == "per_case" else
@@ -169,6 +172,8 @@ def methods_text(
         "elsewhere, its final score, both calibrated logits on one scale. "
         f"Models: {_models_text(model_summary)}." + _reduced_tuning_text(model_summary)
     )
+    if trust := _trust_methods(study):
+        text.append(trust)
     text.append(
         "Statistics. Training-set performance is cross-validated: every training case was "
         f"scored by the pipeline fitted without its fold ({ev.cv_folds}-fold CV of the whole "
@@ -206,6 +211,43 @@ def methods_text(
     if sample_size is not None and (sentence := ev_report.sample_size_text(sample_size)):
         text.append(sentence)
     return text
+
+
+def _trust_methods(study: Study) -> str:
+    """The methods sentences on robustness, harmonisation and negative controls."""
+    out = []
+    if (spec := study.perturbations) is not None:
+        robust = [m for m, s in study.models.items() if s.robust]
+        out.append(
+            f"Robustness. The features of {spec.of} were measured again on "
+            f"{len(spec.variants)} variants of it ({', '.join(spec.roi_names())}); each "
+            f"feature's {spec.icc} (psych::ICC) across them on the training cases decided "
+            f"whether it is robust (lower 95% CI bound >= {spec.min_ci_low:g} or ICC >= "
+            f"{spec.min_icc:g})"
+            + (f"; {', '.join(robust)} kept only robust features, the ICC recomputed inside "
+               "every CV fold on its training part" if robust else "") + "."
+        )  # fmt: skip
+    if (harm := study.harmonisation) is not None:
+        by = "scanner/site column" if study.cohort.columns.site else "institution"
+        models = [m for m, s in study.models.items() if s.harmonise]
+        out.append(
+            f"Harmonisation. The {' and '.join(harm.blocks)} features of {', '.join(models)} "
+            f"were harmonised across the manifest's {by} by ComBat (parametric empirical "
+            "Bayes, as neuroCombat"
+            + (f", preserving {', '.join(harm.covariates)}" if harm.covariates else "")
+            + "), fitted inside each pipeline on the rows it was fitted on (training cases "
+            "only) and applied unchanged to every other case."
+        )  # fmt: skip
+    controls = {m: s for m, s in study.models.items() if s.control_of}
+    if controls:
+        out.append(
+            "Negative controls (READII). "
+            + "; ".join(f"{m}: the pipeline of {s.control_of} on "
+                        + ("the training outcome permuted" if s.permute_outcome else
+                           f"{', '.join(s.features)}") for m, s in controls.items())
+            + ". A control is flagged when its AUC reaches its model's lower 95% CI bound."
+        )  # fmt: skip
+    return " ".join(out)
 
 
 def _reduced_tuning_text(summary: pd.DataFrame) -> str:

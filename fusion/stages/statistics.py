@@ -57,7 +57,8 @@ class StatisticsStage(Defaults):
         summary = ctx.read_table("model_summary", "models")
         thresholds = dict(zip(summary.model, summary.threshold, strict=True))
         ev = study.evaluation
-        out = evaluate.statistics_tables(scores, thresholds, ev, study.seed)
+        out = evaluate.statistics_tables(scores, thresholds, ev, study.seed,
+                                         pairs=study.compared_pairs())  # fmt: skip
         out["sample_size"] = evaluate.sample_size_table(
             summary, scores, ev.sample_size.nagelkerke_r2, ev.sample_size.cox_snell_r2,
             ev.sample_size.c_statistic, ev.sample_size.shrinkage,

@@ -67,18 +67,23 @@ def _groups(scores: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
         yield set_name, model, frame
 
 
+Pairs = frozenset[tuple[str, str]] | None  # the model pairs to compare; None: every pair
+
+
 def _pairs(
-    scores: pd.DataFrame,
+    scores: pd.DataFrame, pairs: Pairs = None
 ) -> Iterator[tuple[str, str, str, pd.DataFrame, pd.Series, str]]:
     """(set, model a, model b, both models' rows on the cases both scored, their labels,
-    note) for every pair of models on every set, a before b in the order the models were
-    declared. Models left out of some cases (no features for their ROI) are compared on
-    the cases they share, with paired tests; the note then says how many that is (empty
-    when both scored the same cases)."""
+    note) for every pair of models in ``pairs`` (None: every pair) on every set, a before
+    b in the order the models were declared. Models left out of some cases (no features
+    for their ROI) are compared on the cases they share, with paired tests; the note then
+    says how many that is (empty when both scored the same cases)."""
     for set_name, frame in scores.groupby("set", sort=False):
         models = list(dict.fromkeys(frame.model))
         cases = {m: set(frame.case_id[frame.model == m]) for m in models}
         for a, b in combinations(models, 2):
+            if pairs is not None and (a, b) not in pairs:
+                continue
             common = cases[a] & cases[b]
             pair = frame[frame.model.isin((a, b)) & frame.case_id.isin(common)]
             labels = pair.drop_duplicates("case_id").set_index("case_id").label
@@ -182,11 +187,13 @@ def _bootstrap_brier_f1(
     return {k: float(v) for k, v in out.items()}
 
 
-def delong_table(scores: pd.DataFrame, conf_level: float = 0.95) -> pd.DataFrame:
-    """Every pair of models on every set: paired DeLong test of their AUCs; a pair that
-    cannot be tested keeps its row with the reason in ``note``."""
+def delong_table(
+    scores: pd.DataFrame, conf_level: float = 0.95, pairs: Pairs = None
+) -> pd.DataFrame:
+    """Every pair of models (of ``pairs``) on every set: paired DeLong test of their AUCs;
+    a pair that cannot be tested keeps its row with the reason in ``note``."""
     rows = []
-    for set_name, a, b, frame, labels, paired in _pairs(scores):
+    for set_name, a, b, frame, labels, paired in _pairs(scores, pairs):
         wide = frame.pivot(index="case_id", columns="model", values="score")
         row = {"set": set_name, "estimate": estimate_of(set_name), "model_a": a, "model_b": b,
                "cases": len(wide)}  # fmt: skip
@@ -337,14 +344,15 @@ def _hl_note(y: np.ndarray, p: np.ndarray, formed: int, statistic: float) -> str
 
 
 def reclassification_table(
-    scores: pd.DataFrame, cutoffs: list[float] | None = None
+    scores: pd.DataFrame, cutoffs: list[float] | None = None, pairs: Pairs = None
 ) -> pd.DataFrame:
-    """Every pair of models on every set: continuous NRI (events, non-events, total) and
-    IDI of model a against model b (the reference), with standard errors, z and p, as
-    Hmisc::improveProb(b, a, y); with ``cutoffs`` (risk category bounds) also the
-    categorical NRI (``cat_*``). A pair that cannot be compared keeps a note."""
+    """Every pair of models (of ``pairs``) on every set: continuous NRI (events,
+    non-events, total) and IDI of model a against model b (the reference), with standard
+    errors, z and p, as Hmisc::improveProb(b, a, y); with ``cutoffs`` (risk category
+    bounds) also the categorical NRI (``cat_*``). A pair that cannot be compared keeps a
+    note."""
     rows = []
-    for set_name, a, b, frame, labels, paired in _pairs(scores):
+    for set_name, a, b, frame, labels, paired in _pairs(scores, pairs):
         wide = frame.pivot(index="case_id", columns="model", values="prob")
         y = labels.loc[wide.index].to_numpy().astype(int)
         row: dict[str, Any] = {"set": set_name, "estimate": estimate_of(set_name),
@@ -376,12 +384,13 @@ def net_benefit_difference_table(
     n_boot: int = 0,
     seed: int = 0,
     conf_level: float = 0.95,
+    pairs: Pairs = None,
 ) -> pd.DataFrame:
-    """Every pair of models on every set: net benefit of model a minus model b over the
-    threshold grid, with a paired percentile bootstrap band (whole cases resampled, both
-    models' risks together)."""
+    """Every pair of models (of ``pairs``) on every set: net benefit of model a minus
+    model b over the threshold grid, with a paired percentile bootstrap band (whole cases
+    resampled, both models' risks together)."""
     frames = []
-    for set_name, a, b, frame, labels, _ in _pairs(scores):
+    for set_name, a, b, frame, labels, _ in _pairs(scores, pairs):
         wide = frame.pivot(index="case_id", columns="model", values="prob")
         y = labels.loc[wide.index]
         diff = net_benefit_difference(y, wide[a], wide[b], thresholds, n_boot, seed, conf_level)
@@ -549,12 +558,14 @@ def statistics_tables(
     evaluation: EvaluationSpec,
     seed: int,
     apparent: dict[str, str] | None = None,
+    pairs: Pairs = None,
 ) -> dict[str, pd.DataFrame]:
     """Every statistics table of the scores, by name: performance, DeLong, calibration
     and its curves, decision curves and their pairwise differences, reclassification,
     ROC points; external institutions pooled besides one by one. ``apparent``: sets whose
     calibration is apparent (fitted on them), with the reason (see :func:`calibration_table`).
-    ``seed``: the study's; the bootstraps draw from its ``bootstrap`` stream."""
+    ``seed``: the study's; the bootstraps draw from its ``bootstrap`` stream. ``pairs``:
+    the model pairs the comparison tables hold (None: every pair)."""
     ev = evaluation
     seed = stream(seed, "bootstrap")
     scores = with_pooled_external(scores)
@@ -562,15 +573,15 @@ def statistics_tables(
     grid = np.round(np.arange(lo, hi + 1e-9, step), 6)
     return {
         "performance": performance_table(scores, thresholds, ev.conf_level, ev.bootstrap, seed),
-        "delong": delong_table(scores, ev.conf_level),
+        "delong": delong_table(scores, ev.conf_level, pairs),
         "calibration": calibration_table(scores, conf_level=ev.conf_level, apparent=apparent),
         "calibration_curve": calibration_curve_table(scores, ev.conf_level),
         "calibration_groups": calibration_groups_table(scores),
         "net_benefit": net_benefit_table(scores, grid, ev.bootstrap, seed, ev.conf_level),
         "net_benefit_difference": net_benefit_difference_table(
-            scores, grid, ev.bootstrap, seed, ev.conf_level
+            scores, grid, ev.bootstrap, seed, ev.conf_level, pairs
         ),
-        "reclassification": reclassification_table(scores, ev.risk_thresholds),
+        "reclassification": reclassification_table(scores, ev.risk_thresholds, pairs),
         "roc_points": roc_table(scores),
     }
 
