@@ -284,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--cache", default=".cache/fusion", help="per-case cache folder")
     how.add_argument("--no-cache", action="store_true", help="recompute everything")
     how.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
-    how.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    where = how.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    where.add_argument("--cluster", help="start a Dask cluster for this run from a YAML "
+                       "file (SLURM, PBS or local; see fusion/cluster.py)")  # fmt: skip
     common = argparse.ArgumentParser(add_help=False, parents=[how])
     common.add_argument("study", help="study file, e.g. pipelines/demo_hematoma.yaml")
 
@@ -391,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        if getattr(args, "cluster", None):
+            from fusion.cluster import running_cluster
+
+            with running_cluster(args.cluster) as address:
+                args.scheduler = address
+                return args.func(args)
         return args.func(args)
     except FusionError as exc:
         cause = exc.__cause__

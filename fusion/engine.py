@@ -306,6 +306,17 @@ def _alone(
         _map(pool, fn, [task], cache, run, progress, threads, last_chance=True)
 
 
+def _dask_failure(exc: Exception) -> tuple[str, str, str]:
+    """A task's failure on a Dask cluster as (error, message, traceback). Dask's scheduler
+    reruns a task whose worker died up to ``distributed.scheduler.allowed-failures``
+    times (default 3), then raises KilledWorker: the case failed as a dead local worker
+    does (``WorkerDied``), and the run goes on."""
+    if type(exc).__name__ == "KilledWorker":
+        return ("WorkerDied", "the Dask worker died (crash or out of memory) each time it "
+                f"ran this case, retries included ({exc})", "")  # fmt: skip
+    return type(exc).__name__, str(exc), ""
+
+
 def _map(
     executor: Executor,
     fn: Callable[[Any], Any],
@@ -334,7 +345,7 @@ def _map(
                 suspects.append(task)
             continue
         except Exception as exc:  # noqa: BLE001 - e.g. Dask's KilledWorker
-            status, value = "error", (type(exc).__name__, str(exc), "")
+            status, value = "error", _dask_failure(exc)
         if status == "ok" and cache is not None:
             cache.put(task.key, value)
         with run.lock:

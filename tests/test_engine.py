@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from fusion.engine import Store, Task, cache_key, run_tasks
 
 
@@ -19,6 +21,22 @@ def square_or_fail(x: int) -> int:
 
 def tasks(values: list[int]) -> list[Task]:
     return [Task(f"c{v}", cache_key("sq", v), v) for v in values]
+
+
+def die_once_or_always(payload: tuple[Path, int]) -> int:
+    """Case 5's worker dies the first time only (a transient out-of-memory kill under
+    load); case 7's every time (a case that crashes its worker)."""
+    marker, x = payload
+    if x == 5 and not marker.exists():
+        marker.touch()
+        os._exit(9)
+    if x == 7:
+        os._exit(9)
+    return x * x
+
+
+def marked_tasks(marker: Path, values: list[int]) -> list[Task]:
+    return [Task(f"c{v}", cache_key("die", v), (marker, v)) for v in values]
 
 
 def test_cache_key_is_canonical() -> None:
@@ -58,3 +76,28 @@ def test_raised_error_and_dead_worker_cost_only_their_case(tmp_path: Path) -> No
     assert failed["c5"].error == "WorkerDied"
     # failures are not cached: the next run tries them again
     assert not cache.path(cache_key("sq", 3)).exists()
+
+
+def test_a_killed_local_worker_costs_one_retry_not_the_run(tmp_path: Path) -> None:
+    run = run_tasks(die_once_or_always, marked_tasks(tmp_path / "died", [1, 2, 5, 6, 7]),
+                    None, jobs=2)  # fmt: skip
+    assert run.results == {"c1": 1, "c2": 4, "c5": 25, "c6": 36}  # 5 succeeded on its retry
+    assert [(f.case_id, f.error) for f in run.failures] == [("c7", "WorkerDied")]
+
+
+@pytest.mark.slow
+def test_a_killed_dask_worker_costs_one_retry_not_the_run(tmp_path: Path) -> None:
+    import dask
+    from distributed import LocalCluster
+
+    # one retry of a task whose worker died (Dask's default is 3), then KilledWorker
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:  # fmt: skip
+        run = run_tasks(die_once_or_always, marked_tasks(tmp_path / "died", [1, 2, 5, 6, 7]),
+                        None, scheduler=cluster.scheduler_address)  # fmt: skip
+    assert run.results == {"c1": 1, "c2": 4, "c5": 25, "c6": 36}
+    failed = {f.case_id: f for f in run.failures}
+    assert list(failed) == ["c7"] and failed["c7"].error == "WorkerDied"
+    assert "each time it ran this case" in failed["c7"].message
