@@ -522,6 +522,12 @@ class EvaluationSpec(_Strict):
         "(categorical clinical covariates, or 'institution'): TRIPOD+AI's fairness and "
         "heterogeneity items",
     )  # fmt: skip
+    svm_max_rows: int = Field(
+        default=5000, ge=100, description="an SVM fitted on more rows than this is a linear "
+        "SVM (liblinear), on a Nystroem approximation of the RBF kernel (500 components) "
+        "for kernel: rbf: libsvm's time grows with the square of the rows. The report's "
+        "methods say which models were fitted so",
+    )  # fmt: skip
     comparisons: list[tuple[str, str]] = Field(
         default=[], description="the model pairs to compare (DeLong, NRI/IDI, net-benefit "
         "differences; Holm adjusts over them): the planned comparisons. Default: every "

@@ -23,6 +23,9 @@ STREAMS = {
     "segmentation/cv": "the order of the training cases before the segmentation CV folds",
     "bootstrap": "every bootstrap confidence interval and band of the statistics",
     "habitat/<roi>": "a habitat generator's clustering (k-means, silhouette), per ROI name",
+    "rois/<roi>": "a perturbation's or negative-control ROI's draws (direction, supervoxels, "
+    "noise, shuffle, place) unless the study gives the generator a seed, per ROI name",
+    "permute/<model>": "the balanced permutation of a permuted-outcome control, per model",
     "deep/weights": "the deep-feature network's random initial weights",
     "classifier/init": "an image classifier's random weights and new head",
     "classifier/batches/<epoch>": "the order and augmentation of an epoch's batches",

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_study_schema_is_valid(tmp_path: Path) -> None:
     # the demo manifest may not exist yet: point the study at a stand-in manifest
     text = (ROOT / "pipelines" / "demo_hematoma.yaml").read_text()
-    (tmp_path / "manifest.csv").write_text("case_id,image,roi,expansion,split\n")
+    (tmp_path / "manifest.csv").write_text("case_id,image,roi,expansion,split,scanner\n")
     (tmp_path / "radiomics").mkdir()
     (tmp_path / "radiomics" / "head_ct_hematoma.yaml").write_text("setting: {}\n")
     text = text.replace("../data/demo_hematoma/manifest.csv", "manifest.csv")
@@ -25,7 +25,11 @@ def test_demo_study_schema_is_valid(tmp_path: Path) -> None:
     assert study.cohort.columns.label == "expansion"
     assert study.cohort.manifest == (tmp_path / "manifest.csv").resolve()
     assert study.deep is not None and study.deep.offsets_mm == [-2, -1, 0, 1, 2]
-    assert list(study.models) == ["radiomics", "deep", "fused", "clinical", "combined"]
+    assert list(study.models)[:5] == ["radiomics", "deep", "fused", "clinical", "combined"]
+    assert [m for m, s in study.models.items() if s.control_of] == [
+        "control_shuffled", "control_elsewhere", "control_permuted"]  # fmt: skip
+    assert study.auxiliary_rois() == frozenset({"shuffled", "elsewhere", "perturbed1-erode",
+                                                "perturbed2-dilate"})  # fmt: skip
     assert study.source == (tmp_path / "demo.yaml").resolve()
     assert len(study_hash(study)) == 64
 

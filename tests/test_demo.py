@@ -59,9 +59,10 @@ def test_split_is_stratified_8_to_2(tmp_path: Path) -> None:
     test_pos = manifest[manifest.split == "test"].expansion.sum()
     assert test_pos == round(4 * positives / 20)
     assert list(manifest.columns) == [
-        "case_id", "image", "roi", "expansion", "split", "age", "sex",
+        "case_id", "image", "roi", "expansion", "split", "scanner", "age", "sex",
         "onset_to_ct_h", "gcs", "glucose_mmol_l", "sbp_mmhg",
     ]  # fmt: skip
+    assert set(manifest.scanner) <= {"CT-A", "CT-B", "CT-C"}
 
 
 def test_demo_study_runs_qc_cleanly(tmp_path: Path, capsys) -> None:

@@ -105,7 +105,8 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
     assert provenance["radiomics_params"]["setting"]["binWidth"] == 5
     assert set(provenance["git"]) == {"commit", "dirty"}
     assert len(provenance["fusion_source_sha256"]) == 64
-    assert set(provenance["stage_keys"]) == {"qc", "radiomics", "deep", "models", "statistics"}
+    assert set(provenance["stage_keys"]) == {"qc", "rois", "radiomics", "deep", "models",
+                                             "statistics"}  # fmt: skip
     assert provenance["deep_weights"]["pretrained"] is False
     # the seeded random weights are hashed: a replay can check it got the same network
     assert len(provenance["deep_weights"]["sha256"]) == 64
@@ -133,7 +134,13 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
     assert set(scores.case_id) == set(cohort.case_id[cohort.included])
     thresholds = table(folder, "model_summary").set_index("model").threshold
     perf = table(folder, "performance")
-    assert set(perf.model) == {"radiomics", "deep", "fused", "clinical", "combined"}
+    assert set(perf.model) == {"radiomics", "deep", "fused", "clinical", "combined", "texture",
+                               "texture_harmonised", "radiomics_robust", "control_shuffled",
+                               "control_elsewhere", "control_permuted"}  # fmt: skip
+    controls = table(folder, "negative_controls")
+    assert set(controls.control) == {"control_shuffled", "control_elsewhere", "control_permuted"}
+    assert set(table(folder, "harmonisation").site) <= {"CT-A", "CT-B", "CT-C"}
+    assert table(folder, "feature_robustness").cases.max() <= (cohort.set == "train").sum()
     for row in perf.itertuples():
         part = scores[(scores.model == row.model) & (scores.set == row.set)]
         auc = roc_auc(part.label, part.score)
@@ -150,7 +157,13 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
         assert np.allclose(part.prob, 1 / (1 + np.exp(-part.score)))
         assert row.n == len(part) and row.positives == part.label.sum()
     delong = table(folder, "delong")
-    assert len(delong) == 2 * 10  # train and test, every pair of five models
+    # train and test: every pair of the 8 models that are not controls (the test study
+    # drops the demo's planned comparisons), and each of 3 controls with its own model
+    assert len(delong) == 2 * (28 + 3)
+    pairs = set(zip(delong.model_a, delong.model_b, strict=True))
+    assert ("radiomics_robust", "control_shuffled") in pairs
+    assert not any("control" in a or ("control" in b and a != "radiomics_robust")
+                   for a, b in pairs)  # fmt: skip
     first = delong[delong.set == "test"].iloc[0]
     test = scores[scores.set == "test"]
     wide = test.pivot(index="case_id", columns="model", values="score")
@@ -165,7 +178,7 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
         (r.nri, r.nri_se, r.idi, r.idi_se), abs=1e-12
     )
     diff = table(folder, "net_benefit_difference")
-    assert len(diff) == 2 * 10 * 99  # every pair on both sets over the threshold grid
+    assert len(diff) == 2 * (28 + 3) * 99  # the compared pairs, both sets, every threshold
     assert (diff.ci_low <= diff.difference + 1e-12).all()
     size = table(folder, "sample_size").set_index("model")
     assert size.loc["clinical", "parameters"] == 6  # age, sex (one dummy), four more

@@ -229,3 +229,31 @@ def test_sets_table_says_where_each_assignment_came_from(tmp_path) -> None:
     outcome = study_sets(base, cases([None] * 20))
     assert set(outcome.source) == {"drawn (stratified by label; seed 3)"}
     assert (outcome.set == "test").sum() == 4
+
+
+@pytest.mark.slow
+def test_an_svm_on_many_rows_is_a_linear_svm_on_a_kernel_approximation() -> None:
+    """Above evaluation.svm_max_rows an RBF SVM is Nystroem + liblinear (time linear in
+    the rows), still tuned and Platt-scaled out of fold, and the summary says so."""
+    from fusion.learn.study import summary_tables
+
+    table, y, sets = synthetic(n=600, seed=4)
+    sets[:] = np.where(np.arange(600) < 450, "train", "test")
+    spec = study(rbf={"features": ["radiomics"], "classifier": "svm", "lasso": False},
+                 lin={"features": ["radiomics"], "classifier": "svm", "kernel": "linear",
+                      "lasso": False})  # fmt: skip
+    big = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(
+        update={"svm_max_rows": 400})})  # fmt: skip
+    out = fit_study_models(big, table, y, sets)
+    tuned = out.fits["rbf"].tuner
+    assert set(tuned.best_params_) == {"svm__C", "nystroem__gamma"}
+    assert out.fits["lin"].tuner.estimators_[0].__class__.__name__ == "LinearSVC"
+    summary = summary_tables(out)["model_summary"].set_index("model")
+    assert "Nystroem" in summary.loc["rbf", "classifier"]
+    assert "liblinear" in summary.loc["lin", "classifier"]
+    test = out.scores[(out.scores.set == "test") & (out.scores.model == "rbf")]
+    from fusion.stats.roc import auc_value
+
+    assert auc_value(test.label.to_numpy(), test.score.to_numpy()) > 0.75  # still learns
+    small = fit_study_models(spec, table, y, sets)  # under the limit: libsvm's SVC
+    assert small.fits["rbf"].tuner.estimators_[0].__class__.__name__ == "SVC"

@@ -33,10 +33,11 @@ from sklearn.base import clone
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
+from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.parallel import Parallel, delayed
 
 from fusion.config import SCORE_SUFFIX, EvaluationSpec, ModelSpec
@@ -157,8 +158,11 @@ def build_pipeline(
     seed: int,
     grouped: bool = False,
     inputs: CaseInputs | None = None,
+    n_rows: int = 0,
 ) -> Pipeline:
     """The unfitted Pipeline of one model. ``categorical`` maps column -> reference level.
+    An SVM to be fitted on more than ``evaluation.svm_max_rows`` rows (``n_rows``) is
+    :func:`large_svm`.
     A ``robust`` model starts with the robustness selector, a ``harmonise`` one with
     ComBat (after it, on the features it kept), both from ``inputs``."""
     steps: list[tuple[str, Any]] = []
@@ -200,7 +204,9 @@ def build_pipeline(
                 cv=folds(lasso.folds, seed, grouped),
             ))
         )  # fmt: skip
-    if spec.classifier == "svm":
+    if spec.classifier == "svm" and n_rows > evaluation.svm_max_rows:
+        base, grid = large_svm(spec.kernel, seed, n_rows)
+    elif spec.classifier == "svm":
         grid: dict[str, list] = {"C": C_GRID}
         if spec.kernel == "rbf":
             grid["gamma"] = GAMMA_GRID
@@ -213,6 +219,31 @@ def build_pipeline(
                                 min_spread=evaluation.min_score_sd, random_state=seed))
     )  # fmt: skip
     return Pipeline(steps)
+
+
+NYSTROEM_COMPONENTS = 500
+NYSTROEM_GAMMA_GRID = [0.001, 0.01, 0.1]
+
+
+def large_svm(kernel: str, seed: int, n_rows: int) -> tuple[Any, dict[str, list]]:
+    """An SVM for many rows, and its grid: liblinear's linear SVM (time linear in the
+    rows, where libsvm's grows with their square), for ``rbf`` on a Nystroem
+    approximation of the kernel with 500 components (at most half the rows, so every
+    inner CV fold has more; Williams and Seeger 2001; what scikit-learn's SVC
+    documentation advises for large data), its gamma tuned with C. Seeded, so the same
+    rows give the same model."""
+    svm = LinearSVC(dual="auto", max_iter=20000, random_state=seed)
+    if kernel == "linear":
+        return svm, {"C": C_GRID}
+    components = min(NYSTROEM_COMPONENTS, max(n_rows // 2, 2))
+    base = Pipeline([("nystroem", Nystroem(n_components=components, random_state=seed)),
+                     ("svm", svm)])  # fmt: skip
+    return base, {"svm__C": C_GRID, "nystroem__gamma": NYSTROEM_GAMMA_GRID}
+
+
+def approximated(fit: ModelFit) -> bool:
+    """Whether the model's SVM is the many-rows one (:func:`large_svm`)."""
+    return isinstance(fit.tuner.estimator, Pipeline | LinearSVC)
 
 
 def _categorical(X: pd.DataFrame, references: dict[str, str]) -> dict[str, str]:
@@ -293,7 +324,7 @@ def fit_model(
     categorical = _categorical(X, references or {})
     numeric = [c for c in columns if c not in categorical]
     grouped = groups is not None
-    pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped, inputs)
+    pipeline = build_pipeline(spec, numeric, categorical, evaluation, seed, grouped, inputs, len(X))
     params = _group_params(pipeline, groups)
     splitter = folds(evaluation.cv_folds, seed, grouped)
     splits = list(splitter.split(X, y, groups)) if out_of_fold else []

@@ -12,7 +12,7 @@ import pandas as pd
 from fusion.cohort import Case
 from fusion.config import SCORE_SUFFIX, Study
 from fusion.errors import FusionError
-from fusion.learn.models import CaseInputs, ModelFit, block_columns, fit_model
+from fusion.learn.models import CaseInputs, ModelFit, approximated, block_columns, fit_model
 from fusion.learn.splits import folds
 from fusion.learn.table import clinical_frame
 from fusion.seeds import stream
@@ -260,6 +260,17 @@ def _at_grid_edge(tuner) -> bool:  # noqa: ANN001 - a fitted PlattSearchCV
     return False
 
 
+def _classifier_text(fit: ModelFit) -> str:
+    """``svm (rbf)``, ``logistic``; an SVM fitted on many rows says how (large_svm)."""
+    if fit.spec.classifier != "svm":
+        return fit.spec.classifier
+    if not approximated(fit):
+        return f"svm ({fit.spec.kernel})"
+    how = ("Nystroem approximation of the RBF kernel, 500 components, + linear SVM"
+           if fit.spec.kernel == "rbf" else "linear SVM, liblinear")  # fmt: skip
+    return f"svm ({fit.spec.kernel}; {how}: more than evaluation.svm_max_rows rows)"
+
+
 def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
     """The models stage's tables besides the scores: per model its settings, threshold,
     Platt map, tuning and feature counts; every tuning candidate's out-of-fold scores;
@@ -279,8 +290,7 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
         )  # fmt: skip
         summary.append(
             {"model": name, "features": " + ".join(fit.spec.features),
-             "classifier": fit.spec.classifier + (f" ({fit.spec.kernel})"
-                                                  if fit.spec.classifier == "svm" else ""),
+             "classifier": _classifier_text(fit),
              "threshold": fit.threshold, "platt_intercept": fit.platt[0],
              "platt_slope": fit.platt[1],
              "tuned": ", ".join(f"{k}={v}" for k, v in sorted(fit.best_params.items())),

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 
 from fusion.atomic import atomic_path, write_text_atomic
 from fusion.cohort import Case
-from fusion.config import Study
+from fusion.config import AUXILIARY_GENERATORS, Study
 from fusion.engine import (
     CASE_COHORT_EXCLUDES,
     Store,
@@ -130,7 +130,8 @@ def generator_settings(study: Study, name: str, folder: Path | None = None) -> d
     """ROI ``name``'s generator settings, with ``model: <variant>`` of a ``unet`` resolved
     to this study's trained checkpoint under ``folder`` (reports/<study>) and its device
     resolved, and a habitat's seed, unless the study gives one, the study seed's
-    ``habitat/<name>`` stream (:mod:`fusion.seeds`)."""
+    ``habitat/<name>`` stream (a perturbation's or negative control's ``rois/<name>``;
+    :mod:`fusion.seeds`)."""
     from fusion.reproducible import mode_of
     from fusion.seeds import stream
 
@@ -138,6 +139,8 @@ def generator_settings(study: Study, name: str, folder: Path | None = None) -> d
     settings = dict(spec.settings)
     if spec.generator == "habitat" and "seed" not in settings:
         settings["seed"] = stream(study.seed, f"habitat/{name}")
+    if spec.generator in AUXILIARY_GENERATORS and "seed" not in settings:
+        settings["seed"] = stream(study.seed, f"rois/{name}")
     if spec.generator == "unet":
         settings["device"] = roi_device(study, name)
         settings["reproducible"] = mode_of(study)
@@ -175,7 +178,7 @@ def rois_settings(
         study, ROIS_KEY_EXCLUDES, roi=study.rois[name].model_dump(mode="json"),
         version=ROI_CACHE_VERSION, checkpoint=checkpoint, device=device,
         precision=precision(device) if device else None,
-        seed=resolved.get("seed"),  # a habitat's clustering
+        seed=resolved.get("seed"),  # a habitat's clustering, a control's draws
         reproducible=resolved.get("reproducible"),
     )  # fmt: skip
 
