@@ -234,9 +234,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    colours = dict(zip(dict.fromkeys(table.stage), plt.get_cmap("tab10").colors, strict=False))
     for (stage, how), part in table.groupby(["stage", "executor"], sort=False):
         ax.loglog(part.n, part.wall_s, marker="o", ls="-" if how == "local" else "--",
-                  label=f"{stage} ({how})")  # fmt: skip
+                  color=colours[stage], label=f"{stage} ({how})")  # fmt: skip
     ns = np.array(sorted(table.n.unique()))
     ax.loglog(ns, ns / ns[0] * table.wall_s.min(), color="grey", lw=0.8, ls=":",
               label="linear")  # fmt: skip
