@@ -353,7 +353,7 @@ def summary_tables(out: ModelsOutput) -> dict[str, pd.DataFrame]:
 
 
 def harmonisation_tables(
-    study: Study, out: ModelsOutput, table: pd.DataFrame, inputs: CaseInputs, n_examples: int = 4
+    out: ModelsOutput, table: pd.DataFrame, inputs: CaseInputs, n_examples: int = 4
 ) -> dict[str, pd.DataFrame]:
     """For each ``harmonise`` model's final fit: per training site its cases and how far
     ComBat moves it (mean |location| and mean scale over the features, on the

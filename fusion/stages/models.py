@@ -102,7 +102,7 @@ class ModelsStage(Defaults):
         for name, frame in summary_tables(out).items():
             write_csv_atomic(frame, ctx.tables / f"{name}.csv")
         if study.harmonisation is not None:
-            for name, frame in harmonisation_tables(study, out, table, inputs).items():
+            for name, frame in harmonisation_tables(out, table, inputs).items():
                 write_csv_atomic(frame, ctx.tables / f"{name}.csv")
 
 
