@@ -58,6 +58,12 @@ def feature_robustness(
     })  # fmt: skip
 
 
+def is_robust(table: pd.DataFrame, min_ci_low: float, min_icc: float) -> pd.Series:
+    """Per row of a :func:`feature_robustness` table: whether the lower CI bound or the
+    ICC clears its threshold (a feature with no ICC does not)."""
+    return (table.ci_low >= min_ci_low) | (table.icc >= min_icc)
+
+
 class RobustSelector(SupportSelector):
     """Keep the radiomics features whose ICC across the perturbed ROIs, computed on the
     training cases only, has a lower CI bound of at least ``min_ci_low`` or a point
@@ -89,15 +95,14 @@ class RobustSelector(SupportSelector):
             raise ValueError("RobustSelector needs a DataFrame indexed by case_id (first step)")
         table = feature_robustness(self.perturbed, list(self.rois), self.kind,
                                    cases=list(X.index.astype(str)))  # fmt: skip
-        robust = table.set_index("feature")
-        robust = robust[(robust.ci_low >= self.min_ci_low) | (robust.icc >= self.min_icc)]
+        robust = set(table.feature[is_robust(table, self.min_ci_low, self.min_icc)])
         self.robustness_ = table
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.support_ = np.array([self._keep(c, robust.index) for c in X.columns])
+        self.support_ = np.array([self._keep(c, robust) for c in X.columns])
         return self
 
     @staticmethod
-    def _keep(column: str, robust: pd.Index) -> bool:
+    def _keep(column: str, robust: set[str]) -> bool:
         # PyRadiomics' feature names have no colon: the last part is the feature
         return not column.startswith("radiomics:") or column.rsplit(":", 1)[-1] in robust
 
@@ -115,7 +120,7 @@ def robustness_table(
     (``robust``), and the ICC of the drawn ROI against each perturbation alone
     (``icc_<roi>``), which says which perturbation a feature is fragile to."""
     table = feature_robustness(features, rois, kind, conf_level, cases)
-    table.insert(6, "robust", (table.ci_low >= min_ci_low) | (table.icc >= min_icc))
+    table.insert(6, "robust", is_robust(table, min_ci_low, min_icc))
     for roi in rois[1:]:
         try:
             pair = feature_robustness(features, [rois[0], roi], kind, conf_level, cases)

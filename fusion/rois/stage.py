@@ -104,7 +104,7 @@ def _describe(result: Any, extra_notes: tuple[str, ...] = ()) -> dict[str, Any]:
         "names": {str(k): v for k, v in result.names.items()},
         "counts": {str(k): int((array == k).sum()) for k in result.names},
         "notes": [*result.notes, *extra_notes],
-        "image_op": getattr(result, "image_op", None),
+        "image_op": result.image_op,
     }
 
 

@@ -93,7 +93,7 @@ class ModelsStage(Defaults):
         labels = pd.Series({c.case_id: c.label for c in cases})[table.index]
         inputs = case_inputs(study, passed, radiomics)
         if study.perturbations is not None:
-            write_csv_atomic(_robustness(study, inputs, sets, table.index),
+            write_csv_atomic(_robustness(inputs, sets, table.index, study.evaluation.conf_level),
                              ctx.tables / "feature_robustness.csv")  # fmt: skip
         out = fit_study_models(study, table, labels, sets[table.index], patient_groups(cases),
                                jobs=ctx.options.jobs or cores(), exclusions=partly,
@@ -106,15 +106,16 @@ class ModelsStage(Defaults):
                 write_csv_atomic(frame, ctx.tables / f"{name}.csv")
 
 
-def _robustness(study: Study, inputs: Any, sets: pd.Series, included: pd.Index) -> pd.DataFrame:
+def _robustness(
+    inputs: Any, sets: pd.Series, included: pd.Index, conf_level: float
+) -> pd.DataFrame:
     """``feature_robustness.csv``: the ICC of every radiomics feature across the drawn
     ROI and its perturbations, on the training cases (what ``robust`` models select by)."""
     from fusion.learn.robust import robustness_table
 
-    spec = study.perturbations
     train = [c for c in included if sets.get(c) == "train"]
-    return robustness_table(inputs.perturbed, list(inputs.rois), spec.icc, train,
-                            spec.min_ci_low, spec.min_icc, study.evaluation.conf_level)  # fmt: skip
+    return robustness_table(inputs.perturbed, list(inputs.rois), inputs.icc, train,
+                            inputs.min_ci_low, inputs.min_icc, conf_level)  # fmt: skip
 
 
 def _failure_reasons(tables: Path) -> dict[str, dict[str, str]]:
