@@ -86,7 +86,11 @@ def running_cluster(path: str | Path) -> Iterator[str]:
     from distributed import LocalCluster
 
     spec = load_cluster(path)
-    with dask.config.set({"distributed.scheduler.allowed-failures": spec.allowed_failures}):
+    # a worker holds only the task it runs: a death counts against every task the worker
+    # held, so with Dask's default saturation (1.1) a queued innocent case could fail
+    settings = {"distributed.scheduler.allowed-failures": spec.allowed_failures,
+                "distributed.scheduler.worker-saturation": 1.0}  # fmt: skip
+    with dask.config.set(settings):
         if spec.kind == "local":
             cluster = LocalCluster(n_workers=spec.jobs * spec.processes,
                                    threads_per_worker=max(1, spec.cores // spec.processes),

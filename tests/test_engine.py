@@ -90,8 +90,12 @@ def test_a_killed_dask_worker_costs_one_retry_not_the_run(tmp_path: Path) -> Non
     import dask
     from distributed import LocalCluster
 
-    # one retry of a task whose worker died (Dask's default is 3), then KilledWorker
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
+    # one retry of a task whose worker died (Dask's default is 3), then KilledWorker; a
+    # worker holds only the task it runs (saturation 1.0: Dask's default of 1.1 queues a
+    # second one there, and a death counts against every task the worker held)
+    settings = {"distributed.scheduler.allowed-failures": 1,
+                "distributed.scheduler.worker-saturation": 1.0}  # fmt: skip
+    with dask.config.set(settings), LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None,
     ) as cluster:  # fmt: skip
