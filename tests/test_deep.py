@@ -217,6 +217,33 @@ def test_unreadable_case_is_a_failure_of_that_case_only(make_study, tmp_path: Pa
     assert "cannot read ROI" in out.failures[0].message
 
 
+def test_crop_workers_in_turn_give_the_serial_features(make_study, tmp_path: Path) -> None:
+    """On the CPU, worker processes prepare a chunk of cases while the model waits
+    (fusion.features.deep._batches): the features, their order, the strips and a
+    broken case's failure are those of preparing every case in the main process."""
+    from fusion.features.deep import run_deep
+
+    path = _study(make_study, tmp_path, 5)
+    study = load_study(path)
+    checked = check_study(study, RunOptions(reports=tmp_path / "r", cache=tmp_path / "c"))
+    (tmp_path / "cohort" / "r3.nrrd").write_bytes(b"garbage")  # broken after QC
+    outs = {}
+    for workers in (0, 1, 2):  # one case a batch: 1 worker prepares chunks of 4, 2 of 8
+        spec = study.deep.model_copy(update={"num_workers": workers, "batch_size": 5})
+        strips = tmp_path / f"strips{workers}"
+        strips.mkdir()
+        outs[workers] = run_deep(study.model_copy(update={"deep": spec}), checked.cases,
+                                 checked.digests, None, strips)  # fmt: skip
+        assert [f.case_id for f in outs[workers].failures] == ["c3"]
+        assert "cannot read ROI" in outs[workers].failures[0].message
+    assert outs[0].features.case_id.tolist() == ["c0", "c1", "c2", "c4"]
+    for workers in (1, 2):
+        assert outs[workers].features.equals(outs[0].features)
+        for name in ("c0.png", "c4.png"):
+            png = (tmp_path / f"strips{workers}" / name).read_bytes()
+            assert png == (tmp_path / "strips0" / name).read_bytes()
+
+
 @pytest.mark.slow
 def test_dask_cluster_gives_the_local_features(make_study, tmp_path: Path) -> None:
     """With a scheduler each case is a task on the cluster (one model per worker); the

@@ -405,6 +405,23 @@ def test_truncated_nifti_fails_loudly(tmp_path) -> None:
         read_image(plain)
 
 
+def test_nifti_gz_in_several_members_or_zero_padded_reads_as_one_image(tmp_path) -> None:
+    """The single inflate behind the truncation check reads what the gzip module reads:
+    a file of several gzip members (pigz, concatenated) and zero padding after one."""
+    import SimpleITK as sitk
+
+    from fusion.io.images import read_image
+
+    path = write_image(tmp_path / "img.nii.gz", ct_volume())
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]) + b"\0" * 64)
+    again = sitk.GetArrayFromImage(read_image(path))
+    assert np.array_equal(again, ct_volume())
+    path.write_bytes(gzip.compress(data) + b"trailing garbage")
+    with pytest.raises(FusionError, match="truncated or corrupt"):
+        read_image(path)
+
+
 def test_a_constant_model_is_reported_and_the_others_still_come_out() -> None:
     rng = np.random.default_rng(1)
     y = (rng.uniform(size=60) < 0.4).astype(int)

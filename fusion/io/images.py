@@ -10,8 +10,12 @@ positions are ever printed: DICOM patient tags never leave the reader.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import SimpleITK as sitk
 
@@ -36,37 +40,19 @@ def detect_format(path: Path) -> str:
     )
 
 
-def check_nifti_complete(path: Path, what: str = "image") -> None:
-    """Fail when a NIfTI-1 file holds fewer bytes than its header promises.
-
-    ITK reads a truncated ``.nii.gz`` without complaint and fills the missing slices with
-    zeros (seen: 92 of 107 radiomics features changed), so the decompressed size is
-    checked here: the gzip stream must end properly, and vox_offset plus the voxel data
-    (dims x bitpix) must fit in it. Other formats are left to ITK.
-    """
-    import gzip
+def _nifti_shortfall(header: bytes, total: int) -> str | None:
+    """Why a NIfTI-1 file of ``total`` bytes (decompressed) is truncated, or None: its
+    vox_offset plus the voxel data (dims x bitpix) must fit. NIfTI-2 or not NIfTI at all:
+    None (ITK says what it is)."""
     import struct
 
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
-    try:
-        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as f:
-            header = f.read(348)
-            total = len(header)
-            while chunk := f.read(1 << 22):
-                total += len(chunk)
-    except (EOFError, OSError) as exc:  # gzip.BadGzipFile is an OSError
-        raise FusionError(
-            f"{path}: cannot read {what}: truncated or corrupt file ({exc})"
-        ) from None
     if len(header) < 348:
-        raise FusionError(f"{path}: cannot read {what}: truncated file: {len(header)} bytes")
+        return f"truncated file: {len(header)} bytes"
     for order in "<>":
         if struct.unpack(order + "i", header[:4])[0] == 348:
             break
     else:
-        return  # NIfTI-2 or not NIfTI at all: ITK says what it is
+        return None
     dims = struct.unpack(order + "8h", header[40:56])
     bitpix = struct.unpack(order + "h", header[72:74])[0]
     offset = int(struct.unpack(order + "f", header[108:112])[0])
@@ -74,24 +60,86 @@ def check_nifti_complete(path: Path, what: str = "image") -> None:
     for n in dims[1 : 1 + max(0, min(dims[0], 7))]:
         voxels *= max(n, 1)
     expected = offset + voxels * bitpix // 8
-    if total < expected:
-        raise FusionError(
-            f"{path}: cannot read {what}: truncated file: {total} bytes of data, but its "
-            f"header (dimensions "
-            f"{'x'.join(str(d) for d in dims[1 : 1 + dims[0]])}, {bitpix} bits per voxel) "
-            f"needs {expected}; re-export or re-copy it"
-        )
+    if total >= expected:
+        return None
+    shape = "x".join(str(d) for d in dims[1 : 1 + dims[0]])
+    return (f"truncated file: {total} bytes of data, but its header (dimensions {shape}, "
+            f"{bitpix} bits per voxel) needs {expected}; re-export or re-copy it")  # fmt: skip
+
+
+@contextmanager
+def _checked_nifti(path: Path, what: str) -> Iterator[Path]:
+    """The file ITK should read, after checking that a NIfTI-1 file holds the bytes its
+    header promises; FusionError otherwise.
+
+    ITK reads a truncated ``.nii.gz`` without complaint and fills the missing slices with
+    zeros (seen: 92 of 107 radiomics features changed), so the decompressed size must be
+    checked, and the gzip stream must end properly. Checking needs one full inflate;
+    the inflated bytes go to a temporary ``.nii`` that ITK then reads instead of
+    inflating the file a second time (a 192 x 192 x 24 CT: 26 ms -> 10 ms). A plain
+    ``.nii`` is checked from its size; other formats are left to ITK."""
+    name = path.name.lower()
+    if name.endswith(".nii"):
+        with open(path, "rb") as f:
+            header = f.read(348)
+        problem = _nifti_shortfall(header, path.stat().st_size)
+        if problem:
+            raise FusionError(f"{path}: cannot read {what}: {problem}")
+        yield path
+        return
+    if not name.endswith(".nii.gz"):
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(suffix=".nii", prefix="fusion_") as out:
+        try:
+            header, total = _gunzip(path, out)
+        except (EOFError, zlib.error) as exc:  # a full disk (OSError) is not the file's fault
+            raise FusionError(
+                f"{path}: cannot read {what}: truncated or corrupt file ({exc})"
+            ) from None
+        problem = _nifti_shortfall(header, total)
+        if problem:
+            raise FusionError(f"{path}: cannot read {what}: {problem}")
+        out.flush()
+        yield Path(out.name)
+
+
+def _gunzip(path: Path, out: BinaryIO) -> tuple[bytes, int]:
+    """Inflate a gzip file (every member; zero padding after one is skipped, as the gzip
+    module does) into ``out``: (its first 348 bytes, its size). zlib directly, a third
+    faster than the gzip module. EOFError when a member is cut before its end."""
+    head, total, started = b"", 0, False
+    inflate = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            while chunk := chunk if started else chunk.lstrip(b"\0"):
+                data = inflate.decompress(chunk)
+                started = True
+                out.write(data)
+                total += len(data)
+                if len(head) < 348:
+                    head += data[: 348 - len(head)]
+                chunk = b""
+                if inflate.eof:  # another member may follow
+                    chunk, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+                    started = False
+    if started:
+        raise EOFError("the compressed stream ends before its end marker")
+    return head, total
 
 
 def read_sitk_file(path: Path, what: str = "image") -> sitk.Image:
     """sitk.ReadImage with ITK's multi-line exception cut to the line that says why;
     a truncated NIfTI file is an error, not an image padded with zeros."""
-    check_nifti_complete(path, what)
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        raise FusionError(f"{path}: cannot read {what}: {lines[-1] if lines else exc}") from None
+    path = Path(path)
+    with _checked_nifti(path, what) as readable:
+        try:
+            return sitk.ReadImage(str(readable))
+        except RuntimeError as exc:
+            lines = str(exc).strip().splitlines()
+            raise FusionError(
+                f"{path}: cannot read {what}: {lines[-1] if lines else exc}"
+            ) from None
 
 
 def _read_sitk_file(path: Path, series_uid: str | None = None) -> sitk.Image:

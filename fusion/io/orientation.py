@@ -20,8 +20,14 @@ CANONICAL = "LPS"
 
 
 def canonical(image: sitk.Image) -> sitk.Image:
-    """The image with its axes permuted and flipped to LPS; voxels are not resampled."""
+    """The image with its axes permuted and flipped to LPS; voxels are not resampled.
+
+    An image already closest to LPS (DICOM's own order) is returned as it is, not
+    copied: DICOMOrient would only copy it (2 ms for a 192 x 192 x 24 CT)."""
     if image.GetDimension() != 3:
+        return image
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines
+    if orientation(image.GetDirection()) == CANONICAL:
         return image
     return sitk.DICOMOrient(image, CANONICAL)
 
