@@ -6,7 +6,8 @@ Prints the time of roc_auc and delong_test, and, side by side on the same data,
 scikit-learn's roc_auc_score (AUC only, no variance) and, when ``Rscript`` with pROC is
 installed (Debian: r-base-core r-cran-proc), pROC's roc() of both scores and its paired
 roc.test(method = "delong"), timed inside R (reading the data excluded), with the z the
-two agree on.
+two agree on. Every time is the fastest of three runs (this machine's neighbours vary).
+fusion sorts the two scores in two threads when the machine has two cores.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from fusion.stats import delong_test, roc_auc
 PROC = """
 suppressMessages(library(pROC))
 d <- read.csv(commandArgs(TRUE)[1])
-t <- system.time({
-  ra <- roc(d$y, d$a, levels = c(0, 1), direction = "<", quiet = TRUE)
-  rb <- roc(d$y, d$b, levels = c(0, 1), direction = "<", quiet = TRUE)
-  test <- roc.test(ra, rb, method = "delong", paired = TRUE)
-})
-cat(t[["elapsed"]], test$statistic, "\n")
+best <- Inf
+for (i in 1:3) {  # the fastest of three, as for fusion
+  t <- system.time({
+    ra <- roc(d$y, d$a, levels = c(0, 1), direction = "<", quiet = TRUE)
+    rb <- roc(d$y, d$b, levels = c(0, 1), direction = "<", quiet = TRUE)
+    test <- roc.test(ra, rb, method = "delong", paired = TRUE)
+  })
+  best <- min(best, t[["elapsed"]])
+}
+cat(best, test$statistic, "\n")
 """
 
 
@@ -61,10 +66,13 @@ def main() -> None:
     a = y + rng.normal(size=n)
     b = 0.5 * y + rng.normal(size=n)
 
-    def timed(f):  # noqa: ANN001, ANN202
-        start = time.perf_counter()
-        result = f()
-        return time.perf_counter() - start, result
+    def timed(f):  # noqa: ANN001, ANN202 - the fastest of three runs, as for pROC
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            result = f()
+            best = min(best, time.perf_counter() - start)
+        return best, result
 
     t_ref, ref = timed(lambda: roc_auc_score(y, a))
     t_auc, auc = timed(lambda: roc_auc(y, a))

@@ -139,14 +139,16 @@ def test_baseline_table_picks_tests_by_distribution() -> None:
     assert table.loc[("age", "mean ± SD"), "group=0 (n=100)"] == f"{a.mean():.2f} ± {a.std():.2f}"
 
 
-def test_one_sort_placements_equal_sun_and_xu_midranks_with_ties() -> None:
+@pytest.mark.parametrize("size", [500, 60_000])  # 60,000: rows sorted in threads
+def test_one_sort_placements_equal_sun_and_xu_midranks_with_ties(size: int) -> None:
     """The one-sort placements (fusion.stats.roc._placements) equal Sun & Xu's three
-    midrank passes, on scores with many ties."""
+    midrank passes, on scores with many ties and on scores with none."""
     from fusion.stats.roc import _placements, midrank
 
     rng = np.random.default_rng(3)
-    y = (rng.uniform(size=500) < 0.3).astype(int)
-    scores = np.vstack([rng.integers(0, 8, 500), y + rng.integers(0, 3, 500)]).astype(float)
+    y = (rng.uniform(size=size) < 0.3).astype(int)
+    scores = np.vstack([rng.integers(0, 8, size), y + rng.integers(0, 3, size),
+                        y + rng.normal(size=size)]).astype(float)  # fmt: skip
     aucs, v10, v01 = _placements(y, scores)
     m, n = int(y.sum()), int((1 - y).sum())
     for r, s in enumerate(scores):
