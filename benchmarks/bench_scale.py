@@ -1,7 +1,8 @@
 """How fusion's cost grows with the cohort: N = 200 ... 10,000 small synthetic cases.
 
 Each N runs in a fresh process (so peak memory is its own) through QC, radiomics (a
-light parameter file: original image, firstorder, shape, GLCM), the models stage (a
+light parameter file: original image, firstorder, shape, GLCM), a small deep stage
+(ResNet50 with random weights on three 32 x 32 planes per case), the models stage (a
 logistic LASSO and an RBF SVM on the radiomics features) and statistics, with ``--jobs``
 local worker processes and, with ``--dask``, again on a Dask ``LocalCluster`` with the
 same number of workers, side by side. For each N and stage it records the wall time,
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PARAMS = ("imageType: {Original: {}}\nfeatureClass: {firstorder:, shape:, glcm:}\n"
           "setting: {binWidth: 10, label: 1}\n")  # fmt: skip
-STAGES = ("qc", "radiomics", "models", "statistics")
+STAGES = ("qc", "radiomics", "deep", "models", "statistics")
 
 
 def make_case(args: tuple[Path, int]) -> None:
@@ -89,6 +90,9 @@ def cohort(data: Path, n: int, jobs: int) -> Path:
         "name": f"scale{n}", "seed": 1,
         "cohort": {"manifest": "manifest.csv"},
         "radiomics": {"params": "params.yaml"},
+        # a small deep stage: ResNet50 (random weights) on three 32-pixel planes a case
+        "deep": {"weights": "random", "allow_random_weights": True, "size": 32,
+                 "offsets_mm": [-3.0, 0.0, 3.0], "batch_size": 30},
         "evaluation": {"bootstrap": 2000},
         "models": {"lasso_logistic": {"features": ["radiomics"], "classifier": "logistic"},
                    "svm": {"features": ["radiomics"], "classifier": "svm"}},

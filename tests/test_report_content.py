@@ -205,3 +205,23 @@ def test_pooled_segmentation_rows_only_where_they_pool(sets: list[str], pooled: 
     study = SimpleNamespace(seed=0, evaluation=SimpleNamespace(bootstrap=0, conf_level=0.95))
     summary = _summaries(pd.DataFrame(rows), study)["seg_summary"]
     assert sorted(set(summary.set) - {*sets, "tuning"}) == sorted(pooled)
+
+
+def test_excluded_gallery_draws_a_bounded_sample_each_reason_first(monkeypatch) -> None:
+    """A cohort with hundreds of excluded cases draws EXCLUDED_SHOWN slices (an image read
+    and a figure each), every distinct reason among them, in manifest order."""
+    import fusion.cohort
+    from fusion.report import html
+
+    reasons = ["empty ROI"] * 300 + ["image unreadable"] + ["ROI outside image"] * 5
+    cohort = pd.DataFrame({"case_id": [f"c{i}" for i in range(len(reasons) + 50)],
+                           "included": [False] * len(reasons) + [True] * 50,
+                           "reason": reasons + [""] * 50})  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(fusion.cohort, "load_cohort", lambda study: [])
+    monkeypatch.setattr(html, "_slice_png", lambda case, study: drawn.append(1) or "png")
+    items = html._excluded_gallery(None, cohort)
+    assert len(items) == len(drawn) == html.EXCLUDED_SHOWN
+    assert {it["reason"] for it in items} == set(reasons)
+    ids = [int(it["case_id"][1:]) for it in items]
+    assert ids == sorted(ids) and 300 in ids and 301 in ids

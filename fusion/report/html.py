@@ -457,6 +457,7 @@ def build_report(study: Study, folder: Path) -> Path:
         ),
         "misclassified": html_table(_misclassified(t["scores"], t["model_summary"])),
         "excluded": _excluded_gallery(study, cohort),
+        "excluded_total": int((~cohort.included).sum()),
         "subregions": _subregion_gallery(study, cohort, folder, t["rois"]),
         "provenance": _provenance_rows(provenance),
     }
@@ -712,18 +713,27 @@ def _label_names(rois: pd.DataFrame) -> dict[tuple[str, str], dict[int, str]]:
             for r in frame.itertuples()}  # fmt: skip
 
 
+EXCLUDED_SHOWN = 12  # slices drawn in the report; every excluded case is in the table
+
+
 def _excluded_gallery(study: Study, cohort: pd.DataFrame) -> list[dict]:
-    """Each excluded case with its reason and, when readable, its central ROI slice."""
+    """Excluded cases with their reason and, when readable, their central ROI slice: at
+    most :data:`EXCLUDED_SHOWN`, the first case of each distinct reason first, so a
+    cohort of thousands with hundreds excluded still renders in seconds (each slice is
+    an image read and a figure) and every kind of problem is seen."""
     from fusion.cohort import load_cohort
 
     excluded = cohort[~cohort.included]
     if excluded.empty:
         return []
+    firsts = ~excluded.reason.duplicated()
+    shown = pd.concat([excluded[firsts], excluded[~firsts]]).head(EXCLUDED_SHOWN)
+    shown = excluded.loc[excluded.index.isin(shown.index)]  # back in manifest order
     cases = {c.case_id: c for c in load_cohort(study)}
     return [
         {"case_id": row.case_id, "reason": row.reason,
          "png": _slice_png(cases.get(str(row.case_id)), study)}
-        for row in excluded.itertuples()
+        for row in shown.itertuples()
     ]  # fmt: skip
 
 
