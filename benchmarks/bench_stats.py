@@ -6,7 +6,8 @@ Prints the time of roc_auc and delong_test, and, side by side on the same data,
 scikit-learn's roc_auc_score (AUC only, no variance) and, when ``Rscript`` with pROC is
 installed (Debian: r-base-core r-cran-proc), pROC's roc() of both scores and its paired
 roc.test(method = "delong"), timed inside R (reading the data excluded), with the z the
-two agree on. Every time is the fastest of three runs (this machine's neighbours vary).
+two agree on, for continuous scores and for the same scores rounded to 0.01 (ties in
+every group). Every time is the fastest of three runs (this machine's neighbours vary).
 fusion sorts the two scores in two threads when the machine has two cores.
 
 Then the bootstraps on ``--boot-n`` cases with ``--boot`` resamples: the stratified AUC
@@ -136,20 +137,23 @@ def main() -> None:
 
     t_ref, ref = timed(lambda: roc_auc_score(y, a))
     t_auc, auc = timed(lambda: roc_auc(y, a))
-    t_test, test = timed(lambda: delong_test(y, a, b))
     assert abs(auc.auc - ref) < 1e-9
     print(f"n = {n:,}")
     print(f"sklearn roc_auc_score (AUC only):  {t_ref:6.2f} s")
     print(f"fusion roc_auc (AUC + DeLong CI):  {t_auc:6.2f} s  ratio {t_auc / t_ref:.2f}")
-    print(f"fusion delong_test (two scores):   {t_test:6.2f} s  z = {test.z:.6f}")
-    proc = proc_delong(y, a, b)
-    if proc is None:
-        print("pROC: Rscript or pROC not installed; no side-by-side figure")
-    else:
-        print(
-            f"pROC roc x 2 + roc.test (DeLong):  {proc[0]:6.2f} s  z = {proc[1]:.6f}  "
-            f"fusion {proc[0] / t_test:.1f}x faster"
-        )
+    for what, (sa, sb) in (
+        ("continuous scores", (a, b)),
+        ("scores rounded to 0.01 (ties)", (np.round(a, 2), np.round(b, 2))),
+    ):
+        t_test, test = timed(lambda sa=sa, sb=sb: delong_test(y, sa, sb))
+        print(f"{what}:")
+        print(f"  fusion delong_test (two scores):   {t_test:6.2f} s  z = {test.z:.6f}")
+        proc = proc_delong(y, sa, sb)
+        if proc is None:
+            print("  pROC: Rscript or pROC not installed; no side-by-side figure")
+            continue
+        print(f"  pROC roc x 2 + roc.test (DeLong):  {proc[0]:6.2f} s  z = {proc[1]:.6f}  "
+              f"fusion {proc[0] / t_test:.1f}x faster")  # fmt: skip
     if args.boot:
         bootstraps(args.boot_n, args.boot)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -242,6 +243,33 @@ def test_crop_workers_in_turn_give_the_serial_features(make_study, tmp_path: Pat
         for name in ("c0.png", "c4.png"):
             png = (tmp_path / f"strips{workers}" / name).read_bytes()
             assert png == (tmp_path / "strips0" / name).read_bytes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked on Linux")
+def test_a_crop_worker_that_dies_fails_its_case_only(make_study, tmp_path, monkeypatch) -> None:
+    """A case whose crop-preparing worker dies (os._exit: a kill, the OOM killer) breaks
+    the pool; its chunk's other cases are retried alone in a fresh pool and succeed, and
+    the case fails as WorkerDied, not as a hang or a lost run."""
+    import os
+
+    import fusion.features.deep as deep
+
+    path = _study(make_study, tmp_path, 4)
+    study = load_study(path)
+    checked = check_study(study, RunOptions(reports=tmp_path / "r", cache=tmp_path / "c"))
+    real = deep.prepare_case
+
+    def dies_on_c1(case, *args):  # noqa: ANN001, ANN002, ANN202
+        if case.case_id == "c1":
+            os._exit(9)
+        return real(case, *args)
+
+    monkeypatch.setattr(deep, "prepare_case", dies_on_c1)  # the forked workers inherit it
+    spec = study.deep.model_copy(update={"num_workers": 2, "batch_size": 5})
+    out = deep.run_deep(study.model_copy(update={"deep": spec}), checked.cases,
+                        checked.digests, None)  # fmt: skip
+    assert out.features.case_id.tolist() == ["c0", "c2", "c3"]
+    assert [(f.case_id, f.error) for f in out.failures] == [("c1", "WorkerDied")]
 
 
 @pytest.mark.slow

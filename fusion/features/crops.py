@@ -139,13 +139,28 @@ def _square_weights(
 
 
 def _resample(plane: np.ndarray, rows: tuple, cols: tuple, fill: float) -> np.ndarray:
-    """Bilinear resampling as two small matrix products over the plane's support."""
+    """Bilinear resampling as two small matrix products over the plane's support; a
+    support with NaN or inf (a float image's) goes through ``map_coordinates``, which
+    reads only each pixel's four neighbours, where 0 x NaN would spread along rows."""
     (wr, r0, in_r), (wc, c0, in_c) = rows, cols
     support = plane[r0 : r0 + wr.shape[1], c0 : c0 + wc.shape[1]].astype(np.float64)
+    if not np.isfinite(support).all():
+        return _resample_pointwise(support, rows, cols, fill)
     out = wr @ support @ wc.T
     out[~in_r, :] = fill
     out[:, ~in_c] = fill
     return out.astype(np.float32)
+
+
+def _resample_pointwise(support: np.ndarray, rows: tuple, cols: tuple, fill: float) -> np.ndarray:
+    """The same grid by ``scipy.ndimage.map_coordinates`` (order 1, constant mode)."""
+    (wr, _, in_r), (wc, _, in_c) = rows, cols
+    r = wr @ np.arange(wr.shape[1], dtype=float)  # each pixel's fractional row in support
+    c = wc @ np.arange(wc.shape[1], dtype=float)
+    grid = np.meshgrid(np.where(in_r, r, -1.0), np.where(in_c, c, -1.0), indexing="ij")
+    return ndimage.map_coordinates(support, grid, order=1, mode="constant", cval=fill).astype(
+        np.float32
+    )
 
 
 def resample_square(

@@ -134,10 +134,10 @@ class CropDataset:
         case = self.cases[i]
         try:
             crops, geometry = prepare_case(case, self.spec, self.label, self.structures)
+            strip = strip_png(crops, geometry)  # here, not beside the model: 5-15 ms a case
         except Exception as exc:  # noqa: BLE001 - recorded against the case
             error = (type(exc).__name__, str(exc), traceback.format_exc())
             return {"case_id": case.case_id, "error": error}
-        strip = strip_png(crops, geometry)  # here, not beside the model: 5-15 ms a case
         return {"case_id": case.case_id, "crops": crops, "geometry": geometry, "strip": strip}
 
 
@@ -272,7 +272,7 @@ def run_deep(
                                  *([roi_digests[c.case_id]] if roi_digests else []))
             for c in cases}  # fmt: skip
     # arrays, not the cache's lists: 16 KB a case where 2,048 Python floats take 65 KB
-    # (the parent holds them all until the table is built: 160 MB for 10,000 cases, not 650)
+    # (x3 with aggregate: concat); the parent holds them all until the table is built
     vectors: dict[str, np.ndarray] = {}
     geometry: dict[str, dict[str, Any]] = {}
     todo = []
@@ -300,11 +300,13 @@ def run_deep(
         if cache is not None:
             cache.put(keys[case_id], {"features": result["features"],
                                       "geometry": result["geometry"]})  # fmt: skip
-        strip_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
-        _write_strip(result["strip"], strip_png, strips_dir, case_id)
+        cached_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
+        _write_strip(result["strip"], cached_png, strips_dir, case_id)
     done = [c.case_id for c in cases if c.case_id in vectors]
     width = len(vectors[done[0]]) if done else 0
-    matrix = np.vstack([vectors.pop(c) for c in done]) if done else np.empty((0, 0))
+    matrix = np.empty((len(done), width))
+    for row, case_id in enumerate(done):  # each vector freed as it is copied in
+        matrix[row] = vectors.pop(case_id)
     output.features = pd.DataFrame(
         matrix, columns=[f"{PREFIX}resnet50_{i}" for i in range(width)], copy=False
     )
@@ -406,7 +408,7 @@ def _batches(dataset: CropDataset, spec: DeepSpec, device: str):  # noqa: ANN202
     On a GPU, DataLoader workers prepare the next batches while the model runs. On the
     CPU the model's threads already take every core: a worker preparing crops beside
     them preempts one, and every layer waits for it (measured on 2 cores: the stage at
-    0.54-0.57 of the bare forward with 1-2 such workers, 0.68 with none). There the
+    0.54-0.58 of the bare forward with 1-2 such workers, 0.68 with none). There the
     workers prepare a chunk of cases while the model waits, then the model runs the
     chunk while they wait: forward time plus preparation time / workers."""
     from torch.utils.data import DataLoader
@@ -422,16 +424,71 @@ def _batches(dataset: CropDataset, spec: DeepSpec, device: str):  # noqa: ANN202
             worker_init_fn=_prepare_worker, prefetch_factor=4 if workers else None,
         )  # fmt: skip
         return
-    import multiprocessing
-
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     chunk = per_batch * 4 * workers  # 4 forward batches between two preparing turns
-    with context.Pool(workers, initializer=_chunk_worker, initargs=(dataset,)) as pool:
+    with _ChunkPool(dataset, workers) as pool:
         for start in range(0, len(dataset), chunk):
-            items = pool.map(_prepared, range(start, min(start + chunk, len(dataset))))
+            items = pool.prepare(range(start, min(start + chunk, len(dataset))))
             for first in range(0, len(items), per_batch):
                 yield items[first : first + per_batch]
+
+
+class _ChunkPool:
+    """Worker processes that prepare dataset items on demand (the CPU path of
+    :func:`_batches`). A case whose worker dies (killed, out of memory) breaks the pool:
+    its chunk's unfinished cases are then retried one at a time in a fresh pool, so the
+    one that kills its worker again fails alone (``WorkerDied``), as in the other
+    per-case stages, and the others go on."""
+
+    def __init__(self, dataset: CropDataset, workers: int) -> None:
+        import multiprocessing
+        import sys
+
+        # fork on Linux (no re-import: the workers start in milliseconds); elsewhere the
+        # platform's default, as fork is unsafe there once torch is loaded
+        method = "fork" if sys.platform.startswith("linux") else None
+        self.context = multiprocessing.get_context(method)
+        self.dataset, self.workers = dataset, workers
+        self.pool = self._start(workers)
+
+    def _start(self, workers: int):  # noqa: ANN202 - a ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(workers, mp_context=self.context,
+                                   initializer=_chunk_worker, initargs=(self.dataset,))  # fmt: skip
+
+    def prepare(self, indices: range) -> list[dict[str, Any]]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        items: dict[int, dict[str, Any]] = {}
+        futures = {i: self.pool.submit(_prepared, i) for i in indices}
+        suspects = []
+        for i, future in futures.items():
+            try:
+                items[i] = future.result()
+            except BrokenProcessPool:
+                suspects.append(i)
+        for i in suspects:
+            self._restart(1)
+            try:
+                items[i] = self.pool.submit(_prepared, i).result()
+            except BrokenProcessPool:
+                message = ("the process preparing this case's crops died (crash or out of "
+                           "memory), twice")  # fmt: skip
+                items[i] = {"case_id": self.dataset.cases[i].case_id,
+                            "error": ("WorkerDied", message, "")}  # fmt: skip
+        if suspects:
+            self._restart(self.workers)
+        return [items[i] for i in indices]
+
+    def _restart(self, workers: int) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._start(workers)
+
+    def __enter__(self) -> _ChunkPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 _DATASET: CropDataset | None = None  # a chunk worker's cases (set once, by its initializer)

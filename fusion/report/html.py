@@ -718,15 +718,17 @@ EXCLUDED_SHOWN = 12  # slices drawn in the report; every excluded case is in the
 
 def _excluded_gallery(study: Study, cohort: pd.DataFrame) -> list[dict]:
     """Excluded cases with their reason and, when readable, their central ROI slice: at
-    most :data:`EXCLUDED_SHOWN`, the first case of each distinct reason first, so a
-    cohort of thousands with hundreds excluded still renders in seconds (each slice is
-    an image read and a figure) and every kind of problem is seen."""
+    most :data:`EXCLUDED_SHOWN`, chosen one of each kind of reason first (the reason
+    without its paths and numbers), then in manifest order, and shown in manifest order.
+    A cohort of thousands with hundreds excluded still renders in seconds (each slice is
+    an image read and a figure), and up to 12 kinds of problem are each seen once."""
     from fusion.cohort import load_cohort
 
     excluded = cohort[~cohort.included]
     if excluded.empty:
         return []
-    firsts = ~excluded.reason.duplicated()
+    kinds = excluded.reason.astype(str).str.replace(r"\S*/\S*|\d+(\.\d+)?", "", regex=True)
+    firsts = ~kinds.duplicated()
     shown = pd.concat([excluded[firsts], excluded[~firsts]]).head(EXCLUDED_SHOWN)
     shown = excluded.loc[excluded.index.isin(shown.index)]  # back in manifest order
     cases = {c.case_id: c for c in load_cohort(study)}

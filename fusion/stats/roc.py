@@ -80,7 +80,8 @@ def _placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     One sort per score row (Sun & Xu's three midrank passes, folded into one), the rows
     sorted side by side in threads (NumPy releases the GIL; at most one per core): a
-    paired test's two sorts take the time of one."""
+    paired test's two sorts take the time of one. Positives keep their order in ``y``,
+    as do negatives, so row r of v10 and row s pair case by case (DeLong's covariance)."""
     is_pos = y == 1
     m = int(is_pos.sum())
     aucs, v10, v01 = (
