@@ -460,13 +460,15 @@ class _ChunkPool:
         from concurrent.futures.process import BrokenProcessPool
 
         items: dict[int, dict[str, Any]] = {}
-        futures = {i: self.pool.submit(_prepared, i) for i in indices}
-        suspects = []
-        for i, future in futures.items():
-            try:
-                items[i] = future.result()
-            except BrokenProcessPool:
-                suspects.append(i)
+        chunksize = max(1, len(indices) // (4 * self.workers))  # few round trips
+        try:
+            for i, item in zip(
+                indices, self.pool.map(_prepared, indices, chunksize=chunksize), strict=True
+            ):
+                items[i] = item
+        except BrokenProcessPool:
+            pass
+        suspects = [i for i in indices if i not in items]
         for i in suspects:
             self._restart(1)
             try:
