@@ -392,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for chatty in ("radiomics", "pykwalify", "distributed", "numexpr"):  # INFO lines: noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
+    previous = signal.signal(signal.SIGTERM, _terminate)  # restored below: main() is
+    try:  # also called in-process (tests, notebooks), whose forked children inherit it
         if getattr(args, "cluster", None):
             from fusion.cluster import running_cluster
 
@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _terminate(signum: int, frame: object) -> None:

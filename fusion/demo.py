@@ -52,6 +52,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from fusion.atomic import atomic_path, write_csv_atomic
+from fusion.engine import worker_signals
 
 SHAPE_XYZ = (192, 192, 24)
 SPACING_MM = (1.0, 1.0, 5.0)
@@ -187,7 +188,7 @@ def render_all(make: Callable[[Any], Any], tasks: list, jobs: int | None, chunks
     one job, in this process; results in task order."""
     jobs = jobs or min(os.cpu_count() or 1, 8)
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        with ProcessPoolExecutor(jobs, initializer=worker_signals) as pool:
             return list(pool.map(make, tasks, chunksize=chunksize))
     return [make(t) for t in tasks]
 

@@ -184,7 +184,7 @@ def make_executor(jobs: int | None = None, scheduler: str | None = None) -> Iter
     try:
         yield pool
     except BaseException:
-        _stop(pool)  # Ctrl-C or a failure in the parent: no worker outlives the run
+        stop_pool(pool)  # Ctrl-C or a failure in the parent: no worker outlives the run
         raise
     pool.shutdown(wait=True)
 
@@ -201,7 +201,7 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
 
 def _worker_init(parent: int) -> None:
     """Workers leave Ctrl-C to the parent, and exit when the parent is gone (killed)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_signals()
 
     def watch() -> None:
         while True:
@@ -214,12 +214,33 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="fusion-parent-watch", daemon=True).start()
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and terminate the workers (3.11 has no public call)."""
-    processes = list(getattr(pool, "_processes", {}).values())
+def worker_signals() -> None:
+    """A worker process ignores Ctrl-C (its parent stops it) and dies at once on SIGTERM.
+
+    A forked worker inherits its parent's Python handlers, and ``fusion``'s turns SIGTERM
+    into KeyboardInterrupt. A pool that terminates its workers (one of them died, or
+    :func:`stop_pool`) then met a worker that caught it as its task's error and waited
+    for a result pipe nobody read: the pool's thread never ended, and the interpreter
+    hung at exit joining it (seen on CI after the last test passed)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Cancel what has not started, terminate the workers and wait until they are gone.
+
+    A worker still alive ``grace_s`` after SIGTERM is killed. Waiting matters: the pool's
+    own thread joins its workers, and Python joins that thread at exit, so a worker left
+    behind would hang the interpreter there. 3.11 has no public call for this."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 class Progress:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,28 @@ from fusion.reproducible import PINS
 os.environ.update(PINS)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> Iterator[None]:
+    """Every worker process a test started, and every process pool's thread, is gone
+    when it ends (10 s of grace). Python joins a pool's thread at exit, and the thread
+    waits for its workers: CI once hung there for an hour after every test had passed.
+    This names the test instead. joblib's loky workers (scikit-learn's n_jobs) are left
+    out: loky keeps them for reuse by design and stops them itself."""
+    yield
+    deadline = time.monotonic() + 10
+    while (alive := _lingering()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive, f"outlived the test: {alive}"
+
+
+def _lingering() -> list:
+    processes = [p for p in multiprocessing.active_children()
+                 if not type(p).__name__.startswith("Loky")]  # fmt: skip
+    pool_threads = [t for t in threading.enumerate()
+                    if type(t).__module__ == "concurrent.futures.process"]  # fmt: skip
+    return processes + pool_threads
 
 
 def needs_shared(*parts: str) -> Path:

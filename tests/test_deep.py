@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import signal
 import sys
 import urllib.error
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -266,10 +270,40 @@ def test_a_crop_worker_that_dies_fails_its_case_only(make_study, tmp_path, monke
 
     monkeypatch.setattr(deep, "prepare_case", dies_on_c1)  # the forked workers inherit it
     spec = study.deep.model_copy(update={"num_workers": 2, "batch_size": 5})
-    out = deep.run_deep(study.model_copy(update={"deep": spec}), checked.cases,
-                        checked.digests, None)  # fmt: skip
+    with _cli_sigterm():  # as under `fusion run`: the handler CI's hang came from
+        out = deep.run_deep(study.model_copy(update={"deep": spec}), checked.cases,
+                            checked.digests, None)  # fmt: skip
     assert out.features.case_id.tolist() == ["c0", "c2", "c3"]
     assert [(f.case_id, f.error) for f in out.failures] == [("c1", "WorkerDied")]
+    assert multiprocessing.active_children() == []  # the broken pool's survivors too
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked on Linux")
+def test_crop_workers_drop_the_parents_signal_handlers() -> None:
+    """Forked crop workers die on SIGTERM and ignore Ctrl-C, whatever the parent set. With
+    `fusion run`'s SIGTERM handler (KeyboardInterrupt) inherited, a worker the pool
+    terminated could catch it as its task's error and wait for a pipe nobody read: the
+    pool's thread never ended, and CI hung at interpreter exit after every test passed."""
+    from fusion.features.deep import _ChunkPool
+
+    with _cli_sigterm(), _ChunkPool([{"case_id": "a"}, {"case_id": "b"}], 2) as pool:
+        handlers = [pool.pool.submit(signal.getsignal, s).result()
+                    for s in (signal.SIGTERM, signal.SIGINT)]  # fmt: skip
+        assert pool.prepare(range(2)) == [{"case_id": "a"}, {"case_id": "b"}]
+        processes = list(pool.pool._processes.values())
+    assert handlers == [signal.SIG_DFL, signal.SIG_IGN]
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)
+
+
+@contextmanager
+def _cli_sigterm() -> Iterator[None]:
+    from fusion.cli import _terminate
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.mark.slow

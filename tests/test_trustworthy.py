@@ -483,8 +483,12 @@ def test_ctrl_c_stops_the_workers_and_exits_130(monkeypatch, capsys) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("fusion.cli._cmd_demo_data", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["demo-data", "--out", "x"]) == 130
     assert "every finished case is cached" in capsys.readouterr().err
+    # main's SIGTERM handler lasts as long as main: children forked later by the same
+    # process (tests, a notebook) must not inherit it
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 @pytest.mark.slow

@@ -40,6 +40,8 @@ from fusion.engine import (
     Store,
     cache_key,
     stage_settings,
+    stop_pool,
+    worker_signals,
 )
 from fusion.errors import ConfigError, FusionError
 from fusion.features.crops import (
@@ -143,12 +145,14 @@ class CropDataset:
 
 def _prepare_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's signature
     """A crop-preparing worker uses one native thread (ITK, BLAS; DataLoader sets torch's
-    to one): workers x threads stay within the cores."""
+    to one): workers x threads stay within the cores. It is forked, so it also drops
+    the parent's signal handlers (:func:`fusion.engine.worker_signals`)."""
     import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     threadpool_limits(limits=1)
+    worker_signals()
 
 
 def strip_png(crops: np.ndarray, geometry: Any) -> bytes:
@@ -483,14 +487,14 @@ class _ChunkPool:
         return [items[i] for i in indices]
 
     def _restart(self, workers: int) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        stop_pool(self.pool)  # the broken pool's survivors too: none outlives its pool
         self.pool = self._start(workers)
 
     def __enter__(self) -> _ChunkPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        stop_pool(self.pool)  # idle, or the run is unwinding: bounded either way
 
 
 _DATASET: CropDataset | None = None  # a chunk worker's cases (set once, by its initializer)
