@@ -111,7 +111,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     only = "report" if args.command == "report" else args.only
     result = run_study(study, _options(args), only=only, start=getattr(args, "start", None))
     elapsed = time.monotonic() - start
-    print(f"{study.name}: ran {', '.join(result.stages)} in {elapsed:.1f} s")
+    skipped = f" ({', '.join(result.up_to_date)} up to date)" if result.up_to_date else ""
+    print(f"{study.name}: ran {', '.join(result.stages)}{skipped} in {elapsed:.1f} s")
     if result.report is not None:
         print(f"report: {result.report}")
     return 0

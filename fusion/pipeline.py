@@ -29,8 +29,12 @@ FAILED_NOTE = "FAILED.txt"
 
 @dataclass(slots=True)
 class RunResult:
+    """The report's path, the stages that ran (in order) and of those the ones skipped
+    as up to date, and the run context."""
+
     report: Path | None = None
     stages: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
     context: RunContext | None = None
 
 
@@ -92,8 +96,11 @@ def run_study(
                     value = stage.run(ctx)
                 if key is not None:
                     write_text_atomic(key, _marker(stage, ctx))
-                if name == "report":
-                    result.report = value
+            else:
+                value = stage.products(ctx)[0]
+                result.up_to_date.append(name)
+            if name == "report":
+                result.report = value
         except Exception as exc:  # noqa: BLE001 - every failure names its stage
             error = StageError(name, exc)
             _mark_stale(folder, name, error)

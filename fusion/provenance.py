@@ -49,6 +49,11 @@ def _git(folder: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def fusion_git_state() -> dict[str, Any]:
+    """:func:`git_state` of fusion's own checkout (what the provenance records)."""
+    return git_state(Path(__file__).resolve().parent)
+
+
 def git_state(folder: Path) -> dict[str, Any]:
     """The commit of fusion's checkout and whether its tracked files had local changes
     (then only ``fusion_source_sha256`` identifies the code that ran)."""
@@ -129,7 +134,7 @@ def provenance(
         "data_sha256": data_hash(digests),
         "cases_hashed": len(digests),
         "seed": study.seed,
-        "git": git_state(Path(__file__).resolve().parent),
+        "git": fusion_git_state(),
         "fusion_source_sha256": source_hash(),
         "stage_keys": stage_keys or {},
         "python": platform.python_version(),

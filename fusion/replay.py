@@ -18,7 +18,7 @@ import yaml
 from fusion.config import Study, load_study
 from fusion.errors import FusionError
 from fusion.hashing import file_digest
-from fusion.provenance import data_hash, git_state, source_hash
+from fusion.provenance import data_hash, fusion_git_state, source_hash
 
 
 def replay_study(
@@ -65,7 +65,7 @@ def replay_study(
             "could not reproduce its tables"
         )
     notes = []
-    recorded, current = info.get("git", {}), git_state(Path(__file__).resolve().parent)
+    recorded, current = info.get("git", {}), fusion_git_state()
     if info.get("fusion_source_sha256") != source_hash():
         notes.append(
             f"fusion's code differs from the recorded run (commit {recorded.get('commit')}"

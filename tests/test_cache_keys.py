@@ -23,6 +23,7 @@ from fusion.features.radiomics import RADIOMICS_KEY_EXCLUDES, radiomics_settings
 from fusion.io.qc import QC_KEY_EXCLUDES, qc_settings
 from fusion.stages import STAGES
 from fusion.stages.models import MODELS_KEY_SECTIONS
+from fusion.stages.report import REPORT_KEY_SECTIONS
 from fusion.stages.statistics import STATISTICS_KEY_SECTIONS
 from tests.conftest import ct_volume, write_image
 
@@ -148,7 +149,9 @@ def test_generated_roi_key_covers_every_cohort_field_and_the_roi_spec(study: Stu
     assert settings(with_roi.model_copy(update={"rois": {"ring": thicker}})) != settings(with_roi)
 
 
-@pytest.mark.parametrize("sections", [MODELS_KEY_SECTIONS, STATISTICS_KEY_SECTIONS])
+@pytest.mark.parametrize(
+    "sections", [MODELS_KEY_SECTIONS, STATISTICS_KEY_SECTIONS, REPORT_KEY_SECTIONS]
+)
 def test_table_stage_keys_cover_their_sections(study: Study, sections: dict) -> None:
     def settings(s: Study) -> dict:
         return stage_settings(s, sections)
@@ -230,7 +233,7 @@ def test_classifier_keys_cover_every_field_and_the_device(tmp_path: Path) -> Non
     assert key(study, test="changed") == key(study)  # a test case never enters training
 
 
-UNKEYED = {"splits", "involvement", "report"}  # recomputed every run, in seconds
+UNKEYED = {"splits", "involvement"}  # recomputed every run, in seconds
 
 
 def _full_study(study: Study, tmp_path: Path) -> Study:

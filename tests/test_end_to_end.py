@@ -106,7 +106,7 @@ def test_report_has_every_section_and_is_self_contained(study_run) -> None:
     assert set(provenance["git"]) == {"commit", "dirty"}
     assert len(provenance["fusion_source_sha256"]) == 64
     assert set(provenance["stage_keys"]) == {"qc", "rois", "radiomics", "deep", "models",
-                                             "statistics"}  # fmt: skip
+                                             "statistics", "report"}  # fmt: skip
     assert provenance["deep_weights"]["pretrained"] is False
     # the seeded random weights are hashed: a replay can check it got the same network
     assert len(provenance["deep_weights"]["sha256"]) == 64
@@ -196,9 +196,15 @@ def test_report_tables_agree_with_the_saved_scores(study_run) -> None:
 def test_rerun_is_cached_and_gives_identical_tables(study_run, capsys) -> None:
     root, folder, args = study_run
     before = {p.name: p.read_bytes() for p in (folder / "tables").glob("*.csv")}
+    html = folder / "index.html"
+    drawn = html.stat().st_mtime_ns
+    capsys.readouterr()
     assert main(args) == 0
     after = {p.name: p.read_bytes() for p in (folder / "tables").glob("*.csv")}
     assert before == after
+    # nothing the report shows changed: it is not drawn again
+    assert "(models, statistics, report up to date)" in capsys.readouterr().out
+    assert html.stat().st_mtime_ns == drawn
     study = load_study(root / "small.yaml")
     options = RunOptions(reports=root / "reports", cache=root / "cache")
     scores = folder / "tables" / "scores.csv"
@@ -213,6 +219,12 @@ def test_rerun_is_cached_and_gives_identical_tables(study_run, capsys) -> None:
     run_study(study, options, only="models")
     assert scores.read_bytes() == before["scores.csv"]  # and the seed back gives the same
     assert run_study(study, options, only="report").report == folder / "index.html"
+    assert html.stat().st_mtime_ns == drawn  # every input back as it was
+    performance = folder / "tables" / "performance.csv"
+    performance.write_bytes(before["performance.csv"] + b"\n")  # other bytes, same table
+    assert run_study(study, options, only="report").up_to_date == []  # drawn again
+    assert html.stat().st_mtime_ns != drawn
+    performance.write_bytes(before["performance.csv"])
 
 
 def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) -> None:

@@ -30,6 +30,8 @@ class Stage(Protocol):
       (:func:`fusion.stages.keys.stage_key`) is unchanged and its products exist; a
       stage that caches per case, or runs in seconds, runs every time.
     - ``products(ctx)``: the files that must exist for the stage to count as done.
+    - ``inputs(ctx)``: digests of what else a keyed stage's output depends on (files
+      that are not ``reads`` tables); empty for most.
     """
 
     name: str
@@ -46,12 +48,15 @@ class Stage(Protocol):
 
     def products(self, ctx: RunContext) -> list[Path]: ...
 
+    def inputs(self, ctx: RunContext) -> list[str]: ...
+
     def run(self, ctx: RunContext) -> Any: ...
 
 
 class Defaults:
     """What most stages share, so a stage module states only what differs: reads no
-    table, no key (runs every time), no network, applies to every study, no settings."""
+    table, no key (runs every time), no network, applies to every study, no settings,
+    no other inputs."""
 
     reads: tuple[str, ...] = ()
     key_sections: Mapping[str, Collection[str]] | None = None
@@ -63,6 +68,9 @@ class Defaults:
 
     def settings(self, study: Study, device: str) -> dict[str, Any]:
         return {}
+
+    def inputs(self, ctx: RunContext) -> list[str]:
+        return []
 
 
 STAGES: dict[str, Stage] = {}

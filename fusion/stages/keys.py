@@ -3,10 +3,10 @@
 A stage's key is the hash of what its output depends on: its settings (the validated
 study fields of ``stage.key_sections``, walked by :func:`fusion.engine.stage_settings`,
 with the resolved device and precision of a torch stage), the content of the tables it
-reads, the split (``sets.csv``), every checked case's content hashes, the manifest (labels
-and clinical values) and fusion's own source (a code change re-runs a stage once).
-Per-case stages build their per-case keys from the same settings with
-:func:`fusion.engine.cache_key`.
+reads and of its other inputs (``stage.inputs``), the split (``sets.csv``), every checked
+case's content hashes, the manifest (labels and clinical values) and fusion's own source
+(a code change re-runs a stage once). Per-case stages build their per-case keys from the
+same settings with :func:`fusion.engine.cache_key`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def stage_key(stage: Stage, ctx: RunContext) -> str:
     tables = [file_digest(ctx.tables / f"{name}.csv") for name in stage.reads]
     cases = sorted((c.case_id, ctx.checked.digests[c.case_id]) for c in ctx.checked.passed)
     sets = ctx.sets.to_dict("records")
-    return cache_key(stage.name, settings, tables, sets, cases,
+    return cache_key(stage.name, settings, tables, stage.inputs(ctx), sets, cases,
                      file_digest(ctx.study.cohort.manifest), source_hash())  # fmt: skip
 
 
