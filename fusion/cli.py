@@ -108,11 +108,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study)
     start = time.monotonic()
-    only = "report" if args.command == "report" else args.only
-    result = run_study(study, _options(args), only=only, start=getattr(args, "start", None))
+    redraw = args.command == "report"
+    result = run_study(study, _options(args), only="report" if redraw else args.only,
+                       start=getattr(args, "start", None), rerun=redraw)  # fmt: skip
     elapsed = time.monotonic() - start
-    skipped = f" ({', '.join(result.up_to_date)} up to date)" if result.up_to_date else ""
-    print(f"{study.name}: ran {', '.join(result.stages)}{skipped} in {elapsed:.1f} s")
+    ran = [name for name in result.stages if name not in result.up_to_date]
+    skipped = f"; up to date: {', '.join(result.up_to_date)}" if result.up_to_date else ""
+    print(f"{study.name}: ran {', '.join(ran) or 'nothing'}{skipped} in {elapsed:.1f} s")
     if result.report is not None:
         print(f"report: {result.report}")
     return 0
@@ -316,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
     run.set_defaults(func=_cmd_run)
     report = sub.add_parser(
-        "report", parents=[common], help="re-render the report from the saved tables"
+        "report",
+        parents=[common],
+        help="draw the report again from the saved tables, even when up to date",
     )
     report.set_defaults(func=_cmd_run, only=None)
 
@@ -415,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler set outside Python, which cannot be put back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -29,8 +29,8 @@ FAILED_NOTE = "FAILED.txt"
 
 @dataclass(slots=True)
 class RunResult:
-    """The report's path, the stages that ran (in order) and of those the ones skipped
-    as up to date, and the run context."""
+    """The report's path, the stages of the run in order (``stages``; those of them
+    skipped as up to date in ``up_to_date``) and the run context."""
 
     report: Path | None = None
     stages: list[str] = field(default_factory=list)
@@ -74,9 +74,14 @@ def _up_to_date(stage: Stage, ctx: RunContext, key: str) -> bool:
 
 
 def run_study(
-    study: Study, options: RunOptions, only: str | None = None, start: str | None = None
+    study: Study,
+    options: RunOptions,
+    only: str | None = None,
+    start: str | None = None,
+    rerun: bool = False,
 ) -> RunResult:
-    """Run the selected stages in order on one run context; returns what ran."""
+    """Run the selected stages in order on one run context; returns what ran. ``rerun``
+    runs them even when up to date (``fusion report`` draws the report again)."""
     selected = _selected(study, only, start)
     folder = options.reports / study.name
     try:
@@ -90,13 +95,16 @@ def run_study(
     for name in selected:
         stage = STAGES[name]
         try:
-            key = stage_key(stage, ctx) if stage.keyed else None
-            if key is None or not _up_to_date(stage, ctx, key):
+            keyed = stage.keyed and options.cache is not None
+            key = stage_key(stage, ctx) if keyed else None
+            if key is None or rerun or not _up_to_date(stage, ctx, key):
+                # no marker while it runs: one interrupted half-way is never up to date
+                _marker(stage, ctx).unlink(missing_ok=True)
                 with torch_mode(mode if stage.torch else None):
                     value = stage.run(ctx)
                 if key is not None:
                     write_text_atomic(key, _marker(stage, ctx))
-            else:
+            else:  # its first product is what it returns (the report's path)
                 value = stage.products(ctx)[0]
                 result.up_to_date.append(name)
             if name == "report":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import signal
 import sys
 import urllib.error
@@ -31,7 +30,7 @@ from fusion.features.deep import aggregate, build_model
 from fusion.nets.weights import load_weights
 from fusion.stages.context import RunOptions, build_context, check_study
 from fusion.stages.deep import extract as extract_deep
-from tests.conftest import ct_volume, cube_roi, write_image
+from tests.conftest import _lingering, ct_volume, cube_roi, write_image
 
 SPACING = (0.5, 0.5, 5.0)
 
@@ -275,7 +274,7 @@ def test_a_crop_worker_that_dies_fails_its_case_only(make_study, tmp_path, monke
                             checked.digests, None)  # fmt: skip
     assert out.features.case_id.tolist() == ["c0", "c2", "c3"]
     assert [(f.case_id, f.error) for f in out.failures] == [("c1", "WorkerDied")]
-    assert multiprocessing.active_children() == []  # the broken pool's survivors too
+    assert _lingering() == []  # the broken pool's survivors and its thread too
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked on Linux")

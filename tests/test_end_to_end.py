@@ -203,7 +203,7 @@ def test_rerun_is_cached_and_gives_identical_tables(study_run, capsys) -> None:
     after = {p.name: p.read_bytes() for p in (folder / "tables").glob("*.csv")}
     assert before == after
     # nothing the report shows changed: it is not drawn again
-    assert "(models, statistics, report up to date)" in capsys.readouterr().out
+    assert "; up to date: models, statistics, report in" in capsys.readouterr().out
     assert html.stat().st_mtime_ns == drawn
     study = load_study(root / "small.yaml")
     options = RunOptions(reports=root / "reports", cache=root / "cache")
@@ -225,6 +225,60 @@ def test_rerun_is_cached_and_gives_identical_tables(study_run, capsys) -> None:
     assert run_study(study, options, only="report").up_to_date == []  # drawn again
     assert html.stat().st_mtime_ns != drawn
     performance.write_bytes(before["performance.csv"])
+    drawn = html.stat().st_mtime_ns
+    assert main(["report", *args[1:]]) == 0  # `fusion report` draws it whatever the key
+    assert "small: ran report in" in capsys.readouterr().out
+    assert html.stat().st_mtime_ns != drawn
+
+
+def test_the_report_key_follows_what_it_shows_and_not_what_it_draws(study_run) -> None:
+    """The report is skipped on an unchanged key, so its key must move with everything it
+    shows: an excluded case's image (its gallery slice; no other stage's key holds it)
+    and a crop another stage left in figures/crops/, but not its own figures."""
+    import dataclasses
+
+    from fusion.stages import STAGES
+    from fusion.stages.context import build_context
+    from fusion.stages.keys import stage_key
+
+    root, folder, _ = study_run
+    options = RunOptions(reports=root / "reports", cache=root / "cache")
+    ctx = build_context(load_study(root / "small.yaml"), options)
+    report = STAGES["report"]
+    key = stage_key(report, ctx)
+    digests = {**ctx.checked.digests, "ICH006": ("another image", "missing")}
+    moved = dataclasses.replace(ctx, checked=dataclasses.replace(ctx.checked, digests=digests))
+    assert stage_key(report, moved) != key
+    for path, shown in ((next((folder / "figures" / "crops").glob("*.png")), True),
+                        (folder / "figures" / "roc_test.svg", False)):  # fmt: skip
+        content = path.read_bytes()
+        path.write_bytes(content + b" ")
+        try:
+            assert (stage_key(report, ctx) != key) is shown, path.name
+        finally:
+            path.write_bytes(content)
+    assert stage_key(report, ctx) == key
+
+
+def test_a_stage_stopped_half_way_is_not_up_to_date(study_run, monkeypatch) -> None:
+    """Ctrl-C while the report is drawn (provenance written, figures half done) must not
+    leave the previous run's marker: the next run with that key would skip the stage."""
+    from fusion.stages import STAGES
+
+    root, folder, _ = study_run
+    study = load_study(root / "small.yaml")
+    options = RunOptions(reports=root / "reports", cache=root / "cache")
+
+    def stopped(self, ctx) -> None:  # noqa: ANN001
+        (ctx.folder / "provenance.json").write_text("{}")  # what a run writes first
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(STAGES["report"]), "run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, options, only="report", rerun=True)
+    monkeypatch.undo()
+    assert run_study(study, options, only="report").up_to_date == []
+    assert json.loads((folder / "provenance.json").read_text())["seed"] == 7
 
 
 def test_a_failing_stage_is_named_and_earlier_outputs_stay(study_run, tmp_path) -> None:

@@ -29,9 +29,11 @@ class Stage(Protocol):
     - ``keyed``: whether the run skips it when its stage key
       (:func:`fusion.stages.keys.stage_key`) is unchanged and its products exist; a
       stage that caches per case, or runs in seconds, runs every time.
-    - ``products(ctx)``: the files that must exist for the stage to count as done.
-    - ``inputs(ctx)``: digests of what else a keyed stage's output depends on (files
-      that are not ``reads`` tables); empty for most.
+    - ``products(ctx)``: the files that must exist for the stage to count as done; the
+      first is what a skipped stage returns in place of ``run``'s value.
+    - ``inputs(ctx)``: what else a keyed stage's output depends on, as strings for its
+      key (digests of files that are not ``reads`` tables, state it records); empty for
+      most.
     """
 
     name: str

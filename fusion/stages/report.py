@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fusion.atomic import write_text_atomic
 from fusion.config import Study
 from fusion.engine import Store, stage_settings
 from fusion.hashing import file_digest
-from fusion.provenance import fusion_git_state
+from fusion.provenance import data_hash, fusion_git_state
 from fusion.stages.base import STAGES, Defaults, register
 from fusion.stages.context import RunContext
 
@@ -19,7 +19,7 @@ from fusion.stages.context import RunContext
 REPORT_KEY_SECTIONS: dict[str, tuple[str, ...]] = {name: () for name in Study.model_fields}
 # In the study folder but not the report's input: a failed run's leftovers and what
 # `make report-check` adds.
-NOT_INPUTS = ("stale/*", "FAILED.txt", "screenshot.png")
+NOT_INPUTS = ("stale/**", "FAILED.txt", "screenshot.png")
 
 
 @register
@@ -40,25 +40,28 @@ class ReportStage(Defaults):
         return [ctx.folder / "index.html", ctx.folder / "provenance.json"]
 
     def inputs(self, ctx: RunContext) -> list[str]:
-        """Every file the earlier stages left in the study folder (tables, ROIs, strips,
-        the networks' outputs; by name and content), the reference masks it draws, the
-        radiomics parameter file, and the torch state and git commit the provenance
-        records (a new commit draws it again, so that it names the code at hand). The case
-        images and ROIs are in every stage's key."""
-        folder = ctx.folder
+        """Every file the earlier stages left in the study folder (tables, ROIs, crops,
+        Grad-CAM maps, the networks' outputs; by name and content), every case's image
+        and ROI (the excluded cases' too: the report draws them), the reference masks it
+        draws, the study file and the radiomics parameter file, and the torch state and
+        git commit the provenance records (a new commit draws it again, so that it names
+        the code at hand). Package versions are left out: a report is not redrawn for an
+        upgrade that changed none of its numbers, and its provenance keeps the versions
+        that drew it."""
+        folder, study = ctx.folder, ctx.study
         own = (*self.writes, *NOT_INPUTS)
         files = sorted(
-            path for path in folder.rglob("*") if path.is_file()
-            and not any(fnmatch.fnmatch(path.relative_to(folder).as_posix(), p) for p in own)
+            path for path in folder.rglob("*")
+            if path.is_file() and not any(_matches(path.relative_to(folder), p) for p in own)
         )  # fmt: skip
         store = Store(ctx.options.cache, "digests") if ctx.options.cache is not None else None
         digests = [f"{p.relative_to(folder).as_posix()} {file_digest(p, store)}" for p in files]
         references = [file_digest(c.reference, store) for c in ctx.checked.cases if c.reference]
-        radiomics = ctx.study.radiomics
-        params = file_digest(radiomics.params) if radiomics is not None else "none"
-        torch = json.dumps(_torch_info(ctx), sort_keys=True, default=str)
-        git = json.dumps(fusion_git_state(), sort_keys=True)  # the commit it names
-        return [*digests, *references, params, torch, git]
+        params = file_digest(study.radiomics.params) if study.radiomics is not None else "none"
+        study_file = file_digest(study.source) if study.source is not None else "none"
+        state = {"torch": _torch_info(ctx), "git": fusion_git_state()}
+        return [*digests, data_hash(ctx.checked.digests), *references, params, study_file,
+                json.dumps(state, sort_keys=True, default=str)]  # fmt: skip
 
     def run(self, ctx: RunContext) -> Path:
         from fusion.provenance import provenance
@@ -77,6 +80,15 @@ class ReportStage(Defaults):
             info["classifier_models"] = provenance_models(ctx.tables)
         write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
         return build_report(study, folder)
+
+
+def _matches(path: Path, pattern: str) -> bool:
+    """Whether a relative path matches a ``writes`` pattern part by part (``*`` stays
+    within one folder; a final ``**`` takes the whole folder)."""
+    parts, wanted = path.parts, PurePosixPath(pattern).parts
+    if wanted[-1] == "**":
+        return parts[: len(wanted) - 1] == wanted[:-1]
+    return len(parts) == len(wanted) and all(map(fnmatch.fnmatchcase, parts, wanted))
 
 
 def _torch_info(ctx: RunContext) -> dict | None:
