@@ -278,6 +278,29 @@ def test_a_crop_worker_that_dies_fails_its_case_only(make_study, tmp_path, monke
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked on Linux")
+def test_an_error_in_the_stage_stops_its_crop_workers_at_once(make_study, tmp_path,
+                                                              monkeypatch) -> None:  # fmt: skip
+    """An error while results are saved (a full disk) stops the crop workers before it
+    propagates, not when the traceback that holds the stage's frames is freed."""
+    import fusion.features.deep as deep
+
+    path = _study(make_study, tmp_path, 4)
+    study = load_study(path)
+    checked = check_study(study, RunOptions(reports=tmp_path / "r", cache=tmp_path / "c"))
+
+    def full_disk(*args) -> None:  # noqa: ANN002
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(deep, "_write_strip", full_disk)
+    spec = study.deep.model_copy(update={"num_workers": 2, "batch_size": 5})
+    with pytest.raises(OSError, match="No space left") as caught:
+        deep.run_deep(study.model_copy(update={"deep": spec}), checked.cases,
+                      checked.digests, None)  # fmt: skip
+    assert caught.traceback  # still held, with the stage's frames
+    assert _lingering() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked on Linux")
 def test_crop_workers_drop_the_parents_signal_handlers() -> None:
     """Forked crop workers die on SIGTERM and ignore Ctrl-C, whatever the parent set. With
     `fusion run`'s SIGTERM handler (KeyboardInterrupt) inherited, a worker the pool

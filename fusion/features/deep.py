@@ -19,6 +19,7 @@ channels-last. Results are cached per case like the radiomics stage.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import traceback
@@ -294,18 +295,21 @@ def run_deep(
         _on_cluster(study, todo, device, weights_ref, scheduler, jobs) if scheduler
         else _locally(study, weights, todo, device, model)
     )  # fmt: skip
-    for case_id, result in computed:
-        if isinstance(result, Failure):
-            output.failures.append(result)
-            continue
-        vectors[case_id] = np.asarray(result["features"], dtype=float)
-        geometry[case_id] = result["geometry"]
-        output.computed += 1
-        if cache is not None:
-            cache.put(keys[case_id], {"features": result["features"],
-                                      "geometry": result["geometry"]})  # fmt: skip
-        cached_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
-        _write_strip(result["strip"], cached_png, strips_dir, case_id)
+    # closed on the way out, even by an error here (a full disk): its crop workers stop
+    # then, not whenever the traceback that holds this frame is freed
+    with contextlib.closing(computed):
+        for case_id, result in computed:
+            if isinstance(result, Failure):
+                output.failures.append(result)
+                continue
+            vectors[case_id] = np.asarray(result["features"], dtype=float)
+            geometry[case_id] = result["geometry"]
+            output.computed += 1
+            if cache is not None:
+                cache.put(keys[case_id], {"features": result["features"],
+                                          "geometry": result["geometry"]})  # fmt: skip
+            cached_png = cache.path(keys[case_id]).with_suffix(".png") if cache else None
+            _write_strip(result["strip"], cached_png, strips_dir, case_id)
     done = [c.case_id for c in cases if c.case_id in vectors]
     width = len(vectors[done[0]]) if done else 0
     matrix = np.empty((len(done), width))
