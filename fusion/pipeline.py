@@ -63,11 +63,10 @@ def _marker(stage: Stage, ctx: RunContext) -> Path:
 
 
 def _up_to_date(stage: Stage, ctx: RunContext, key: str) -> bool:
-    """The stage's last run had this key, its products are there and caching is on."""
+    """The stage's last run had this key and its products are there."""
     marker = _marker(stage, ctx)
     return (
-        ctx.options.cache is not None
-        and marker.is_file()
+        marker.is_file()
         and marker.read_text() == key
         and all(p.exists() for p in stage.products(ctx))
     )
@@ -95,7 +94,7 @@ def run_study(
     for name in selected:
         stage = STAGES[name]
         try:
-            keyed = stage.keyed and options.cache is not None
+            keyed = stage.keyed and options.cache is not None  # --no-cache: runs it
             key = stage_key(stage, ctx) if keyed else None
             if key is None or rerun or not _up_to_date(stage, ctx, key):
                 # no marker while it runs: one interrupted half-way is never up to date

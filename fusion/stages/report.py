@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from fusion.atomic import write_text_atomic
@@ -19,7 +18,7 @@ from fusion.stages.context import RunContext
 REPORT_KEY_SECTIONS: dict[str, tuple[str, ...]] = {name: () for name in Study.model_fields}
 # In the study folder but not the report's input: a failed run's leftovers and what
 # `make report-check` adds.
-NOT_INPUTS = ("stale/**", "FAILED.txt", "screenshot.png")
+NOT_INPUTS = ("stale/**/*", "FAILED.txt", "screenshot.png")
 
 
 @register
@@ -49,11 +48,9 @@ class ReportStage(Defaults):
         upgrade that changed none of its numbers, and its provenance keeps the versions
         that drew it."""
         folder, study = ctx.folder, ctx.study
-        own = (*self.writes, *NOT_INPUTS)
-        files = sorted(
-            path for path in folder.rglob("*")
-            if path.is_file() and not any(_matches(path.relative_to(folder), p) for p in own)
-        )  # fmt: skip
+        # its own files, found as the run's stale-moving finds them (Path.glob)
+        own = {path for pattern in (*self.writes, *NOT_INPUTS) for path in folder.glob(pattern)}
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p not in own)
         store = Store(ctx.options.cache, "digests") if ctx.options.cache is not None else None
         digests = [f"{p.relative_to(folder).as_posix()} {file_digest(p, store)}" for p in files]
         references = [file_digest(c.reference, store) for c in ctx.checked.cases if c.reference]
@@ -80,15 +77,6 @@ class ReportStage(Defaults):
             info["classifier_models"] = provenance_models(ctx.tables)
         write_text_atomic(json.dumps(info, indent=2), folder / "provenance.json")
         return build_report(study, folder)
-
-
-def _matches(path: Path, pattern: str) -> bool:
-    """Whether a relative path matches a ``writes`` pattern part by part (``*`` stays
-    within one folder; a final ``**`` takes the whole folder)."""
-    parts, wanted = path.parts, PurePosixPath(pattern).parts
-    if wanted[-1] == "**":
-        return parts[: len(wanted) - 1] == wanted[:-1]
-    return len(parts) == len(wanted) and all(map(fnmatch.fnmatchcase, parts, wanted))
 
 
 def _torch_info(ctx: RunContext) -> dict | None:
