@@ -231,8 +231,10 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
 
     A worker still alive ``grace_s`` after SIGTERM is killed. Waiting matters: the pool's
     own thread joins its workers, and Python joins that thread at exit, so a worker left
-    behind would hang the interpreter there. 3.11 has no public call for this."""
+    behind would hang the interpreter there. Returns once that thread has ended too, so
+    every worker reads as gone. 3.11 has no public call for this."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown forgets it
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
@@ -241,6 +243,10 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         if process.is_alive():
             process.kill()
             process.join()
+    if manager is not None:
+        # It reaps workers too: until it ends, a worker already gone can still read as
+        # alive here (its waitpid won the race, the exit code is not yet stored)
+        manager.join(grace_s)
 
 
 class Progress:

@@ -148,12 +148,12 @@ def _prepare_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's sign
     """A crop-preparing worker uses one native thread (ITK, BLAS; DataLoader sets torch's
     to one): workers x threads stay within the cores. It is forked, so it also drops
     the parent's signal handlers (:func:`fusion.engine.worker_signals`)."""
+    worker_signals()  # first: until then a SIGTERM raises KeyboardInterrupt in here
     import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     threadpool_limits(limits=1)
-    worker_signals()
 
 
 def strip_png(crops: np.ndarray, geometry: Any) -> bytes:
