@@ -11,7 +11,9 @@ names no stage's tables or settings; each stage reads what earlier ones wrote un
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from fusion.reproducible import mode_of, torch_mode
 from fusion.stages import STAGES, Stage
 from fusion.stages.context import RunContext, RunOptions, StageError, build_context
 from fusion.stages.keys import stage_key
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunOptions", "RunResult", "StageError", "applicable_stages", "run_study"]
 FAILED_NOTE = "FAILED.txt"
@@ -83,12 +87,14 @@ def run_study(
     runs them even when up to date (``fusion report`` draws the report again)."""
     selected = _selected(study, only, start)
     folder = options.reports / study.name
+    started = time.monotonic()
     try:
         ctx = build_context(study, options)
     except Exception as exc:  # noqa: BLE001 - the cohort, its QC: the qc stage's failure
         error = StageError("qc", exc)
         _mark_stale(folder, "qc", error)
         raise error from exc
+    log.info("%s: cohort and QC took %.1f s", study.name, time.monotonic() - started)
     result = RunResult(context=ctx)
     mode = mode_of(study)
     for name in selected:
@@ -99,8 +105,11 @@ def run_study(
             if key is None or rerun or not _up_to_date(stage, ctx, key):
                 # no marker while it runs: one interrupted half-way is never up to date
                 _marker(stage, ctx).unlink(missing_ok=True)
+                started = time.monotonic()
                 with torch_mode(mode if stage.torch else None):
                     value = stage.run(ctx)
+                log.info("%s: stage %s took %.1f s", study.name, name,
+                         time.monotonic() - started)  # fmt: skip
                 if key is not None:
                     write_text_atomic(key, _marker(stage, ctx))
             else:  # its first product is what it returns (the report's path)
