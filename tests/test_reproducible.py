@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from fusion.engine import StageRun
 from fusion.errors import FusionError
 from fusion.reproducible import PINS, pin_environment
 
@@ -109,6 +111,43 @@ def test_unet_roi_runs_in_the_mode_and_its_key_says_so(tmp_path: Path) -> None:
     assert generator_settings(plain, "tumour")["reproducible"] is None
     keys = {str(rois_settings(s, "tumour")) for s in (plain, pinned, fast)}
     assert len(keys) == 3  # each mode its own cached label maps
+
+
+@pytest.mark.parametrize(("cores", "mode", "jobs", "workers"), [
+    (2, {"threads": 2, "kernels": "onednn"}, None, 1),  # the demo: one worker, not two
+    (8, {"threads": 2, "kernels": "onednn"}, None, 4),
+    (8, {"threads": 2, "kernels": "onednn"}, 2, 2),  # -j 2 still holds
+    (2, {"threads": 4, "kernels": "portable"}, None, 1),  # the study's threads, always
+    (2, None, None, None),  # no mode: the engine shares the cores itself
+])  # fmt: skip
+def test_unet_roi_workers_times_the_modes_threads_fit_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, mode: dict | None,
+    jobs: int | None, workers: int | None,
+) -> None:  # fmt: skip
+    """A unet generator runs torch on the mode's threads in each worker, whatever the
+    engine allots it: two workers of two threads on two cores ran four times slower."""
+    import fusion.rois.stage as rois
+    from fusion.config import Study
+
+    checkpoint = tmp_path / "x.pt"
+    checkpoint.write_bytes(b"weights")
+    study = Study.model_validate({
+        "name": "s", "reproducible": mode,
+        "cohort": {"manifest": str(_manifest(tmp_path)),
+                   "columns": {"case_id": "c", "image": "i", "label": "y"}},
+        "rois": {"tumour": {"generator": "unet",
+                            "settings": {"checkpoint": str(checkpoint), "device": "cpu"}}},
+    })  # fmt: skip
+    asked = []
+
+    def run_tasks(fn, tasks, cache, *, jobs, scheduler, desc):  # noqa: ANN001, ANN202, ARG001
+        asked.append(jobs)
+        return StageRun()
+
+    monkeypatch.setattr(rois, "cores", lambda: cores)
+    monkeypatch.setattr(rois, "run_tasks", run_tasks)
+    rois.run_rois(study, [], pd.Series(dtype=str), {}, tmp_path, None, jobs=jobs)
+    assert asked == [workers]
 
 
 def _manifest(folder: Path) -> Path:
