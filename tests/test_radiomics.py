@@ -275,24 +275,25 @@ FILTER_PARAMS = {
 }
 
 
-def _compare_with_execute(image, roi, labels, params) -> None:  # noqa: ANN001
+def _compare_with_execute(image, roi, labels, params, more=()) -> None:  # noqa: ANN001
+    """execute_rois on ``roi``'s labels (and the (map, label) pairs in ``more``) equals
+    PyRadiomics' execute of each alone: features, and diagnostics in the same order."""
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
     from fusion.features.radiomics import execute_rois, shares_filters
 
+    pairs = [(roi, k) for k in labels] + list(more)
     extractor = RadiomicsFeatureExtractor(params)
-    assert shares_filters(extractor, len(labels))
-    shared = dict(zip(labels, execute_rois(extractor, image, [(roi, k) for k in labels]),
-                      strict=True))  # fmt: skip
-    for label in labels:
-        alone = RadiomicsFeatureExtractor(params).execute(image, roi, label=label)
-        assert list(shared[label]) == list(alone)  # same features, same order
+    assert shares_filters(extractor, len(pairs))
+    for (mask, label), shared in zip(pairs, execute_rois(extractor, image, pairs), strict=True):
+        alone = RadiomicsFeatureExtractor(params).execute(image, mask, label=label)
+        assert list(shared) == list(alone)  # same features and diagnostics, same order
         for key, value in alone.items():
             if key.startswith("diagnostics_"):
-                assert str(shared[label][key]) == str(value), key
+                assert str(shared[key]) == str(value), key
             else:
-                assert float(shared[label][key]) == pytest.approx(float(value), rel=1e-6,
-                                                                  abs=1e-9), key  # fmt: skip
+                assert float(shared[key]) == pytest.approx(float(value), rel=1e-6,
+                                                           abs=1e-9), key  # fmt: skip
 
 
 def test_several_labels_share_each_filter_and_match_execute() -> None:
@@ -309,6 +310,37 @@ def test_several_labels_share_each_filter_and_match_execute() -> None:
     for im in (image, roi):
         im.SetSpacing((0.8, 0.8, 2.0))
     _compare_with_execute(image, roi, (1, 2, 3), FILTER_PARAMS)
+
+
+def test_diagnostics_computed_once_per_image_and_map_are_pyradiomics_own() -> None:
+    """The whole image's entries and each map's hash are computed once for all its
+    labels (two maps here, one of three labels, and a normalised image): every ROI still
+    gets exactly the diagnostics PyRadiomics' execute gives it alone. A label its map
+    lacks is getMask's own error."""
+    import SimpleITK as sitk
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    from fusion.features.radiomics import execute_rois
+
+    rng = np.random.default_rng(1)
+    image = sitk.GetImageFromArray(rng.normal(40, 15, (12, 30, 30)).astype(np.float32))
+    habitats = np.zeros((12, 30, 30), np.uint8)
+    habitats[3:8, 5:15, 5:15], habitats[3:8, 15:25, 5:15], habitats[3:8, 5:25, 15:25] = 1, 2, 3
+    ring = np.zeros_like(habitats)
+    ring[2:10, 2:28, 2:28] = 5
+    ring[habitats > 0] = 0
+    maps = [sitk.GetImageFromArray(a) for a in (habitats, ring)]
+    for im in (image, *maps):
+        im.SetSpacing((0.8, 0.8, 2.0))
+    params = {"imageType": {"Original": {}}, "featureClass": {"firstorder": None, "shape": None},
+              "setting": {"binWidth": 10, "normalize": True}}  # fmt: skip
+    _compare_with_execute(image, maps[0], (1, 2, 3), params, more=[(maps[1], 5)])
+    extractor = RadiomicsFeatureExtractor(params)
+    absent = r"^Label \(4\) not present in mask. Choose from \[1 2 3\]$"
+    with pytest.raises(ValueError, match=absent):
+        execute_rois(extractor, image, [(maps[0], 1), (maps[0], 4)])
+    with pytest.raises(ValueError, match=absent):
+        extractor.execute(image, maps[0], label=4)
 
 
 @pytest.mark.slow
