@@ -50,7 +50,7 @@ def windows(volume_zyx: tuple[int, ...], patch_zyx: tuple[int, ...], overlap: fl
 def bare_inference(model, patch_zyx, n_patches, device) -> float:  # noqa: ANN001
     """Seconds for the network alone on ``n_patches`` random patches, in batches of the
     size fusion's sliding window uses on this device."""
-    batch = window_batch(device)
+    batch = window_batch(device, tuple(patch_zyx))
     x = torch.rand(batch, 1, *patch_zyx, device=device)
     with torch.inference_mode(), autocast(device):
         model(x)  # warm-up
