@@ -214,6 +214,9 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="fusion-parent-watch", daemon=True).start()
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # how a parent stops its workers
+
+
 def worker_signals() -> None:
     """A worker process ignores Ctrl-C (its parent stops it) and dies at once on SIGTERM.
 
@@ -221,9 +224,30 @@ def worker_signals() -> None:
     into KeyboardInterrupt. A pool that terminates its workers (one of them died, or
     :func:`stop_pool`) then met a worker that caught it as its task's error and waited
     for a result pipe nobody read: the pool's thread never ended, and the interpreter
-    hung at exit joining it (seen on CI after the last test passed)."""
+    hung at exit joining it (seen on CI after the last test passed). Stop signals held
+    since the fork (:func:`stop_signals_held`) are let through once the handlers are
+    dropped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # POSIX
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held (blocked) in this thread while inside. A process forked
+    here starts with them held, so that none reaches it while it still has the handlers
+    it inherited: :func:`worker_signals` lets them through after dropping those. One
+    that reaches this process meanwhile is delivered on the way out. A no-op where the
+    platform has no signal masks (there the workers are not forked)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
@@ -231,8 +255,9 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
 
     A worker still alive ``grace_s`` after SIGTERM is killed. Waiting matters: the pool's
     own thread joins its workers, and Python joins that thread at exit, so a worker left
-    behind would hang the interpreter there. Returns once that thread has ended too, so
-    every worker reads as gone. 3.11 has no public call for this."""
+    behind would hang the interpreter there. Then waits up to ``grace_s`` for that
+    thread too: it reaps workers as well, and until it has ended one already gone can
+    still read as alive. 3.11 has no public call for this."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     manager = getattr(pool, "_executor_manager_thread", None)  # shutdown forgets it
     pool.shutdown(wait=False, cancel_futures=True)

@@ -309,8 +309,8 @@ def test_crop_workers_drop_the_parents_signal_handlers(capfd) -> None:
 
     Twenty rounds: a worker reaped by the pool's own thread could still read as alive
     right after the pool stopped, about one round in ten (the failure CI saw). A worker
-    stopped while still starting must not catch the SIGTERM either: in a parent that has
-    not imported SimpleITK yet, its import gave that race a window."""
+    stopped while still starting must not catch the SIGTERM either: the pool forks with
+    the stop signals held (``test_engine.py`` tests that hold on its own)."""
     from fusion.features.deep import _ChunkPool
 
     for _ in range(20):

@@ -105,3 +105,38 @@ def test_a_killed_dask_worker_costs_one_retry_not_the_run(tmp_path: Path) -> Non
     failed = {f.case_id: f for f in run.failures}
     assert list(failed) == ["c7"] and failed["c7"].error == "WorkerDied"
     assert "each time it ran this case" in failed["c7"].message
+
+
+def _starts_slowly() -> None:
+    """A forked worker still busy starting (with the parent's handlers) when it is
+    stopped; then the drop every fusion worker makes, then work it never gets to."""
+    import time
+
+    from fusion.engine import worker_signals
+
+    time.sleep(0.5)
+    worker_signals()
+    time.sleep(30)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forked workers only")
+def test_a_stop_signal_held_from_the_fork_reaches_the_worker_after_its_handlers_drop() -> None:
+    """SIGTERM sent while a forked worker still has `fusion run`'s handler (which raises
+    KeyboardInterrupt: a traceback, exit code 1) is held until the worker has dropped
+    it, and then ends the worker as SIGTERM does (the crop pool forks so)."""
+    import multiprocessing
+    import signal
+
+    from fusion.cli import _terminate
+    from fusion.engine import stop_signals_held
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with stop_signals_held():
+            worker = multiprocessing.get_context("fork").Process(target=_starts_slowly)
+            worker.start()
+        os.kill(worker.pid, signal.SIGTERM)  # before its handlers drop
+        worker.join(10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert worker.exitcode == -signal.SIGTERM  # not 1: no KeyboardInterrupt in it

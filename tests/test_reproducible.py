@@ -117,12 +117,13 @@ def test_unet_roi_runs_in_the_mode_and_its_key_says_so(tmp_path: Path) -> None:
     (2, {"threads": 2, "kernels": "onednn"}, None, 1),  # the demo: one worker, not two
     (8, {"threads": 2, "kernels": "onednn"}, None, 4),
     (8, {"threads": 2, "kernels": "onednn"}, 2, 2),  # -j 2 still holds
+    (2, {"threads": 2, "kernels": "onednn"}, 4, 1),  # -j 4 cut down, and said so
     (2, {"threads": 4, "kernels": "portable"}, None, 1),  # the study's threads, always
     (2, None, None, None),  # no mode: the engine shares the cores itself
 ])  # fmt: skip
 def test_unet_roi_workers_times_the_modes_threads_fit_the_cores(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, mode: dict | None,
-    jobs: int | None, workers: int | None,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    cores: int, mode: dict | None, jobs: int | None, workers: int | None,
 ) -> None:  # fmt: skip
     """A unet generator runs torch on the mode's threads in each worker, whatever the
     engine allots it: two workers of two threads on two cores ran four times slower."""
@@ -146,8 +147,11 @@ def test_unet_roi_workers_times_the_modes_threads_fit_the_cores(
 
     monkeypatch.setattr(rois, "cores", lambda: cores)
     monkeypatch.setattr(rois, "run_tasks", run_tasks)
-    rois.run_rois(study, [], pd.Series(dtype=str), {}, tmp_path, None, jobs=jobs)
+    with caplog.at_level("INFO", "fusion.rois.stage"):
+        rois.run_rois(study, [], pd.Series(dtype=str), {}, tmp_path, None, jobs=jobs)
     assert asked == [workers]
+    cut = f"a network ROI runs {workers} worker(s), not {jobs}"
+    assert (cut in caplog.text) == (jobs is not None and workers < jobs)
 
 
 def _manifest(folder: Path) -> Path:

@@ -214,7 +214,7 @@ def _prepared(tmp_path: Path, n: int) -> list:
     (3, (20, 40, 40), [16, 16, 8]),  # x, y, z: 18 windows, all in one pass
     (2, (6, 40, 40), [16, 16]),  # six slices of nine windows: two passes
 ])  # fmt: skip
-def test_windows_in_one_pass_give_the_probabilities_of_one_at_a_time(
+def test_windows_in_one_pass_give_the_probabilities_of_four_a_pass(
     monkeypatch, dims: int, shape: tuple[int, ...], patch: list[int]
 ) -> None:  # fmt: skip
     """Many windows a forward pass on the CPU (the default since the demos' U-Nets ran

@@ -42,6 +42,7 @@ from fusion.engine import (
     cache_key,
     stage_settings,
     stop_pool,
+    stop_signals_held,
     worker_signals,
 )
 from fusion.errors import ConfigError, FusionError
@@ -461,8 +462,14 @@ class _ChunkPool:
     def _start(self, workers: int):  # noqa: ANN202 - a ProcessPoolExecutor
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(workers, mp_context=self.context,
+        pool = ProcessPoolExecutor(workers, mp_context=self.context,
                                    initializer=_chunk_worker, initargs=(self.dataset,))  # fmt: skip
+        if self.context.get_start_method() == "fork":
+            # a fork pool forks all its workers at the first submit: with the stop signals
+            # held, none reaches a worker before it has dropped the parent's handlers
+            with stop_signals_held():
+                pool.submit(int)
+        return pool
 
     def prepare(self, indices: range) -> list[dict[str, Any]]:
         from concurrent.futures.process import BrokenProcessPool

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from fusion.engine import (
 )
 from fusion.errors import FusionError
 from fusion.threads import cores
+
+log = logging.getLogger(__name__)
 
 ROI_CACHE_VERSION = 3  # 3: the lung outline closes by distance transforms
 
@@ -244,7 +247,11 @@ def network_jobs(mode: dict[str, Any] | None, jobs: int | None) -> int | None:
     U-Net four times slower than one. Without a mode, the engine's share applies."""
     if not mode:
         return jobs
-    return min(jobs or cores(), max(1, cores() // int(mode["threads"])))
+    fit = min(jobs or cores(), max(1, cores() // int(mode["threads"])))
+    if jobs is not None and fit < jobs:
+        log.info("a network ROI runs %d worker(s), not %d: each takes the reproducible "
+                 "mode's %d threads, on %d cores", fit, jobs, mode["threads"], cores())  # fmt: skip
+    return fit
 
 
 def _cohort(study, name, cases, sets, keys, store, jobs, scheduler):  # noqa: ANN001, ANN202

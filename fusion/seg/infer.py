@@ -30,7 +30,8 @@ WINDOW_VOXELS = 2**20  # input voxels of one forward pass on the CPU
 
 def window_batch(device: str, patch: tuple[int, ...]) -> int:
     """Patches per forward pass: 32 on CUDA, where small batches leave the GPU waiting
-    on launches; on the CPU as many as hold about a million input voxels, at most 32.
+    on launches; on the CPU as many as hold about a million input voxels, at most 32
+    (the activations grow with the network's width too: 8 times those of 4 a pass).
     Four small patches a pass left the threads waiting between layers: the demos' U-Nets
     (32 x 32 x 24 and 64 x 64 patches) infer 30-40% faster with 32, with the
     probabilities of 4 a pass to the bit (a window's output does not depend on the others
