@@ -140,3 +140,46 @@ def test_a_stop_signal_held_from_the_fork_reaches_the_worker_after_its_handlers_
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert worker.exitcode == -signal.SIGTERM  # not 1: no KeyboardInterrupt in it
+
+
+def _twice(x: int) -> int:
+    return 2 * x
+
+
+@pytest.mark.parametrize(("cores", "task_threads", "jobs", "workers"), [
+    (2, 2, None, 1),  # the mediastinal demo's unet ROIs: one worker of two threads
+    (8, 2, None, 4),
+    (8, 2, 2, 2),  # -j 2 still holds
+    (2, 2, 4, 1),  # -j 4 cut down, and said so
+    (2, 4, None, 1),  # the task's threads, always
+    (2, None, None, 2),  # no such task: the workers share the cores
+])  # fmt: skip
+def test_tasks_that_take_their_own_threads_get_cores_over_threads_workers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, cores: int,
+    task_threads: int | None, jobs: int | None, workers: int,
+) -> None:  # fmt: skip
+    """Native threads x workers stay within the cores when a task sets its own threads
+    (a network in a reproducible mode): two workers of two threads on two cores ran the
+    demo's U-Net ROIs at half speed."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import contextmanager
+
+    import fusion.engine as engine
+
+    started = []
+
+    @contextmanager
+    def executor(n: int, scheduler: str | None):  # noqa: ANN202, ARG001
+        started.append(n)
+        with ThreadPoolExecutor(n) as pool:
+            yield pool
+
+    monkeypatch.setattr(engine, "cores", lambda: cores)
+    monkeypatch.setattr(engine, "make_executor", executor)
+    tasks = [Task(f"c{i}", f"k{i}", i) for i in range(3)]
+    with caplog.at_level("INFO", "fusion.engine"):
+        run = run_tasks(_twice, tasks, None, jobs=jobs, desc="ROI net", task_threads=task_threads)
+    assert started == [workers]
+    assert run.results == {"c0": 0, "c1": 2, "c2": 4}
+    cut = f"ROI net: {workers} worker(s), not {jobs}"
+    assert (cut in caplog.text) == (jobs is not None and workers < jobs)

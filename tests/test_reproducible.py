@@ -113,21 +113,14 @@ def test_unet_roi_runs_in_the_mode_and_its_key_says_so(tmp_path: Path) -> None:
     assert len(keys) == 3  # each mode its own cached label maps
 
 
-@pytest.mark.parametrize(("cores", "mode", "jobs", "workers"), [
-    (2, {"threads": 2, "kernels": "onednn"}, None, 1),  # the demo: one worker, not two
-    (8, {"threads": 2, "kernels": "onednn"}, None, 4),
-    (8, {"threads": 2, "kernels": "onednn"}, 2, 2),  # -j 2 still holds
-    (2, {"threads": 2, "kernels": "onednn"}, 4, 1),  # -j 4 cut down, and said so
-    (2, {"threads": 4, "kernels": "portable"}, None, 1),  # the study's threads, always
-    (2, None, None, None),  # no mode: the engine shares the cores itself
-])  # fmt: skip
-def test_unet_roi_workers_times_the_modes_threads_fit_the_cores(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-    cores: int, mode: dict | None, jobs: int | None, workers: int | None,
+@pytest.mark.parametrize("mode", [{"threads": 3, "kernels": "onednn"}, None])
+def test_a_unet_roi_tells_the_engine_the_threads_each_task_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: dict | None
 ) -> None:  # fmt: skip
-    """A unet generator runs torch on the mode's threads in each worker, whatever the
-    engine allots it: two workers of two threads on two cores ran four times slower."""
+    """A unet generator runs torch on the mode's threads whatever the engine allots it,
+    so the engine is told (it then fits its workers to them: ``test_engine.py``)."""
     import fusion.rois.stage as rois
+    from fusion.cohort import Case
     from fusion.config import Study
 
     checkpoint = tmp_path / "x.pt"
@@ -141,17 +134,14 @@ def test_unet_roi_workers_times_the_modes_threads_fit_the_cores(
     })  # fmt: skip
     asked = []
 
-    def run_tasks(fn, tasks, cache, *, jobs, scheduler, desc):  # noqa: ANN001, ANN202, ARG001
-        asked.append(jobs)
+    def run_tasks(fn, tasks, cache, **options):  # noqa: ANN001, ANN003, ANN202, ARG001
+        asked.append(options["task_threads"])
         return StageRun()
 
-    monkeypatch.setattr(rois, "cores", lambda: cores)
     monkeypatch.setattr(rois, "run_tasks", run_tasks)
-    with caplog.at_level("INFO", "fusion.rois.stage"):
-        rois.run_rois(study, [], pd.Series(dtype=str), {}, tmp_path, None, jobs=jobs)
-    assert asked == [workers]
-    cut = f"a network ROI runs {workers} worker(s), not {jobs}"
-    assert (cut in caplog.text) == (jobs is not None and workers < jobs)
+    case = Case(case_id="a", image=tmp_path / "a.nii.gz", roi=None, label=0)
+    rois.run_rois(study, [case], pd.Series({"a": "train"}), {"a": ("i", "r")}, tmp_path, None)
+    assert asked == [3 if mode else None]
 
 
 def _manifest(folder: Path) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,6 @@ from fusion.engine import (
     stage_settings,
 )
 from fusion.errors import FusionError
-from fusion.threads import cores
-
-log = logging.getLogger(__name__)
 
 ROI_CACHE_VERSION = 3  # 3: the lung outline closes by distance transforms
 
@@ -230,28 +226,14 @@ def _per_case(study, name, settings, cases, keys, store, jobs, scheduler):  # no
             results[case.case_id] = (path, json.loads(meta.read_text()))
         else:
             todo.append(Task(case.case_id, "", (case, study, name, settings, path)))
-    jobs = network_jobs(settings.get("reproducible"), jobs)
-    run = run_tasks(generate_case, todo, None, jobs=jobs, scheduler=scheduler, desc=f"ROI {name}")
+    mode = settings.get("reproducible")  # a network's threads, whatever it is allotted
+    run = run_tasks(generate_case, todo, None, jobs=jobs, scheduler=scheduler, desc=f"ROI {name}",
+                    task_threads=int(mode["threads"]) if mode else None)  # fmt: skip
     for case_id, value in run.results.items():
         path, meta = _paths(store, keys[case_id], ".nii.gz")
         write_text_atomic(json.dumps(value), meta)
         results[case_id] = (path, value)
     return results, [(f.case_id, name, f"{f.error}: {f.message}") for f in run.failures]
-
-
-def network_jobs(mode: dict[str, Any] | None, jobs: int | None) -> int | None:
-    """Local workers for a network generator (``unet``) in the study's reproducible
-    ``mode``: each runs torch on the mode's ``threads``, whatever the engine allots it,
-    so that its numbers are the study's; ``cores // threads`` of them keep workers x
-    threads within the cores. Two workers of two threads on two cores ran the demo's
-    U-Net four times slower than one. Without a mode, the engine's share applies."""
-    if not mode:
-        return jobs
-    fit = min(jobs or cores(), max(1, cores() // int(mode["threads"])))
-    if jobs is not None and fit < jobs:
-        log.info("a network ROI runs %d worker(s), not %d: each takes the reproducible "
-                 "mode's %d threads, on %d cores", fit, jobs, mode["threads"], cores())  # fmt: skip
-    return fit
 
 
 def _cohort(study, name, cases, sets, keys, store, jobs, scheduler):  # noqa: ANN001, ANN202
